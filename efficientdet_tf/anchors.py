@@ -1,0 +1,189 @@
+"""Anchor boxes of the feature pyramid and the box coder that relates boxes to anchors.
+
+Both follow the official EfficientDet code: anchors come level by level, and within a level position
+by position (row-major: y, then x); at each position one anchor per (scale octave, aspect ratio),
+octave-major. The box coder is the Faster R-CNN coder without scale factors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+# Floor of box and anchor sizes before dividing by them and taking logs (official box coder).
+_MIN_BOX_SIZE = 1e-8
+
+
+def _as_height_width(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}.")
+    return int(image_size[0]), int(image_size[1])
+
+
+def feature_sizes(image_size: int | Sequence[int], max_level: int) -> list[tuple[int, int]]:
+    """(height, width) of the feature map of every level 0..max_level; level 0 is the image.
+
+    Each level halves the previous one rounding up, like a stride-2 'same' convolution.
+    """
+    sizes = [_as_height_width(image_size)]
+    for _ in range(max_level):
+        height, width = sizes[-1]
+        sizes.append(((height - 1) // 2 + 1, (width - 1) // 2 + 1))
+    return sizes
+
+
+class Anchors:
+    """Multi-level anchor boxes, [ymin, xmin, ymax, xmax] in pixels of the network input.
+
+    Build with `Anchors.from_config(config)`, `Anchors(config)`, or from explicit values like the
+    official class: `Anchors(min_level, max_level, num_scales, aspect_ratios, anchor_scale,
+    image_size)`. `aspect_ratios` are width / height.
+
+    Attributes:
+      boxes: float32 numpy array [num_anchors, 4].
+      num_anchors_per_location: num_scales * len(aspect_ratios).
+      level_sizes: {level: (height, width)} of the feature maps min_level..max_level.
+      num_anchors_per_level: {level: number of anchors on that level}.
+    """
+
+    def __init__(
+        self,
+        min_level: Any,
+        max_level: int | None = None,
+        num_scales: int | None = None,
+        aspect_ratios: Sequence[float] | None = None,
+        anchor_scale: float | None = None,
+        image_size: int | Sequence[int] | None = None,
+    ):
+        if max_level is None and hasattr(min_level, "min_level"):
+            config = min_level
+            min_level, max_level, num_scales = config.min_level, config.max_level, config.num_scales
+            aspect_ratios, anchor_scale = config.aspect_ratios, config.anchor_scale
+            image_size = config.image_size
+        if any(
+            value is None
+            for value in (max_level, num_scales, aspect_ratios, anchor_scale, image_size)
+        ):
+            raise TypeError(
+                "Anchors needs a config or all of min_level, max_level, num_scales, "
+                "aspect_ratios, anchor_scale and image_size."
+            )
+        if not 0 <= min_level <= max_level:
+            raise ValueError(f"Need 0 <= min_level <= max_level, got {min_level}, {max_level}.")
+        self.min_level, self.max_level = int(min_level), int(max_level)
+        self.num_scales = int(num_scales)
+        self.aspect_ratios = [float(ratio) for ratio in aspect_ratios]
+        self.anchor_scale = float(anchor_scale)
+        self.image_size = _as_height_width(image_size)
+        self.num_anchors_per_location = self.num_scales * len(self.aspect_ratios)
+
+        all_sizes = feature_sizes(self.image_size, self.max_level)
+        self.level_sizes = {level: all_sizes[level] for level in self.levels}
+        self.num_anchors_per_level = {
+            level: height * width * self.num_anchors_per_location
+            for level, (height, width) in self.level_sizes.items()
+        }
+        level_boxes = [self._level_boxes(level) for level in self.levels]
+        self.boxes = np.concatenate(level_boxes).astype(np.float32)
+
+    @classmethod
+    def from_config(cls, config) -> "Anchors":
+        """Anchors of a config with min_level, max_level, num_scales, aspect_ratios,
+        anchor_scale and image_size."""
+        return cls(config)
+
+    @property
+    def levels(self) -> range:
+        return range(self.min_level, self.max_level + 1)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def _level_boxes(self, level: int) -> np.ndarray:
+        """[height * width * anchors_per_location, 4] boxes of one level, in float64."""
+        image_height, image_width = self.image_size
+        level_height, level_width = self.level_sizes[level]
+        # Strides are the exact ratio image / feature map, not 2**level, for any image size.
+        stride_y, stride_x = image_height / level_height, image_width / level_width
+        centers_y = np.arange(stride_y / 2, image_height, stride_y)
+        centers_x = np.arange(stride_x / 2, image_width, stride_x)
+        centers_x, centers_y = (c.reshape(-1) for c in np.meshgrid(centers_x, centers_y))
+
+        half_heights, half_widths = self._half_sizes(stride_y, stride_x)
+        boxes = np.stack(
+            [
+                centers_y[:, None] - half_heights,
+                centers_x[:, None] - half_widths,
+                centers_y[:, None] + half_heights,
+                centers_x[:, None] + half_widths,
+            ],
+            axis=-1,
+        )
+        return boxes.reshape(-1, 4)
+
+    def _half_sizes(self, stride_y: float, stride_x: float) -> tuple[np.ndarray, np.ndarray]:
+        """Half height and half width of the anchors at one position, octave-major.
+
+        An aspect ratio r keeps the area: width * sqrt(r), height / sqrt(r).
+        """
+        half_heights, half_widths = [], []
+        for octave in range(self.num_scales):
+            octave_scale = 2 ** (octave / self.num_scales)
+            for aspect_ratio in self.aspect_ratios:
+                aspect_x = np.sqrt(aspect_ratio)
+                aspect_y = 1.0 / aspect_x
+                half_heights.append(self.anchor_scale * stride_y * octave_scale * aspect_y / 2.0)
+                half_widths.append(self.anchor_scale * stride_x * octave_scale * aspect_x / 2.0)
+        return np.array(half_heights), np.array(half_widths)
+
+
+def _centers_and_sizes(boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
+    return (ymin + ymax) / 2.0, (xmin + xmax) / 2.0, ymax - ymin, xmax - xmin
+
+
+def encode_boxes(boxes, anchors) -> tf.Tensor:
+    """[..., 4] yxyx boxes -> [..., 4] regression targets [ty, tx, th, tw] relative to anchors.
+
+    ty = (y - y_a) / h_a, tx = (x - x_a) / w_a, th = log(h / h_a), tw = log(w / w_a), with centers
+    (y, x) and sizes (h, w); `anchors` broadcasts against `boxes`.
+    """
+    boxes = tf.convert_to_tensor(boxes, dtype_hint=tf.float32)
+    anchors = tf.cast(anchors, boxes.dtype)
+    center_y_a, center_x_a, height_a, width_a = _centers_and_sizes(anchors)
+    center_y, center_x, height, width = _centers_and_sizes(boxes)
+    height_a, width_a, height, width = (
+        tf.maximum(size, _MIN_BOX_SIZE) for size in (height_a, width_a, height, width)
+    )
+    return tf.stack(
+        [
+            (center_y - center_y_a) / height_a,
+            (center_x - center_x_a) / width_a,
+            tf.math.log(height / height_a),
+            tf.math.log(width / width_a),
+        ],
+        axis=-1,
+    )
+
+
+def decode_boxes(encoded, anchors) -> tf.Tensor:
+    """Inverse of `encode_boxes`: [..., 4] [ty, tx, th, tw] -> [..., 4] yxyx boxes."""
+    encoded = tf.convert_to_tensor(encoded, dtype_hint=tf.float32)
+    anchors = tf.cast(anchors, encoded.dtype)
+    center_y_a, center_x_a, height_a, width_a = _centers_and_sizes(anchors)
+    ty, tx, th, tw = tf.unstack(encoded, num=4, axis=-1)
+    height, width = tf.exp(th) * height_a, tf.exp(tw) * width_a
+    center_y, center_x = ty * height_a + center_y_a, tx * width_a + center_x_a
+    return tf.stack(
+        [
+            center_y - height / 2.0,
+            center_x - width / 2.0,
+            center_y + height / 2.0,
+            center_x + width / 2.0,
+        ],
+        axis=-1,
+    )

@@ -1,0 +1,1 @@
+"""The `main.py` command line: flags and one function per mode."""

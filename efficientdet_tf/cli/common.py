@@ -1,0 +1,15 @@
+"""Flags every mode shares, named as in the official `main.py`, and the config they select."""
+
+from absl import flags
+
+from efficientdet_tf.config import Config, get_config
+
+flags.DEFINE_string("model_name", "efficientdet-d0",
+                    "Model name (a file in hparams/, e.g. efficientdet-d0) or a saved config YAML.")
+flags.DEFINE_string("hparams", "", "Overrides: 'key=value,nested.key=value' or a YAML file.")
+flags.DEFINE_string("ckpt", None,
+                    "Checkpoint to load: a prefix or a directory, in the official layout.")
+
+
+def config_from_flags(flag_values) -> Config:
+    return get_config(flag_values.model_name, flag_values.hparams)

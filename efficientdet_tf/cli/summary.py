@@ -1,0 +1,17 @@
+"""`--mode=summary`: the layer table, the parameter counts and the FLOPs."""
+
+from efficientdet_tf.cli.common import config_from_flags
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import load_weights
+from efficientdet_tf.model.summary import model_cost
+
+
+def run(flag_values) -> None:
+    config = config_from_flags(flag_values)
+    model = build_model(config)
+    if flag_values.ckpt:
+        load_weights(model, flag_values.ckpt)
+    model.summary(line_length=110)
+    height, width = config.image_size
+    print(f"Model {config.name} at {height}x{width}, {config.num_classes} classes")
+    print(model_cost(model).describe())

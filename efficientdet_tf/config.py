@@ -1,0 +1,456 @@
+"""Hyper-parameters: the official recipe in `hparams/*.yaml`, validated early, overridable.
+
+`hparams/base.yaml` holds every key with the official default; `hparams/<model>.yaml` changes what
+differs for one model. The schema below gives each key its type so that an unknown key or a value of
+the wrong type fails at once, naming the key, rather than deep inside the model or the input pipeline.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+HPARAMS_DIR = Path(__file__).resolve().parent.parent / "hparams"
+
+
+class ConfigError(ValueError):
+    """A config file, override string or value that cannot be used."""
+
+
+# --- value types -------------------------------------------------------------------------------
+
+
+class _Type:
+    """Checks and normalizes one value; `describe` names the expected type in error messages."""
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class _Scalar(_Type):
+    def __init__(self, kind: type):
+        self.kind = kind
+
+    def check(self, value):
+        if self.kind is float and isinstance(value, str):
+            try:
+                return float(value)  # PyYAML reads "1e-4" (no dot) as a string.
+            except ValueError:
+                raise TypeError from None
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
+            raise TypeError
+        return value
+
+    def describe(self):
+        return self.kind.__name__
+
+
+class _Optional(_Type):
+    def __init__(self, inner: _Type):
+        self.inner = inner
+
+    def check(self, value):
+        return None if value is None else self.inner.check(value)
+
+    def describe(self):
+        return f"{self.inner.describe()} or null"
+
+
+class _OneOf(_Type):
+    def __init__(self, *choices: str):
+        self.choices = choices
+
+    def check(self, value):
+        if value not in self.choices:
+            raise TypeError
+        return value
+
+    def describe(self):
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+
+class _ListOf(_Type):
+    def __init__(self, inner: _Type, length: int | None = None, min_length: int = 1):
+        self.inner, self.length, self.min_length = inner, length, min_length
+
+    def check(self, value):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        if self.length is not None and len(value) != self.length:
+            raise TypeError
+        if len(value) < self.min_length:
+            raise TypeError
+        return [self.inner.check(v) for v in value]
+
+    def describe(self):
+        size = f"{self.length} " if self.length is not None else ""
+        return f"a list of {size}{self.inner.describe()}"
+
+
+class _ImageSize(_Type):
+    """An int, [height, width], or the official "WxH" string; stored as (height, width)."""
+
+    def check(self, value):
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            size = (value, value)
+        elif isinstance(value, str) and "x" in value:
+            width, height = (int(v) for v in value.split("x"))
+            size = (height, width)
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            size = tuple(int(v) for v in value)
+        else:
+            raise TypeError
+        if min(size) <= 0:
+            raise TypeError
+        return size
+
+    def describe(self):
+        return 'an int, [height, width] or "WxH"'
+
+
+INT, FLOAT, BOOL, STR = _Scalar(int), _Scalar(float), _Scalar(bool), _Scalar(str)
+
+SCHEMA: dict[str, Any] = {
+    "name": STR,
+    "backbone_name": _OneOf(
+        *(f"efficientnet-b{i}" for i in range(8)), *(f"efficientnet-lite{i}" for i in range(5))
+    ),
+    "backbone_survival_prob": _Optional(FLOAT),
+    "act_type": _OneOf("swish", "silu", "relu", "relu6", "hswish", "gelu", "mish"),
+    "batch_norm_momentum": FLOAT,
+    "batch_norm_epsilon": FLOAT,
+    "image_size": _ImageSize(),
+    "min_level": INT,
+    "max_level": INT,
+    "num_scales": INT,
+    "aspect_ratios": _ListOf(FLOAT),
+    "anchor_scale": FLOAT,
+    "fpn_name": _OneOf("bifpn", "fpn", "panet"),
+    "fpn_weight_method": _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
+    "fpn_num_filters": INT,
+    "fpn_cell_repeats": INT,
+    "box_class_repeats": INT,
+    "separable_conv": BOOL,
+    "apply_bn_for_resampling": BOOL,
+    "conv_after_downsample": BOOL,
+    "conv_bn_act_pattern": BOOL,
+    "survival_prob": _Optional(FLOAT),
+    "class_prior_prob": FLOAT,
+    "num_classes": INT,
+    "mean_rgb": _ListOf(FLOAT, length=3),
+    "stddev_rgb": _ListOf(FLOAT, length=3),
+    "label_map": _Optional(STR),
+    "input_rand_hflip": BOOL,
+    "jitter_min": FLOAT,
+    "jitter_max": FLOAT,
+    "autoaugment_policy": _Optional(_OneOf("v0", "randaug")),
+    "skip_crowd_during_training": BOOL,
+    "max_instances_per_image": INT,
+    "drop_remainder": BOOL,
+    "alpha": FLOAT,
+    "gamma": FLOAT,
+    "label_smoothing": FLOAT,
+    "delta": FLOAT,
+    "box_loss_weight": FLOAT,
+    "iou_loss_type": _Optional(_OneOf("iou", "giou", "diou", "ciou")),
+    "iou_loss_weight": FLOAT,
+    "weight_decay": FLOAT,
+    "optimizer": _OneOf("sgd", "adam"),
+    "momentum": FLOAT,
+    "learning_rate": FLOAT,
+    "lr_warmup_init": FLOAT,
+    "lr_warmup_epoch": FLOAT,
+    "lr_decay_method": _OneOf("cosine", "stepwise", "polynomial"),
+    "first_lr_drop_epoch": FLOAT,
+    "second_lr_drop_epoch": FLOAT,
+    "poly_lr_power": FLOAT,
+    "clip_gradients_norm": FLOAT,
+    "num_epochs": INT,
+    "moving_average_decay": FLOAT,
+    "mixed_precision": BOOL,
+    "var_freeze_expr": _Optional(STR),
+    "skip_mismatch": BOOL,
+    "map_freq": INT,
+    "nms_configs": {
+        "method": _OneOf("gaussian", "hard"),
+        "iou_thresh": _Optional(FLOAT),
+        "score_thresh": _Optional(FLOAT),
+        "sigma": _Optional(FLOAT),
+        "max_nms_inputs": INT,
+        "max_output_size": INT,
+    },
+    "tflite_max_detections": INT,
+}
+
+
+# --- the config object -------------------------------------------------------------------------
+
+
+class Config:
+    """Validated hyper-parameters with attribute access (`config.nms_configs.method`).
+
+    Read-only: derive a changed copy with `config.override(...)`, so that a model built from a config
+    always matches what `as_dict()` / `save()` report.
+    """
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(
+            self,
+            "_values",
+            {k: Config(v) if isinstance(v, Mapping) else v for k, v in values.items()},
+        )
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(_unknown_key_message(key, self._values)) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __setattr__(self, key, value):
+        raise AttributeError(
+            f"Config is read-only; use config.override({{'{key}': ...}}) to get a changed copy."
+        )
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._values
+
+    def __eq__(self, other):
+        return isinstance(other, Config) and self.as_dict() == other.as_dict()
+
+    def __repr__(self):
+        return f"Config({self.as_dict()!r})"
+
+    def keys(self):
+        return self._values.keys()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain nested dict of YAML-friendly values (tuples become lists)."""
+        return {k: _plain(v) for k, v in self._values.items()}
+
+    def override(self, overrides: str | Mapping[str, Any] | os.PathLike | None) -> "Config":
+        """A validated copy with `overrides` applied (see `parse_overrides`)."""
+        merged = self.as_dict()
+        _merge(merged, parse_overrides(overrides), SCHEMA, prefix="")
+        return Config(validate(merged))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the full config as YAML; `get_config(path)` reads it back."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.as_dict(), sort_keys=False))
+
+
+def _plain(value):
+    if isinstance(value, Config):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- loading and overriding --------------------------------------------------------------------
+
+
+def available_models() -> list[str]:
+    """Model names with a file in `hparams/`."""
+    return sorted(p.stem for p in HPARAMS_DIR.glob("*.yaml") if p.stem != "base")
+
+
+def get_config(
+    model_name: str | os.PathLike = "efficientdet-d0",
+    overrides: str | Mapping[str, Any] | os.PathLike | None = None,
+) -> Config:
+    """The official config of `model_name` (or of a saved config YAML file), with `overrides`.
+
+    `overrides` is a string `key=value,nested.key=value,list_key=[1.0,2.0]`, a path to a YAML file,
+    or a dict; every key must already exist.
+    """
+    values = _read_yaml(HPARAMS_DIR / "base.yaml")
+    _merge(values, _model_values(model_name), SCHEMA, prefix="")
+    config = Config(validate(values))
+    return config.override(overrides) if overrides else config
+
+
+def _model_values(model_name: str | os.PathLike) -> dict[str, Any]:
+    path = Path(model_name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} does not exist.")
+        return _read_yaml(path)
+    model_file = HPARAMS_DIR / f"{model_name}.yaml"
+    if not model_file.is_file():
+        close = difflib.get_close_matches(str(model_name), available_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"Unknown model name {str(model_name)!r}.{hint} "
+            f"Known models: {', '.join(available_models())}."
+        )
+    return _read_yaml(model_file)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Cannot parse YAML file {str(path)!r}: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"YAML file {str(path)!r} must hold a mapping of hparams, not {values!r}.")
+    return values
+
+
+def parse_overrides(overrides: str | Mapping[str, Any] | os.PathLike | None) -> dict[str, Any]:
+    """Turns an override string, a YAML file path or a dict into a nested dict."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, Mapping):
+        return _nest(dict(overrides))
+    text = str(overrides).strip()
+    if text.endswith((".yaml", ".yml")) and "=" not in text:
+        if not Path(text).is_file():
+            raise ConfigError(f"Hparams file {text!r} does not exist.")
+        return _read_yaml(Path(text))
+    if "=" not in text:
+        raise ConfigError(
+            f"Invalid hparams {text!r}: give key=value pairs separated by commas "
+            "(e.g. 'num_classes=3,nms_configs.method=hard') or a path to a .yaml file."
+        )
+    pairs = {}
+    for item in _split_top_level(text):
+        if "=" not in item:
+            raise ConfigError(f"Invalid hparams item {item!r} in {text!r}: expected key=value.")
+        key, raw = item.split("=", 1)
+        pairs[key.strip()] = _parse_value(raw.strip())
+    return _nest(pairs)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Splits at commas outside brackets, so `aspect_ratios=[1.0,2.0]` stays whole."""
+    items, depth, current = [], 0, []
+    for char in text:
+        depth += char in "[(" and 1 or char in "])" and -1 or 0
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def _parse_value(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", "~"):
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}}."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = _nest(value) if isinstance(value, dict) else value
+    return nested
+
+
+def _merge(target: dict, updates: Mapping, schema: Mapping, prefix: str) -> None:
+    """Recursively applies `updates` to `target`, refusing keys the schema does not know."""
+    for key, value in updates.items():
+        if key not in schema:
+            raise ConfigError(_unknown_key_message(prefix + key, _flat_keys(SCHEMA)))
+        if isinstance(schema[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"hparam {prefix + key!r} is a group of keys "
+                    f"({', '.join(schema[key])}); set them as {prefix + key}.<key>=value."
+                )
+            _merge(target.setdefault(key, {}), value, schema[key], prefix + key + ".")
+        else:
+            target[key] = value
+
+
+def _flat_keys(schema: Mapping, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            keys += _flat_keys(value, prefix + key + ".")
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+def _unknown_key_message(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.5)
+    hint = f" Closest known keys: {', '.join(close)}." if close else ""
+    return f"Unknown hparam {key!r}.{hint} See hparams/base.yaml for every key."
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def validate(values: Mapping[str, Any], schema: Mapping = SCHEMA, prefix: str = "") -> dict:
+    """Type-checks and normalizes every value; then checks the rules that join several keys."""
+    missing = [prefix + k for k in schema if k not in values]
+    if missing:
+        raise ConfigError(f"Config lacks hparams {', '.join(missing)}.")
+    checked = {}
+    for key, kind in schema.items():
+        value = values[key]
+        if isinstance(kind, dict):
+            checked[key] = validate(value, kind, prefix + key + ".")
+            continue
+        try:
+            checked[key] = kind.check(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"hparam {prefix + key!r} = {value!r} has the wrong type: expected {kind.describe()}."
+            ) from None
+    if not prefix:
+        _check_relations(checked)
+    return checked
+
+
+def _check_relations(values: dict[str, Any]) -> None:
+    positive = (
+        "num_classes", "num_scales", "fpn_num_filters", "fpn_cell_repeats",
+        "box_class_repeats", "max_instances_per_image",
+    )
+    for key in positive:
+        if values[key] < 1:
+            raise ConfigError(f"hparam {key!r} = {values[key]} must be at least 1.")
+    if not 1 <= values["min_level"] <= min(values["max_level"], 5):
+        raise ConfigError(
+            f"hparams min_level={values['min_level']}, max_level={values['max_level']}: need "
+            "1 <= min_level <= 5 (the backbone's deepest level) and min_level <= max_level."
+        )
+    if values["jitter_min"] > values["jitter_max"]:
+        raise ConfigError(
+            f"hparam jitter_min={values['jitter_min']} exceeds jitter_max={values['jitter_max']}."
+        )
+    for key in ("backbone_survival_prob", "survival_prob"):
+        if values[key] is not None and not 0.0 < values[key] <= 1.0:
+            raise ConfigError(f"hparam {key!r} = {values[key]} must be in (0, 1] or null.")

@@ -1,0 +1,273 @@
+"""Detections from the raw network outputs: the official EfficientDet post-processing.
+
+Per-level class logits and box regressions are flattened in anchor order, turned into scores
+(sigmoid) and boxes (decoded against the anchors), and reduced by non-maximum suppression in one of
+three modes:
+
+- `global`: each anchor keeps its best class; one NMS over all anchors, classes ignored.
+- `per_class`: each anchor keeps its best class; NMS within each class, then the best overall.
+- `combined`: `tf.image.combined_non_max_suppression` over every (anchor, class) pair, always hard
+  NMS (`nms_configs.method` does not apply).
+
+With `nms_configs.max_nms_inputs` > 0, `global` and `per_class` first keep only that many best
+(anchor, class) pairs instead of each anchor's best class; `combined` never prunes (official).
+
+Like the official code, `global` and `combined` clip boxes to the network input before scaling them
+back to original pixels, and `per_class` does not clip. Only TensorFlow ops, so that it runs inside
+a `tf.function` or an exported SavedModel, with a dynamic batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import tensorflow as tf
+
+from efficientdet_tf.anchors import Anchors, decode_boxes
+
+MODES = ("global", "per_class", "combined")
+
+# What the null values of `nms_configs` stand for (the official defaults, see hparams/base.yaml).
+DEFAULT_HARD_NMS_IOU_THRESHOLD = 0.5
+DEFAULT_SOFT_NMS_SCORE_THRESHOLD = 0.001
+DEFAULT_SOFT_NMS_SIGMA = 0.5
+
+
+class Detections(NamedTuple):
+    """Batched detections padded to `max_output_size`; padding rows are all zeros.
+
+    boxes: float32 [batch, max_output_size, 4], [ymin, xmin, ymax, xmax] in original-image pixels.
+    scores: float32 [batch, max_output_size], best first.
+    classes: float32 [batch, max_output_size], 1-based class ids.
+    num_detections: int32 [batch], how many rows of each image are detections.
+    """
+
+    boxes: tf.Tensor
+    scores: tf.Tensor
+    classes: tf.Tensor
+    num_detections: tf.Tensor
+
+
+@dataclass(frozen=True)
+class NmsParameters:
+    """Arguments of one NMS method, with the config's nulls replaced by the official defaults."""
+
+    iou_threshold: float
+    score_threshold: float
+    soft_nms_sigma: float  # as the paper defines it; 0 for hard NMS
+
+    @classmethod
+    def from_config(cls, nms_configs, method: str) -> "NmsParameters":
+        """`method` is 'hard' or 'gaussian' (soft-NMS, which suppresses by score decay only)."""
+        if method == "hard":
+            return cls(
+                iou_threshold=_default_if_none(
+                    nms_configs.iou_thresh, DEFAULT_HARD_NMS_IOU_THRESHOLD
+                ),
+                score_threshold=_default_if_none(nms_configs.score_thresh, float("-inf")),
+                soft_nms_sigma=0.0,
+            )
+        if method == "gaussian":
+            return cls(
+                iou_threshold=1.0,  # soft-NMS only decays scores: no overlap removes a box outright
+                score_threshold=_default_if_none(
+                    nms_configs.score_thresh, DEFAULT_SOFT_NMS_SCORE_THRESHOLD
+                ),
+                soft_nms_sigma=_default_if_none(nms_configs.sigma, DEFAULT_SOFT_NMS_SIGMA),
+            )
+        raise ValueError(f"Unknown NMS method {method!r}: expected 'hard' or 'gaussian'.")
+
+
+def _default_if_none(value, default):
+    return default if value is None else value
+
+
+class Postprocessor:
+    """Turns per-level network outputs into `Detections`; build once per config and mode.
+
+    Call with `class_outputs` (logits, [batch, H, W, anchors_per_location * num_classes]) and
+    `box_outputs` ([batch, H, W, anchors_per_location * 4]), each a list ordered
+    min_level..max_level, and optionally `image_scales` ([batch] or scalar; network-input pixels ->
+    original pixels).
+    """
+
+    def __init__(self, config, mode: str = "global"):
+        if mode not in MODES:
+            raise ValueError(f"Unknown post-processing mode {mode!r}: expected one of {MODES}.")
+        self.mode = mode
+        self.num_classes = config.num_classes
+        self.image_size = config.image_size
+        self.anchors = Anchors.from_config(config)
+        self.max_output_size = config.nms_configs.max_output_size
+        self.max_nms_inputs = config.nms_configs.max_nms_inputs
+        method = "hard" if mode == "combined" else config.nms_configs.method
+        self.nms_parameters = NmsParameters.from_config(config.nms_configs, method)
+        self._check_sizes()
+        self._anchor_boxes = tf.constant(self.anchors.boxes)
+
+    def _check_sizes(self) -> None:
+        if self.max_output_size < 1:
+            raise ValueError(
+                f"nms_configs.max_output_size must be at least 1, got {self.max_output_size}."
+            )
+        num_pairs = len(self.anchors) * self.num_classes
+        if not 0 <= self.max_nms_inputs <= num_pairs:
+            raise ValueError(
+                f"nms_configs.max_nms_inputs = {self.max_nms_inputs} must be in [0, {num_pairs}] "
+                f"(0 keeps every anchor; {num_pairs} is anchors x classes)."
+            )
+
+    def __call__(self, class_outputs, box_outputs, image_scales=None) -> Detections:
+        logits = self._merge_levels(class_outputs, self.num_classes, "class_outputs")
+        box_regressions = self._merge_levels(box_outputs, 4, "box_outputs")
+        if self.mode == "combined":
+            detections = self._combined_nms(logits, box_regressions)
+        else:
+            boxes, scores, classes = self._best_candidates(logits, box_regressions)
+            nms = self._global_nms if self.mode == "global" else self._per_class_nms
+            detections = tf.map_fn(
+                lambda candidates: nms(*candidates),
+                (boxes, scores, classes),
+                fn_output_signature=self._detection_signature(),
+            )
+            detections = Detections(*detections)
+        if self.mode != "per_class":
+            detections = detections._replace(boxes=self._clip_to_image(detections.boxes))
+        if image_scales is not None:
+            scales = tf.reshape(tf.cast(image_scales, tf.float32), [-1, 1, 1])
+            detections = detections._replace(boxes=detections.boxes * scales)
+        return detections
+
+    # --- candidates ---------------------------------------------------------------------------
+
+    def _merge_levels(self, outputs: Sequence, values_per_anchor: int, name: str) -> tf.Tensor:
+        """Per-level [batch, H, W, anchors * values] -> [batch, anchors, values], anchor order."""
+        levels = self.anchors.levels
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(levels):
+            got = (
+                f"{len(outputs)} items"
+                if isinstance(outputs, (list, tuple))
+                else type(outputs).__name__
+            )
+            raise ValueError(
+                f"{name} must be a list of {len(levels)} tensors, one per level "
+                f"{levels[0]}..{levels[-1]}; got {got}."
+            )
+        channels = self.anchors.num_anchors_per_location * values_per_anchor
+        merged = []
+        for level, output in zip(levels, outputs):
+            output = tf.convert_to_tensor(output)
+            expected_shape = [None, *self.anchors.level_sizes[level], channels]
+            if not output.shape.is_compatible_with(expected_shape):
+                raise ValueError(
+                    f"{name} of level {level} has shape {output.shape}; expected [batch, "
+                    f"{expected_shape[1]}, {expected_shape[2]}, {channels}] "
+                    f"({self.anchors.num_anchors_per_location} anchors x {values_per_anchor})."
+                )
+            batch_size = tf.shape(output)[0]
+            merged.append(
+                tf.reshape(tf.cast(output, tf.float32), [batch_size, -1, values_per_anchor])
+            )
+        return tf.concat(merged, axis=1)
+
+    def _best_candidates(self, logits: tf.Tensor, box_regressions: tf.Tensor):
+        """Boxes [batch, K, 4], scores [batch, K] and 0-based classes [batch, K] to run NMS on.
+
+        With max_nms_inputs, the K best (anchor, class) pairs of each image; otherwise every anchor
+        with its best class.
+        """
+        if self.max_nms_inputs > 0:
+            flat_logits = tf.reshape(logits, [tf.shape(logits)[0], -1])
+            top_logits, top_pairs = tf.math.top_k(flat_logits, k=self.max_nms_inputs, sorted=False)
+            anchor_indices, classes = top_pairs // self.num_classes, top_pairs % self.num_classes
+            box_regressions = tf.gather(box_regressions, anchor_indices, batch_dims=1)
+            anchor_boxes = tf.gather(self._anchor_boxes, anchor_indices)
+        else:
+            top_logits = tf.reduce_max(logits, axis=-1)
+            classes = tf.math.argmax(logits, axis=-1, output_type=tf.int32)
+            anchor_boxes = self._anchor_boxes
+        boxes = decode_boxes(box_regressions, anchor_boxes)
+        return boxes, tf.sigmoid(top_logits), classes
+
+    # --- NMS modes ----------------------------------------------------------------------------
+
+    def _nms(self, boxes: tf.Tensor, scores: tf.Tensor):
+        """Indices, scores and count of the kept boxes of one image, padded to max_output_size."""
+        params = self.nms_parameters
+        # NonMaxSuppressionV5's sigma is twice the paper's (tensorflow/tensorflow#40253).
+        return tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes,
+            scores=scores,
+            max_output_size=self.max_output_size,
+            iou_threshold=params.iou_threshold,
+            score_threshold=params.score_threshold,
+            soft_nms_sigma=params.soft_nms_sigma / 2,
+            pad_to_max_output_size=True,
+        )
+
+    def _global_nms(self, boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor) -> Detections:
+        indices, kept_scores, count = self._nms(boxes, scores)
+        kept_classes = tf.cast(tf.gather(classes, indices) + 1, tf.float32)
+        return self._zero_padding(tf.gather(boxes, indices), kept_scores, kept_classes, count)
+
+    def _per_class_nms(self, boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor) -> Detections:
+        """NMS within each class, then the max_output_size best of all (ties: lower class first)."""
+        slots = tf.range(self.max_output_size)
+
+        def class_nms(class_id):
+            # Other classes' candidates get -inf, which fails every score threshold.
+            class_scores = tf.where(classes == class_id, scores, float("-inf"))
+            indices, kept_scores, count = self._nms(boxes, class_scores)
+            return indices, tf.where(slots < count, kept_scores, float("-inf")), count
+
+        indices, kept_scores, counts = tf.map_fn(
+            class_nms,
+            tf.range(self.num_classes),
+            fn_output_signature=(tf.int32, tf.float32, tf.int32),
+        )
+        best_scores, best = tf.math.top_k(tf.reshape(kept_scores, [-1]), k=self.max_output_size)
+        best_indices = tf.gather(tf.reshape(indices, [-1]), best)
+        best_classes = tf.cast(best // self.max_output_size + 1, tf.float32)
+        count = tf.minimum(self.max_output_size, tf.reduce_sum(counts))
+        return self._zero_padding(tf.gather(boxes, best_indices), best_scores, best_classes, count)
+
+    def _combined_nms(self, logits: tf.Tensor, box_regressions: tf.Tensor) -> Detections:
+        boxes = decode_boxes(box_regressions, self._anchor_boxes)
+        params = self.nms_parameters
+        boxes, scores, classes, counts = tf.image.combined_non_max_suppression(
+            boxes[:, :, tf.newaxis, :],
+            tf.sigmoid(logits),
+            max_output_size_per_class=self.max_output_size,
+            max_total_size=self.max_output_size,
+            iou_threshold=params.iou_threshold,
+            score_threshold=params.score_threshold,
+            clip_boxes=False,
+        )
+        return self._zero_padding(boxes, scores, classes + 1, counts)
+
+    # --- output -------------------------------------------------------------------------------
+
+    def _zero_padding(self, boxes, scores, classes, count) -> Detections:
+        """Zeros the rows at and after `count`, for one image or a batch ([batch] counts)."""
+        is_detection = tf.range(self.max_output_size) < count[..., tf.newaxis]
+        return Detections(
+            boxes=tf.where(is_detection[..., tf.newaxis], boxes, 0.0),
+            scores=tf.where(is_detection, scores, 0.0),
+            classes=tf.where(is_detection, classes, 0.0),
+            num_detections=tf.cast(count, tf.int32),
+        )
+
+    def _detection_signature(self) -> Detections:
+        size = self.max_output_size
+        return Detections(
+            boxes=tf.TensorSpec([size, 4], tf.float32),
+            scores=tf.TensorSpec([size], tf.float32),
+            classes=tf.TensorSpec([size], tf.float32),
+            num_detections=tf.TensorSpec([], tf.int32),
+        )
+
+    def _clip_to_image(self, boxes: tf.Tensor) -> tf.Tensor:
+        """Clips [..., 4] yxyx boxes to the network input (official: before scaling back)."""
+        height, width = self.image_size
+        return tf.clip_by_value(boxes, 0.0, tf.constant([height, width, height, width], tf.float32))

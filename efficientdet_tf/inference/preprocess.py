@@ -1,0 +1,72 @@
+"""Evaluation / inference pre-processing of the official EfficientDet code.
+
+An image of any size is normalized with `config.mean_rgb` / `config.stddev_rgb`, resized keeping
+its aspect ratio (bilinear) so that it fits `config.image_size`, and zero-padded at the bottom and
+right to exactly `config.image_size`. Only TensorFlow ops: it runs eagerly, in a `tf.function` and
+inside an exported SavedModel.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+
+def preprocess_image(image, config) -> tuple[tf.Tensor, tf.Tensor]:
+    """One [height, width, 3] image (uint8 or float in 0..255) -> network input and image scale.
+
+    Returns:
+      image: float32 [*config.image_size, 3].
+      image_scale: float32 scalar, the factor from network-input pixels to original pixels.
+    """
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank is not None and (image.shape.rank != 3 or image.shape[-1] not in (3, None)):
+        raise ValueError(f"Expected an image of shape [height, width, 3], got {image.shape}.")
+    output_height, output_width = config.image_size
+
+    image = _normalize(image, config.mean_rgb, config.stddev_rgb)
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    scale = tf.minimum(output_height / height, output_width / width)
+    # The official code truncates the scaled size to integers; so does this.
+    scaled_size = tf.cast(tf.stack([height * scale, width * scale]), tf.int32)
+    image = tf.image.resize(image, scaled_size, method=tf.image.ResizeMethod.BILINEAR)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, output_height, output_width)
+    return image, 1.0 / scale
+
+
+def preprocess_images(images, config) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch of images -> network inputs [batch, *config.image_size, 3] and image scales [batch].
+
+    `images` is a [batch, height, width, 3] tensor, or a list of [height, width, 3] images whose
+    sizes may differ.
+    """
+    if isinstance(images, Sequence):
+        processed = [preprocess_image(image, config) for image in images]
+        return tf.stack([image for image, _ in processed]), tf.stack(
+            [scale for _, scale in processed]
+        )
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank is not None and images.shape.rank != 4:
+        raise ValueError(
+            f"Expected images of shape [batch, height, width, 3] or a list of images, "
+            f"got shape {images.shape}."
+        )
+    return tf.map_fn(
+        lambda image: preprocess_image(image, config),
+        images,
+        fn_output_signature=(
+            tf.TensorSpec([*config.image_size, 3], tf.float32),
+            tf.TensorSpec([], tf.float32),
+        ),
+    )
+
+
+def _normalize(
+    image: tf.Tensor, mean_rgb: Sequence[float], stddev_rgb: Sequence[float]
+) -> tf.Tensor:
+    image = tf.cast(image, tf.float32)
+    image -= tf.constant(mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
+    image /= tf.constant(stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
+    return image

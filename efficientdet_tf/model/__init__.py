@@ -1,0 +1,1 @@
+"""The network: EfficientNet backbone, feature network (BiFPN), heads, and their assembly."""

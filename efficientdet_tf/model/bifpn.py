@@ -1,0 +1,218 @@
+"""The feature network: resampling, weighted fusion nodes and repeated cells (BiFPN and baselines).
+
+Layer names follow the official checkpoints: `fpn_cells/cell_0/fnode1/resample_0_2_6/conv2d`,
+`.../fnode1/WSM_1`, `.../fnode1/op_after_combine6/conv`, and `resample_p6` for the extra levels.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from efficientdet_tf.model.fpn_topology import FpnTopology, get_topology
+from efficientdet_tf.model.layers import NormSettings, activation
+
+FAST_FUSION_EPSILON = 1e-4  # fast normalized fusion: relu(w) / (sum(relu(w)) + epsilon)
+
+
+class ResampleFeatureMap(keras.layers.Layer):
+    """Brings a feature to a target size and width.
+
+    Width: 1x1 conv (+ BN) only when the channel count differs. Size: max pooling (kernel
+    stride+1, TF "same" padding) to go down, nearest-neighbour resizing to go up.
+    """
+
+    def __init__(
+        self,
+        target_size: tuple[int, int],
+        filters: int,
+        apply_bn: bool,
+        conv_after_downsample: bool,
+        norm: NormSettings,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.target_size = tuple(target_size)
+        self.filters = filters
+        self.apply_bn = apply_bn
+        self.conv_after_downsample = conv_after_downsample
+        self.norm = norm
+
+    def build(self, input_shape):
+        height, width, channels = input_shape[1:]
+        self.projection = self.projection_norm = self.pool = None
+        if channels != self.filters:
+            self.projection = keras.layers.Conv2D(self.filters, 1, padding="same", name="conv2d")
+            if self.apply_bn:
+                self.projection_norm = self.norm.make("bn")
+        target_height, target_width = self.target_size
+        shrinks = height > target_height or width > target_width
+        if shrinks and (height < target_height or width < target_width):
+            raise ValueError(
+                f"{self.name}: cannot resample a {height}x{width} feature to "
+                f"{target_height}x{target_width} (one side grows while the other shrinks)."
+            )
+        if shrinks:
+            stride = ((height - 1) // target_height + 1, (width - 1) // target_width + 1)
+            self.pool = keras.layers.MaxPooling2D(
+                pool_size=(stride[0] + 1, stride[1] + 1), strides=stride, padding="same")
+
+    def _project(self, x, training):
+        if self.projection is None:
+            return x
+        x = self.projection(x)
+        return self.projection_norm(x, training=training) if self.projection_norm else x
+
+    def call(self, x, training=None):
+        if self.pool is not None:
+            if not self.conv_after_downsample:
+                x = self._project(x, training)
+            x = self.pool(x)
+            return self._project(x, training) if self.conv_after_downsample else x
+        x = self._project(x, training)
+        if tuple(x.shape[1:3]) != self.target_size:
+            # As the official code: the TF1 kernel (no half-pixel centres), in float32.
+            resized = tf.raw_ops.ResizeNearestNeighbor(
+                images=tf.cast(x, tf.float32), size=self.target_size,
+                align_corners=False, half_pixel_centers=False)
+            x = tf.cast(resized, x.dtype)
+        return x
+
+
+class FusionNode(keras.layers.Layer):
+    """One fused feature: resample its inputs, fuse them with learned weights, act, conv, BN."""
+
+    def __init__(
+        self,
+        input_ids: tuple[int, ...],
+        num_features: int,
+        target_size: tuple[int, int],
+        filters: int,
+        weight_method: str,
+        act_type: str,
+        separable_conv: bool,
+        apply_bn_for_resampling: bool,
+        conv_after_downsample: bool,
+        conv_bn_act_pattern: bool,
+        norm: NormSettings,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.input_ids = input_ids
+        self.filters = filters
+        self.weight_method = weight_method
+        self.act = activation(act_type)
+        self.conv_bn_act_pattern = conv_bn_act_pattern
+        self.resamplers = [
+            ResampleFeatureMap(
+                target_size, filters, apply_bn_for_resampling, conv_after_downsample, norm,
+                name=f"resample_{i}_{input_id}_{num_features}",
+            )
+            for i, input_id in enumerate(input_ids)
+        ]
+        conv_layer = keras.layers.SeparableConv2D if separable_conv else keras.layers.Conv2D
+        # The official layer is named after the number of features that exist before it.
+        self.op_after_combine = _ConvNorm(
+            conv_layer(filters, 3, padding="same", use_bias=not conv_bn_act_pattern, name="conv"),
+            norm.make("bn"),
+            name=f"op_after_combine{num_features}",
+        )
+
+    def build(self, input_shape):
+        if self.weight_method == "sum":
+            self.edge_weights = []
+            return
+        shape = (self.filters,) if self.weight_method.startswith("channel_") else ()
+        self.edge_weights = [
+            self.add_weight(shape=shape, initializer="ones", name="WSM" + (f"_{i}" if i else ""))
+            for i in range(len(self.input_ids))
+        ]
+
+    def call(self, features, training=None):
+        inputs = [
+            resample(features[input_id], training=training)
+            for resample, input_id in zip(self.resamplers, self.input_ids)
+        ]
+        fused = fuse(inputs, self.edge_weights, self.weight_method)
+        if not self.conv_bn_act_pattern:
+            fused = self.act(fused)
+        fused = self.op_after_combine(fused, training=training)
+        return self.act(fused) if self.conv_bn_act_pattern else fused
+
+
+def fuse(inputs: list[tf.Tensor], weights: list[tf.Variable], method: str) -> tf.Tensor:
+    """Weighted sum of same-shaped features (EfficientDet paper, section 3.3)."""
+    if method == "sum":
+        return tf.add_n(inputs)
+    dtype = inputs[0].dtype
+    weights = [tf.cast(w, dtype) for w in weights]
+    if method in ("attn", "channel_attn"):
+        normalized = tf.nn.softmax(tf.stack(weights, axis=-1), axis=-1)
+        return tf.reduce_sum(tf.stack(inputs, axis=-1) * normalized, axis=-1)
+    if method in ("fastattn", "channel_fastattn"):
+        weights = [tf.nn.relu(w) for w in weights]
+        total = tf.add_n(weights) + FAST_FUSION_EPSILON
+        return tf.add_n([x * w / total for x, w in zip(inputs, weights)])
+    raise ValueError(f"Unknown fpn_weight_method {method!r}.")
+
+
+class _ConvNorm(keras.layers.Layer):
+    def __init__(self, conv, norm, **kwargs):
+        super().__init__(**kwargs)
+        self.conv, self.norm = conv, norm
+
+    def call(self, x, training=None):
+        return self.norm(self.conv(x), training=training)
+
+
+class FpnCell(keras.layers.Layer):
+    """One repeat of the topology: inputs at levels min..max in, newest feature per level out."""
+
+    def __init__(self, topology: FpnTopology, node_factory, **kwargs):
+        super().__init__(**kwargs)
+        self.topology = topology
+        self.nodes = [
+            node_factory(node, topology.num_levels + index, name=f"fnode{index}")
+            for index, node in enumerate(topology.nodes)
+        ]
+
+    def call(self, features, training=None):
+        features = list(features)
+        for node in self.nodes:
+            features.append(node(features, training=training))
+        return [features[i] for i in self.topology.output_ids()]
+
+
+class FeatureNetwork(keras.layers.Layer):
+    """`fpn_cell_repeats` cells of the configured topology (BiFPN by default)."""
+
+    def __init__(self, config, feature_sizes: dict[int, tuple[int, int]], norm: NormSettings,
+                 **kwargs):
+        super().__init__(name=kwargs.pop("name", "fpn_cells"), **kwargs)
+        topology = get_topology(config.fpn_name, config.min_level, config.max_level)
+
+        def make_node(node, num_features, name):
+            return FusionNode(
+                node.input_ids,
+                num_features,
+                target_size=feature_sizes[node.level],
+                filters=config.fpn_num_filters,
+                weight_method=config.fpn_weight_method,
+                act_type=config.act_type,
+                separable_conv=config.separable_conv,
+                apply_bn_for_resampling=config.apply_bn_for_resampling,
+                conv_after_downsample=config.conv_after_downsample,
+                conv_bn_act_pattern=config.conv_bn_act_pattern,
+                norm=norm,
+                name=name,
+            )
+
+        self.cells = [
+            FpnCell(topology, make_node, name=f"cell_{repeat}")
+            for repeat in range(config.fpn_cell_repeats)
+        ]
+
+    def call(self, features, training=None):
+        for cell in self.cells:
+            features = cell(features, training=training)
+        return features

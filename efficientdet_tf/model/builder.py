@@ -1,0 +1,57 @@
+"""Assembles EfficientDet from a config: backbone -> extra levels -> feature network -> heads.
+
+The network stops at raw head outputs; anchors, losses and decoding live outside it (training/,
+inference/), so the same network serves training, evaluation and export.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from efficientdet_tf.anchors import feature_sizes
+from efficientdet_tf.model.bifpn import FeatureNetwork, ResampleFeatureMap
+from efficientdet_tf.model.efficientnet import EfficientNet
+from efficientdet_tf.model.heads import box_head, class_head
+from efficientdet_tf.model.layers import NormSettings
+
+BACKBONE_MAX_LEVEL = 5  # EfficientNet's deepest feature has stride 2**5
+
+
+def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
+    """EfficientDet for `config` at its image size (channels_last).
+
+    `model(images, training=False)` on normalized float images [B, H, W, 3] returns
+    `(class_outputs, box_outputs)`: lists ordered min_level..max_level of
+    [B, H_l, W_l, anchors * num_classes] logits and [B, H_l, W_l, anchors * 4] box regressions.
+    """
+    norm = NormSettings(
+        momentum=config.batch_norm_momentum,
+        epsilon=config.batch_norm_epsilon,
+        synchronized=synchronized_batch_norm,
+    )
+    sizes = dict(enumerate(feature_sizes(config.image_size, config.max_level)))
+    images = keras.Input((*config.image_size, 3), name="images")
+
+    backbone = EfficientNet(
+        config.backbone_name,
+        act_type=config.act_type,
+        norm=norm,
+        survival_prob=config.backbone_survival_prob,
+    )
+    backbone_features = backbone(images)  # levels 1..5
+    features = backbone_features[config.min_level - 1:BACKBONE_MAX_LEVEL]
+    for level in range(BACKBONE_MAX_LEVEL + 1, config.max_level + 1):
+        features.append(
+            ResampleFeatureMap(
+                sizes[level],
+                config.fpn_num_filters,
+                apply_bn=config.apply_bn_for_resampling,
+                conv_after_downsample=config.conv_after_downsample,
+                norm=norm,
+                name=f"resample_p{level}",
+            )(features[-1])
+        )
+    features = FeatureNetwork(config, sizes, norm)(features)
+    class_outputs = class_head(config, norm)(features)
+    box_outputs = box_head(config, norm)(features)
+    return keras.Model(images, (class_outputs, box_outputs), name=config.name)

@@ -1,0 +1,142 @@
+"""Weights in the official checkpoint layout: a TF1 name-based checkpoint keyed by scope names.
+
+The official release checkpoints (`efficientdet-d0.tar.gz`) hold one entry per variable, named
+like `efficientnet-b0/blocks_3/conv2d/kernel`, plus an `<name>/ExponentialMovingAverage` shadow
+that the official loader prefers. This project's layers carry the official scope names, so the
+only translation between a Keras variable and its checkpoint entry is `checkpoint_name` below.
+`save_weights` writes the same layout, so the project's own weights load through the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+log = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint lacks some of the model's variables or holds them with other shapes."""
+
+
+def checkpoint_name(variable) -> str:
+    """The official checkpoint entry of a model variable."""
+    path = variable.path
+    # Keras 3 names a depthwise kernel `kernel`; TF1 and Keras 2 named it `depthwise_kernel`.
+    if path.endswith("/depthwise_conv2d/kernel"):
+        return path[: -len("kernel")] + "depthwise_kernel"
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> str:
+    """The checkpoint prefix for `path`: a prefix itself or a directory holding checkpoints."""
+    path = str(path)
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            indexes = sorted(tf.io.gfile.glob(os.path.join(path, "*.index")))
+            if len(indexes) != 1:
+                raise FileNotFoundError(
+                    f"No checkpoint in directory {path!r}: expected a 'checkpoint' state file or "
+                    f"exactly one '<prefix>.index' file, found {len(indexes)}."
+                )
+            latest = indexes[0][: -len(".index")]
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise FileNotFoundError(
+            f"No checkpoint at {path!r}: give a checkpoint prefix (the path without "
+            "'.index' / '.data-*') or a directory that holds one."
+        )
+    return path
+
+
+def load_weights(
+    model: keras.Model,
+    path: str | os.PathLike,
+    skip_mismatch: bool = False,
+    use_ema: bool = True,
+) -> list[str]:
+    """Loads a checkpoint in the official layout into `model`; returns the names skipped.
+
+    `use_ema` takes each `ExponentialMovingAverage` shadow where the checkpoint has one, as the
+    official loader does. A model variable missing from the checkpoint is an error. One with
+    another shape is an error too, unless `skip_mismatch` (fine-tuning with another
+    `num_classes`): then it keeps its initial value and a warning names it.
+    """
+    prefix = resolve_checkpoint(path)
+    reader = tf.train.load_checkpoint(prefix)
+    stored_shapes = reader.get_variable_to_shape_map()
+    missing, mismatched, matches = [], [], []
+    for variable in model.weights:
+        name = checkpoint_name(variable)
+        key = name + EMA_SUFFIX if use_ema and name + EMA_SUFFIX in stored_shapes else name
+        if key not in stored_shapes:
+            missing.append(name)
+        elif tuple(stored_shapes[key]) != tuple(variable.shape):
+            mismatched.append(
+                f"{name}: checkpoint {list(stored_shapes[key])} vs model {list(variable.shape)}")
+        else:
+            matches.append((variable, key))
+    if missing or (mismatched and not skip_mismatch):
+        raise CheckpointMismatchError(_mismatch_message(prefix, model, missing, mismatched))
+    if mismatched:
+        log.warning(
+            "Skipped %d variables whose shape differs from checkpoint %s (they keep their "
+            "initial values):\n  %s", len(mismatched), prefix, "\n  ".join(mismatched))
+    for variable, key in matches:
+        variable.assign(reader.get_tensor(key).astype(variable.dtype))
+    return [entry.split(":")[0] for entry in mismatched]
+
+
+def _mismatch_message(prefix, model, missing, mismatched) -> str:
+    lines = [f"Checkpoint {prefix!r} does not fit model {model.name!r}."]
+    if missing:
+        lines.append(f"{len(missing)} model variables are missing from the checkpoint:")
+        lines += [f"  {name}" for name in missing]
+    if mismatched:
+        lines.append(f"{len(mismatched)} variables have another shape in the checkpoint:")
+        lines += [f"  {entry}" for entry in mismatched]
+    lines.append(
+        "Build the model with the config the checkpoint was trained with (model_name, "
+        "num_classes, aspect_ratios, ...)"
+        + (", or pass skip_mismatch=True to start the mismatched variables (e.g. the class "
+           "head for another num_classes) from scratch." if mismatched and not missing else ".")
+    )
+    return "\n".join(lines)
+
+
+def save_weights(
+    model: keras.Model,
+    path: str | os.PathLike,
+    ema_values: dict[str, np.ndarray] | None = None,
+) -> str:
+    """Writes the model's weights as an official-layout checkpoint at prefix `path`.
+
+    `ema_values` maps checkpoint names to moving-average values, written as their
+    `ExponentialMovingAverage` shadows. The files appear only once complete, so an
+    interrupted save never leaves a half-written checkpoint under `path`.
+    """
+    prefix = str(path)
+    tensors = {checkpoint_name(v): tf.convert_to_tensor(v) for v in model.weights}
+    for name, value in (ema_values or {}).items():
+        tensors[name + EMA_SUFFIX] = tf.convert_to_tensor(value)
+    names = sorted(tensors)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    staging = f"{prefix}.tmp-{os.getpid()}"
+    tf.raw_ops.SaveV2(
+        prefix=staging,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tensors[name] for name in names],
+    )
+    data_files = tf.io.gfile.glob(staging + ".data-*")
+    for data_file in data_files:
+        tf.io.gfile.rename(data_file, prefix + data_file[len(staging):], overwrite=True)
+    tf.io.gfile.rename(staging + ".index", prefix + ".index", overwrite=True)
+    return prefix

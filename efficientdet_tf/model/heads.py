@@ -1,0 +1,113 @@
+"""Class and box prediction heads, shared across levels with a separate batch norm per level.
+
+Official names: `class_net/class-0`, `class_net/class-0-bn-3` (repeat 0, level 3),
+`class_net/class-predict`; the box head uses the prefix `box`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from efficientdet_tf.model.layers import NormSettings, activation, drop_connect
+
+
+class PredictionHead(keras.layers.Layer):
+    """`repeats` x (conv, per-level BN, act) then a conv to `outputs_per_anchor` x anchors."""
+
+    def __init__(
+        self,
+        prefix: str,
+        outputs_per_location: int,
+        filters: int,
+        repeats: int,
+        levels: range,
+        act_type: str,
+        separable_conv: bool,
+        survival_prob: float | None,
+        norm: NormSettings,
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.levels = levels
+        self.act = activation(act_type)
+        self.survival_prob = survival_prob
+        self.convs = [
+            _conv(separable_conv, filters, "zeros", name=f"{prefix}-{i}") for i in range(repeats)
+        ]
+        # Flat list (Keras tracks layers in flat containers): repeat-major, then level.
+        self.norms = [
+            norm.make(f"{prefix}-{i}-bn-{level}") for i in range(repeats) for level in levels
+        ]
+        self.predict = _conv(
+            separable_conv, outputs_per_location, bias_initializer, name=f"{prefix}-predict")
+
+    def call(self, features, training=None):
+        return [
+            self._predict_level(feature, level, training)
+            for feature, level in zip(features, self.levels)
+        ]
+
+    def _predict_level(self, x, level, training):
+        level_index = level - self.levels.start
+        for i, conv in enumerate(self.convs):
+            norm = self.norms[i * len(self.levels) + level_index]
+            shortcut = x
+            x = self.act(norm(conv(x), training=training))
+            if i > 0 and self.survival_prob:
+                if training:
+                    x = drop_connect(x, self.survival_prob)
+                x = x + shortcut
+        return self.predict(x)
+
+
+def _conv(separable: bool, filters: int, bias_initializer, name: str):
+    if separable:
+        return keras.layers.SeparableConv2D(
+            filters, 3, padding="same",
+            depthwise_initializer="variance_scaling", pointwise_initializer="variance_scaling",
+            bias_initializer=bias_initializer, name=name,
+        )
+    return keras.layers.Conv2D(
+        filters, 3, padding="same",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        bias_initializer=bias_initializer, name=name,
+    )
+
+
+def class_head(config, norm: NormSettings) -> PredictionHead:
+    """Logits [B, H, W, anchors * num_classes]; the bias starts at the prior `class_prior_prob`."""
+    prior = config.class_prior_prob
+    return _head(
+        config, norm, "class", config.num_classes,
+        bias_initializer=keras.initializers.Constant(-math.log((1 - prior) / prior)),
+        name="class_net",
+    )
+
+
+def box_head(config, norm: NormSettings) -> PredictionHead:
+    """Box regressions [B, H, W, anchors * 4] (ty, tx, th, tw per anchor)."""
+    return _head(config, norm, "box", 4, bias_initializer="zeros", name="box_net")
+
+
+def num_anchors_per_location(config) -> int:
+    return config.num_scales * len(config.aspect_ratios)
+
+
+def _head(config, norm, prefix, outputs_per_anchor, bias_initializer, name):
+    return PredictionHead(
+        prefix,
+        outputs_per_anchor * num_anchors_per_location(config),
+        filters=config.fpn_num_filters,
+        repeats=config.box_class_repeats,
+        levels=range(config.min_level, config.max_level + 1),
+        act_type=config.act_type,
+        separable_conv=config.separable_conv,
+        survival_prob=config.survival_prob,
+        norm=norm,
+        bias_initializer=bias_initializer,
+        name=name,
+    )
+

@@ -1,0 +1,50 @@
+"""Small building blocks shared by the backbone, the BiFPN and the heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+_ACTIVATIONS = {
+    "swish": tf.nn.silu,
+    "silu": tf.nn.silu,
+    "relu": tf.nn.relu,
+    "relu6": tf.nn.relu6,
+    "hswish": lambda x: x * tf.nn.relu6(x + 3.0) / 6.0,
+    "gelu": tf.nn.gelu,
+    "mish": lambda x: x * tf.math.tanh(tf.math.softplus(x)),
+}
+
+
+def activation(name: str):
+    """The activation function called `name` in the hparams (`act_type`)."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"Unknown act_type {name!r}; known: {', '.join(_ACTIVATIONS)}.") from None
+
+
+@dataclass(frozen=True)
+class NormSettings:
+    """How every batch norm of a network is made (official: momentum 0.99, epsilon 1e-3)."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    synchronized: bool = False  # sync statistics across replicas (multi-device training)
+
+    def make(self, name: str) -> keras.layers.BatchNormalization:
+        return keras.layers.BatchNormalization(
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            synchronized=self.synchronized,
+            name=name,
+        )
+
+
+def drop_connect(inputs: tf.Tensor, survival_prob: float) -> tf.Tensor:
+    """Stochastic depth: drops the whole residual branch per example, rescaling the kept ones."""
+    batch_size = tf.shape(inputs)[0]
+    random = survival_prob + tf.random.uniform([batch_size, 1, 1, 1], dtype=inputs.dtype)
+    return inputs / survival_prob * tf.floor(random)

@@ -1,0 +1,51 @@
+"""The official EfficientDet-D0 fixture in the shared folder, and a marker that skips without it.
+
+/work/shared (next to the repository root) holds what google/automl produced for one checkpoint
+and one image; see its README.md. Tests comparing against it use `requires_fixture`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURE_DIR = SHARED_DIR / "fixtures" / "automl-efficientdet-d0"
+FIXTURE_MODEL = "efficientdet-d0"
+FIXTURE_LEVELS = range(3, 8)
+
+requires_fixture = pytest.mark.skipif(
+    not (FIXTURE_DIR / "expected.npz").is_file(),
+    reason=f"official fixture not found: {FIXTURE_DIR} (the shared folder is absent here)",
+)
+
+
+@functools.lru_cache(maxsize=None)
+def expected_outputs() -> dict[str, np.ndarray]:
+    """Arrays of expected.npz (preprocessed, image_scale, raw outputs, detections per mode)."""
+    with np.load(FIXTURE_DIR / "expected.npz") as arrays:
+        return dict(arrays)
+
+
+def input_image() -> np.ndarray:
+    """The fixture's uint8 RGB image [480, 640, 3]."""
+    return np.asarray(Image.open(FIXTURE_DIR / "input.png").convert("RGB"))
+
+
+def raw_outputs() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Official network outputs: class logits and box regressions, lists ordered level 3..7."""
+    expected = expected_outputs()
+    return (
+        [expected[f"class_outputs_l{level}"] for level in FIXTURE_LEVELS],
+        [expected[f"box_outputs_l{level}"] for level in FIXTURE_LEVELS],
+    )
+
+
+def expected_detections(mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Official boxes [N, 4] (yxyx, original pixels), scores [N], 1-based classes [N] of a mode."""
+    expected = expected_outputs()
+    return tuple(expected[f"det_{mode}_{key}"] for key in ("boxes_yxyx", "scores", "classes"))

@@ -1,0 +1,117 @@
+"""Config loading, overrides and their errors."""
+
+import pytest
+import yaml
+
+from efficientdet_tf.config import ConfigError, available_models, get_config, parse_overrides
+
+ALL_MODELS = [f"efficientdet-d{i}" for i in range(8)] + ["efficientdet-d7x"] + [
+    f"efficientdet-lite{i}" for i in ("0", "1", "2", "3", "3x", "4")
+]
+
+
+def test_every_official_model_has_a_valid_config():
+    assert sorted(available_models()) == sorted(ALL_MODELS)
+    for name in ALL_MODELS:
+        assert get_config(name).name == name
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("efficientdet-d0", dict(backbone_name="efficientnet-b0", image_size=(512, 512),
+                                 fpn_num_filters=64, fpn_weight_method="fastattn",
+                                 backbone_survival_prob=None)),
+        ("efficientdet-d7", dict(backbone_name="efficientnet-b6", anchor_scale=5.0,
+                                 image_size=(1536, 1536), fpn_weight_method="sum")),
+        ("efficientdet-d7x", dict(backbone_name="efficientnet-b7", max_level=8,
+                                  anchor_scale=4.0, fpn_weight_method="sum")),
+        ("efficientdet-lite0", dict(act_type="relu6", fpn_weight_method="sum",
+                                    mean_rgb=[127.0] * 3, stddev_rgb=[128.0] * 3,
+                                    image_size=(320, 320), anchor_scale=3.0)),
+    ],
+)
+def test_official_values(name, expected):
+    config = get_config(name)
+    for key, value in expected.items():
+        assert config[key] == value, key
+
+
+def test_string_overrides_with_nested_keys_lists_and_image_size():
+    config = get_config(
+        "efficientdet-d0",
+        "num_classes=3, nms_configs.method=hard,aspect_ratios=[1.0,2.0],image_size=640x320,"
+        "iou_loss_type=giou,var_freeze_expr=null,weight_decay=1e-4",
+    )
+    assert config.num_classes == 3
+    assert config.nms_configs.method == "hard"
+    assert config.nms_configs.max_output_size == 100  # siblings untouched
+    assert config.aspect_ratios == [1.0, 2.0]
+    assert config.image_size == (320, 640)  # "WxH" -> (height, width)
+    assert config.iou_loss_type == "giou"
+    assert config.var_freeze_expr is None
+    assert config.weight_decay == pytest.approx(1e-4)
+
+
+def test_int_is_accepted_for_a_float_and_image_size_list():
+    config = get_config("efficientdet-d0", {"anchor_scale": 3, "image_size": [256, 384]})
+    assert config.anchor_scale == 3.0 and isinstance(config.anchor_scale, float)
+    assert config.image_size == (256, 384)
+
+
+def test_yaml_file_override(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("num_classes: 5\nnms_configs:\n  max_output_size: 50\n")
+    config = get_config("efficientdet-d1", str(path))
+    assert (config.num_classes, config.nms_configs.max_output_size) == (5, 50)
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    config = get_config("efficientdet-lite3x", "num_classes=7,image_size=[320,480]")
+    config.save(tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["image_size"] == [320, 480]
+    assert get_config(tmp_path / "config.yaml") == config
+
+
+def test_config_is_read_only_and_override_returns_a_copy():
+    config = get_config("efficientdet-d0")
+    with pytest.raises(AttributeError, match="override"):
+        config.num_classes = 3
+    assert config.override("num_classes=3").num_classes == 3
+    assert config.num_classes == 90
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ("num_clases=3", r"Unknown hparam 'num_clases'.*Closest known keys: num_classes"),
+        ("nms_configs.methd=hard", r"'nms_configs.methd'.*nms_configs.method"),
+        ("num_classes=three", r"'num_classes' = 'three'.*expected int"),
+        ("jitter_min=fast", r"'jitter_min'.*expected float"),
+        ("input_rand_hflip=3", r"'input_rand_hflip' = 3.*expected bool"),
+        ("fpn_weight_method=avg", r"'fpn_weight_method' = 'avg'.*one of 'sum', 'attn'"),
+        ("mean_rgb=[1.0,2.0]", r"'mean_rgb'.*a list of 3 float"),
+        ("nms_configs=hard", r"'nms_configs' is a group of keys"),
+        ("num_classes", r"key=value"),
+        ("num_classes=3,oops", r"Invalid hparams item 'oops'"),
+        ("min_level=6", r"min_level"),
+        ("jitter_min=3.0", r"jitter_min=3.0 exceeds jitter_max"),
+        ("num_classes=0", r"'num_classes' = 0 must be at least 1"),
+        ("missing.yaml", r"'missing.yaml' does not exist"),
+    ],
+)
+def test_bad_overrides_name_the_key_and_the_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", overrides)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ConfigError, match="Did you mean efficientdet-d7"):
+        get_config("efficientdet-d9")
+
+
+def test_parse_overrides_keeps_commas_inside_brackets():
+    assert parse_overrides("aspect_ratios=[1.0, 2.0, 0.5],num_scales=2") == {
+        "aspect_ratios": [1.0, 2.0, 0.5],
+        "num_scales": 2,
+    }

@@ -1,0 +1,100 @@
+"""EfficientDet assembly: every feature network and fusion method builds and runs."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from efficientdet_tf import build_model, get_config
+from efficientdet_tf.model.bifpn import fuse
+
+TINY = "image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
+
+
+def tiny_model(overrides=""):
+    keras.backend.clear_session()
+    config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+    return config, build_model(config)
+
+
+def run(model, batch=2, seed=0):
+    images = np.random.default_rng(seed).normal(size=(batch, *model.inputs[0].shape[1:]))
+    return model(images.astype(np.float32), training=False)
+
+
+@pytest.mark.parametrize(
+    "fpn_name, weight_method",
+    [("bifpn", m) for m in ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn")]
+    + [("fpn", "fastattn"), ("panet", "attn")],
+)
+def test_feature_networks_and_fusion_methods_build_and_run(fpn_name, weight_method):
+    config, model = tiny_model(f"fpn_name={fpn_name},fpn_weight_method={weight_method}")
+    class_outputs, box_outputs = run(model)
+    sizes = [(64 // 2**level) or 1 for level in range(3, 8)]
+    assert [tuple(o.shape) for o in class_outputs] == [(2, s, s, 9 * 3) for s in sizes]
+    assert [tuple(o.shape) for o in box_outputs] == [(2, s, s, 9 * 4) for s in sizes]
+    assert all(np.isfinite(o).all() for o in class_outputs + box_outputs)
+    fusion_weights = [v for v in model.weights if "/WSM" in v.path]
+    if weight_method == "sum":
+        assert not fusion_weights
+    else:
+        expected_shape = (64,) if weight_method.startswith("channel") else ()
+        assert fusion_weights and all(v.shape == expected_shape for v in fusion_weights)
+
+
+def test_fusion_formulas():
+    a, b = np.full((1, 2, 2, 3), 2.0, np.float32), np.full((1, 2, 2, 3), 6.0, np.float32)
+    weights = [keras.Variable(1.0), keras.Variable(3.0)]
+    np.testing.assert_allclose(fuse([a, b], [], "sum"), 8.0)
+    softmax = np.exp([1.0, 3.0]) / np.exp([1.0, 3.0]).sum()
+    np.testing.assert_allclose(fuse([a, b], weights, "attn"), 2 * softmax[0] + 6 * softmax[1],
+                               rtol=1e-6)
+    np.testing.assert_allclose(fuse([a, b], weights, "fastattn"), (2 + 18) / (4 + 1e-4),
+                               rtol=1e-6)
+    negative = [keras.Variable(-1.0), keras.Variable(1.0)]  # relu drops the negative edge
+    np.testing.assert_allclose(fuse([a, b], negative, "fastattn"), 6 / (1 + 1e-4), rtol=1e-6)
+
+
+def test_class_bias_starts_at_the_prior():
+    config, model = tiny_model()
+    bias = next(v for v in model.weights if v.path == "class_net/class-predict/bias")
+    np.testing.assert_allclose(bias.numpy(), -math.log((1 - 0.01) / 0.01), rtol=1e-6)
+
+
+def test_variants_conv_heads_pattern_and_extra_levels():
+    config, model = tiny_model(
+        "separable_conv=false,conv_bn_act_pattern=true,conv_after_downsample=true,"
+        "max_level=8,image_size=256,survival_prob=0.8"
+    )
+    class_outputs, _ = run(model)
+    assert [o.shape[1] for o in class_outputs] == [32, 16, 8, 4, 2, 1]
+    assert model.get_layer("resample_p8").pool is not None  # P7 already has 64 channels: pool only
+
+
+def test_rectangular_images():
+    _, model = tiny_model("image_size=[96,64]")
+    class_outputs, _ = run(model, batch=1)
+    assert [tuple(o.shape[1:3]) for o in class_outputs] == [(12, 8), (6, 4), (3, 2), (2, 1),
+                                                             (1, 1)]
+
+
+def test_mixed_precision_policy_builds_and_runs():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        _, model = tiny_model()
+        class_outputs, box_outputs = run(model)
+        assert all(np.isfinite(np.asarray(o, np.float32)).all() for o in class_outputs)
+        assert all(v.dtype == "float32" for v in model.weights)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_training_mode_updates_batch_norm_statistics():
+    _, model = tiny_model()
+    moving_mean = next(v for v in model.weights if v.path.endswith("stem/tpu_batch_normalization/moving_mean"))
+    before = moving_mean.numpy().copy()
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    model(images, training=True)
+    assert not np.allclose(before, moving_mean.numpy())

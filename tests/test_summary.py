@@ -1,0 +1,72 @@
+"""Official parameter counts and FLOPs, and `main.py --mode=summary`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from efficientdet_tf import build_model, get_config
+from efficientdet_tf.model.summary import count_flops, count_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (total, trainable) parameters of the official models with num_classes=90.
+OFFICIAL_PARAMS = {
+    "efficientdet-d0": (3_927_203, 3_880_067),
+    "efficientdet-d1": (6_697_354, 6_625_898),
+    "efficientdet-d2": (8_178_815, 8_097_039),
+    "efficientdet-d3": (12_146_600, 12_032_296),
+    "efficientdet-d4": (20_890_987, 20_723_675),
+    "efficientdet-d5": (33_880_707, 33_653_315),
+    "efficientdet-d6": (52_183_766, 51_871_782),
+    "efficientdet-d7": (52_183_766, 51_871_782),
+    "efficientdet-d7x": (77_564_894, 77_147_166),
+    "efficientdet-lite0": (3_290_606, 3_243_470),
+    "efficientdet-lite1": (4_311_390, 4_248_318),
+    "efficientdet-lite2": (5_324_894, 5_252_334),
+    "efficientdet-lite3": (8_455_054, 8_350_862),
+    "efficientdet-lite3x": (9_392_574, 9_280_862),
+    "efficientdet-lite4": (15_286_398, 15_130_894),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, params", OFFICIAL_PARAMS.items())
+def test_every_model_builds_at_its_image_size_with_the_official_parameter_count(name, params):
+    keras.backend.clear_session()
+    config = get_config(name)
+    model = build_model(config)
+    assert tuple(model.inputs[0].shape[1:3]) == config.image_size
+    assert (count_params(model.weights), count_params(model.trainable_weights)) == params
+
+
+@pytest.mark.slow
+def test_d1_flops_match_the_official_count():
+    keras.backend.clear_session()
+    flops = count_flops(build_model(get_config("efficientdet-d1")))
+    assert flops == pytest.approx(6.14e9, rel=0.01)
+
+
+def test_summary_mode_prints_parameters_and_flops():
+    result = subprocess.run(
+        [sys.executable, "main.py", "--mode=summary", "--model_name=efficientdet-d0"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Total params: 3,927,203" in result.stdout
+    assert "Trainable params: 3,880,067" in result.stdout
+    flops_line = next(line for line in result.stdout.splitlines() if line.startswith("FLOPs"))
+    flops = float(flops_line.split(":")[1].strip().rstrip("B"))
+    assert flops == pytest.approx(2.55, rel=0.01)
+    assert "fpn_cells" in result.stdout  # the layer table
+
+
+def test_summary_mode_reports_a_bad_override_by_name():
+    result = subprocess.run(
+        [sys.executable, "main.py", "--mode=summary", "--hparams=num_clases=3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "Unknown hparam 'num_clases'. Closest known keys: num_classes" in result.stderr
