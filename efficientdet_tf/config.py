@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import tensorflow as tf
 import yaml
 
 HPARAMS_DIR = Path(__file__).resolve().parent.parent / "hparams"
@@ -249,9 +250,10 @@ class Config:
         return Config(validate(merged))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the full config as YAML; `get_config(path)` reads it back."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(yaml.safe_dump(self.as_dict(), sort_keys=False))
+        """Writes the full config as YAML (local or GCS path); `get_config(path)` reads it back."""
+        tf.io.gfile.makedirs(os.path.dirname(str(path)) or ".")
+        with tf.io.gfile.GFile(str(path), "w") as file:
+            file.write(yaml.safe_dump(self.as_dict(), sort_keys=False))
 
 
 def _plain(value):
@@ -286,11 +288,10 @@ def get_config(
 
 
 def _model_values(model_name: str | os.PathLike) -> dict[str, Any]:
-    path = Path(model_name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} does not exist.")
-        return _read_yaml(path)
+    if str(model_name).endswith((".yaml", ".yml")):
+        if not tf.io.gfile.exists(str(model_name)):
+            raise ConfigError(f"Config file {str(model_name)!r} does not exist.")
+        return _read_yaml(model_name)
     model_file = HPARAMS_DIR / f"{model_name}.yaml"
     if not model_file.is_file():
         close = difflib.get_close_matches(str(model_name), available_models(), n=3)
@@ -302,9 +303,10 @@ def _model_values(model_name: str | os.PathLike) -> dict[str, Any]:
     return _read_yaml(model_file)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text())
+        with tf.io.gfile.GFile(str(path)) as file:
+            values = yaml.safe_load(file.read())
     except yaml.YAMLError as error:
         raise ConfigError(f"Cannot parse YAML file {str(path)!r}: {error}") from None
     if values is None:
@@ -322,9 +324,9 @@ def parse_overrides(overrides: str | Mapping[str, Any] | os.PathLike | None) -> 
         return _nest(dict(overrides))
     text = str(overrides).strip()
     if text.endswith((".yaml", ".yml")) and "=" not in text:
-        if not Path(text).is_file():
+        if not tf.io.gfile.exists(text):
             raise ConfigError(f"Hparams file {text!r} does not exist.")
-        return _read_yaml(Path(text))
+        return _read_yaml(text)
     if "=" not in text:
         raise ConfigError(
             f"Invalid hparams {text!r}: give key=value pairs separated by commas "

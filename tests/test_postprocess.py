@@ -181,6 +181,30 @@ def test_pre_nms_top_k_keeps_the_best_pairs():
     np.testing.assert_array_equal(detections.classes[0, :2].numpy(), [1.0, 3.0])
 
 
+def test_max_nms_inputs_keeps_the_best_anchor_class_pairs_even_of_one_anchor():
+    """The K best pairs over all anchors x classes, several classes of an anchor among them."""
+    k = 40
+    config = small_config(max_nms_inputs=k, method="hard", iou_thresh=1.0, score_thresh=None,
+                          max_output_size=k)
+    anchors = Anchors.from_config(config)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(-3.0, 1.0, (1, len(anchors), config.num_classes)).astype(np.float32)
+    logits[0, rng.choice(len(anchors), 10, replace=False)] += 6.0  # 10 anchors x 3 classes lead
+    regressions = np.zeros((1, len(anchors), 4), np.float32)
+    detections = Postprocessor(config, "global")(
+        split_levels(logits, anchors), split_levels(regressions, anchors)
+    )
+
+    best = np.argsort(-logits.reshape(-1))[:k]
+    assert detections.num_detections.numpy().tolist() == [k]
+    np.testing.assert_allclose(
+        detections.scores[0].numpy(), 1 / (1 + np.exp(-logits.reshape(-1)[best])), rtol=1e-6
+    )
+    np.testing.assert_array_equal(detections.classes[0].numpy(), best % config.num_classes + 1)
+    clipped_anchors = np.clip(anchors.boxes[best // config.num_classes], 0, 64)  # global clips
+    np.testing.assert_allclose(detections.boxes[0].numpy(), clipped_anchors, atol=1e-4)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_runs_in_a_graph_with_a_dynamic_batch(mode):
     config = small_config()

@@ -1,7 +1,13 @@
 """The `--mode` values of `main.py`, each a module of this package with a `run(flags)` function."""
 
-from efficientdet_tf.cli import summary
+from efficientdet_tf.cli import benchmark, evaluate, export, infer, summary, train
 
 MODES = {
     "summary": summary.run,
+    "train": train.run,
+    "train_and_eval": train.run,
+    "eval": evaluate.run,
+    "export": export.run,
+    "infer": infer.run,
+    "benchmark": benchmark.run,
 }

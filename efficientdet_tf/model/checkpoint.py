@@ -1,23 +1,26 @@
-"""Weights in the official checkpoint layout: a TF1 name-based checkpoint keyed by scope names.
+"""Loading and saving weights: the official checkpoint layout, and this project's training runs.
 
-The official release checkpoints (`efficientdet-d0.tar.gz`) hold one entry per variable, named
-like `efficientnet-b0/blocks_3/conv2d/kernel`, plus an `<name>/ExponentialMovingAverage` shadow
-that the official loader prefers. This project's layers carry the official scope names, so the
-only translation between a Keras variable and its checkpoint entry is `checkpoint_name` below.
-`save_weights` writes the same layout, so the project's own weights load through the same path.
+The official release checkpoints (`efficientdet-d0.tar.gz`) are TF1 name-based checkpoints with
+one entry per variable, named like `efficientnet-b0/blocks_3/conv2d/kernel`, plus an
+`<name>/ExponentialMovingAverage` shadow that the official loader prefers. This project's layers
+carry the official scope names, so the only translation between a Keras variable and its entry
+is `checkpoint_name` below. `save_weights` writes the same layout. The training loop's own
+checkpoints (object-based, with optimizer and weight average) load through `load_weights` too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.model.weight_average import WeightAverage
+
 EMA_SUFFIX = "/ExponentialMovingAverage"
+_OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"  # present in object-based checkpoints only
 log = logging.getLogger(__name__)
 
 
@@ -61,20 +64,32 @@ def load_weights(
     path: str | os.PathLike,
     skip_mismatch: bool = False,
     use_ema: bool = True,
+    only_scope: str | None = None,
 ) -> list[str]:
-    """Loads a checkpoint in the official layout into `model`; returns the names skipped.
+    """Loads a checkpoint into `model`; returns the names of the variables skipped.
 
-    `use_ema` takes each `ExponentialMovingAverage` shadow where the checkpoint has one, as the
-    official loader does. A model variable missing from the checkpoint is an error. One with
-    another shape is an error too, unless `skip_mismatch` (fine-tuning with another
-    `num_classes`): then it keeps its initial value and a warning names it.
+    `path` is an official-layout checkpoint or a training run's checkpoint (a prefix, or a
+    directory whose latest checkpoint is taken). `use_ema` takes the moving averages of the
+    weights where the checkpoint has them, as the official loader does. A model variable missing
+    from the checkpoint is an error. One with another shape is an error too, unless
+    `skip_mismatch` (fine-tuning with another `num_classes`): then it keeps its initial value and
+    a warning names it. `only_scope` (e.g. `efficientnet-b0`) loads only the variables under that
+    scope, e.g. a backbone from an EfficientNet classification checkpoint.
     """
     prefix = resolve_checkpoint(path)
     reader = tf.train.load_checkpoint(prefix)
     stored_shapes = reader.get_variable_to_shape_map()
+    if _OBJECT_GRAPH_KEY in stored_shapes:
+        if skip_mismatch or only_scope:
+            log.info("skip_mismatch / only_scope apply to official-layout checkpoints only; "
+                     "%s is a training checkpoint and must fit the model whole.", prefix)
+        _load_training_checkpoint(model, prefix, use_ema)
+        return []
     missing, mismatched, matches = [], [], []
     for variable in model.weights:
         name = checkpoint_name(variable)
+        if only_scope and not name.startswith(only_scope.rstrip("/") + "/"):
+            continue
         key = name + EMA_SUFFIX if use_ema and name + EMA_SUFFIX in stored_shapes else name
         if key not in stored_shapes:
             missing.append(name)
@@ -92,6 +107,21 @@ def load_weights(
     for variable, key in matches:
         variable.assign(reader.get_tensor(key).astype(variable.dtype))
     return [entry.split(":")[0] for entry in mismatched]
+
+
+def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) -> None:
+    """Model weights (and, with `use_ema`, their averages) from a checkpoint of the trainer."""
+    try:
+        tf.train.Checkpoint(model=model).read(prefix).assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise CheckpointMismatchError(
+            f"Training checkpoint {prefix!r} does not fit model {model.name!r}: {error}\n"
+            "Build the model with the config saved in the run's model_dir (config.yaml)."
+        ) from None
+    if use_ema:
+        average = WeightAverage(model.trainable_variables)
+        tf.train.Checkpoint(ema=average).read(prefix).expect_partial()
+        average.copy_to_variables()
 
 
 def _mismatch_message(prefix, model, missing, mismatched) -> str:
@@ -127,7 +157,7 @@ def save_weights(
     for name, value in (ema_values or {}).items():
         tensors[name + EMA_SUFFIX] = tf.convert_to_tensor(value)
     names = sorted(tensors)
-    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(prefix) or ".")
     staging = f"{prefix}.tmp-{os.getpid()}"
     tf.raw_ops.SaveV2(
         prefix=staging,

@@ -1,0 +1,93 @@
+"""D0 end-to-end latency, TF path and TFLite path, against an EfficientNet-B0 yardstick.
+
+    python benchmarks/latency.py
+    python benchmarks/latency.py --ckpt=efficientdet-d0/ --max_nms_inputs=5000
+
+Batch 1, one 480x640 uint8 image in, detections in original pixels out:
+  tf        the Detector's inference function: BN folded into the convolutions (see
+            efficientdet_tf/inference/fold_batch_norm.py), pre- and post-processing inside;
+  tflite    a float32 TFLite export run by LiteRT, pre-processing (TF) and box scaling included;
+  yardstick keras.applications.EfficientNetB0(include_top=False, weights=None) at 512x512, the
+            network alone.
+Each path runs with the official hparams and with a pre-NMS top-k (nms_configs.max_nms_inputs).
+All functions are timed round-robin, medians after warm-up.
+Targets: tf <= 1.1x, tflite <= 0.8x the yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.export.tflite import export_tflite
+from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.inference.tflite_detector import TfliteDetector
+from efficientdet_tf.inference.timing import interleaved_medians
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import load_weights
+
+TARGETS = {"tf": 1.1, "tflite": 0.8}
+IMAGE_SHAPE = (480, 640, 3)
+YARDSTICK_SIZE = 512
+
+
+def yardstick():
+    network = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(YARDSTICK_SIZE, YARDSTICK_SIZE, 3))
+    inputs = tf.random.uniform([1, YARDSTICK_SIZE, YARDSTICK_SIZE, 3])
+    function = tf.function(lambda images: network(images, training=False))
+    return lambda: function(inputs)
+
+
+def detection_functions(model, config, image: np.ndarray, directory: Path):
+    """{path: function of no argument} for the TF and TFLite paths of one config."""
+    tf_detect = Detector(config, model).inference_function()
+    images = tf.constant(image[np.newaxis])
+    tflite = TfliteDetector(export_tflite(model, config, directory / "model.tflite"), config)
+    return {"tf": lambda: tf_detect(images), "tflite": lambda: tflite.detect_one(image)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientdet-d0")
+    parser.add_argument("--ckpt", default=None, help="weights (default: random initialization)")
+    parser.add_argument("--max_nms_inputs", type=int, default=1000,
+                        help="pre-NMS top-k of the second configuration")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+
+    settings = {"official": None, f"max_nms_inputs={args.max_nms_inputs}":
+                {"nms_configs.max_nms_inputs": args.max_nms_inputs}}
+    model = build_model(get_config(args.model))
+    if args.ckpt:
+        load_weights(model, args.ckpt)
+    image = np.random.default_rng(0).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
+    functions = {"yardstick": yardstick()}
+    with tempfile.TemporaryDirectory() as directory:
+        for setting, overrides in settings.items():
+            config = get_config(args.model, overrides)
+            (Path(directory) / setting).mkdir()
+            for path, function in detection_functions(
+                    model, config, image, Path(directory) / setting).items():
+                functions[(path, setting)] = function
+        medians = interleaved_medians(functions, runs=args.runs)
+
+    base = medians.pop("yardstick")
+    print(f"{args.model} end to end, batch 1, {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} uint8 image; "
+          f"medians of {args.runs} interleaved runs")
+    print(f"  yardstick EfficientNetB0 {YARDSTICK_SIZE}x{YARDSTICK_SIZE}  {base * 1e3:7.1f} ms")
+    for (path, setting), seconds in medians.items():
+        ratio, target = seconds / base, TARGETS[path]
+        verdict = "meets" if ratio <= target else "misses"
+        print(f"  {path:6s} {setting:22s} {seconds * 1e3:7.1f} ms  {ratio:.2f}x  "
+              f"({verdict} <= {target}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Training-step and forward-pass throughput of a model on this machine.
+
+    python benchmarks/train_step.py                   # EfficientDet-D0, 512x512, batch 8
+
+One fixed batch (synthetic images, real anchor labels) is fed from memory, so the figure is the
+network's alone: forward, loss, backward, clipping, SGD and the weight average (EMA on), as in
+training. Figures are medians over steps after warm-up. `train_images_per_second` is the function
+to reuse for other comparisons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import tensorflow as tf
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.data.pipeline import build_dataset
+from efficientdet_tf.training.trainer import Trainer, TrainSettings
+
+
+def _fixed_batch(config, batch_size: int):
+    dataset = build_dataset("synthetic:train", config, is_training=True, batch_size=batch_size)
+    return next(iter(dataset))
+
+
+def _median_rate(run_once, batch_size: int, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        run_once()
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run_once()
+        seconds.append(time.perf_counter() - start)
+    return batch_size / statistics.median(seconds)
+
+
+def train_images_per_second(config, batch_size: int, warmup: int = 3, steps: int = 10) -> float:
+    """Median training images per second (one step per measurement, EMA on)."""
+    with tempfile.TemporaryDirectory() as model_dir:
+        trainer = Trainer(config, TrainSettings(model_dir, batch_size, steps_per_epoch=10**6,
+                                                num_epochs=1))
+        batch = _fixed_batch(config, batch_size)
+        dataset = tf.data.Dataset.from_tensors(batch).repeat()
+        iterator = iter(trainer.strategy.experimental_distribute_dataset(dataset))
+        return _median_rate(lambda: trainer.run_steps(iterator, 1), batch_size, warmup, steps)
+
+
+def forward_images_per_second(config, batch_size: int, warmup: int = 3, steps: int = 10) -> float:
+    """Median inference-mode forward-pass images per second of the network alone."""
+    with tempfile.TemporaryDirectory() as model_dir:
+        trainer = Trainer(config, TrainSettings(model_dir, batch_size, 1, 1))
+    images, _ = _fixed_batch(config, batch_size)
+    forward = tf.function(lambda x: trainer.model(x, training=False))
+    return _median_rate(lambda: [t.numpy() for t in tf.nest.flatten(forward(images))],
+                        batch_size, warmup, steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientdet-d0")
+    parser.add_argument("--image_size", type=int, default=512)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    config = get_config(args.model, f"image_size={args.image_size}")
+    train = train_images_per_second(config, args.batch_size, steps=args.steps)
+    forward = forward_images_per_second(config, args.batch_size, steps=args.steps)
+    print(f"{args.model} {args.image_size}x{args.image_size} batch {args.batch_size}")
+    print(f"training step (EMA on): {train:6.2f} images/s")
+    print(f"forward pass alone:     {forward:6.2f} images/s")
+
+
+if __name__ == "__main__":
+    main()

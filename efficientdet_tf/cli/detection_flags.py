@@ -1,0 +1,24 @@
+"""Flags shared by the detection modes (eval, export, infer, benchmark); their error handling."""
+
+from __future__ import annotations
+
+import contextlib
+
+from absl import app, flags
+
+from efficientdet_tf.inference.postprocess import MODES
+
+flags.DEFINE_enum("postprocess_mode", "global", MODES,
+                  "NMS of the detections: global (one NMS, classes ignored), per_class, combined.")
+flags.DEFINE_string("saved_model_dir", None,
+                    "export: where the SavedModel (and TFLite file) go. infer: a SavedModel "
+                    "directory or a .tflite file to run instead of --ckpt.")
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Reports a missing file or a bad value as a usage error: its message, no traceback."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as error:
+        raise app.UsageError(str(error)) from None

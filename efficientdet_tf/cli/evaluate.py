@@ -1,0 +1,50 @@
+"""`--mode=eval`: COCO metrics of a checkpoint on an evaluation dataset.
+
+Uses --val_file_pattern and --batch_size (shared with train_and_eval) and --ckpt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from efficientdet_tf.cli.common import config_from_flags
+from efficientdet_tf.cli.detection_flags import usage_errors
+from efficientdet_tf.config import ConfigError
+from efficientdet_tf.evaluation.model_evaluation import RESULTS_FILE_NAME, evaluate
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import load_weights
+
+flags.DEFINE_string("val_json_file", None,
+                    "COCO ground-truth JSON of --val_file_pattern; default: the dataset's own.")
+flags.DEFINE_integer("eval_samples", None, "Evaluate only the first this many images.")
+flags.DEFINE_string("eval_dir", None,
+                    f"Where {RESULTS_FILE_NAME} (COCO results) and TensorBoard metrics go.")
+
+
+def run(flag_values) -> None:
+    if not flag_values.val_file_pattern:
+        raise ConfigError("--mode=eval needs --val_file_pattern (a TFRecord glob, "
+                          "'coco:<annotations.json>:<image_dir>' or 'synthetic:val').")
+    if not flag_values.ckpt:
+        raise ConfigError("--mode=eval needs --ckpt, the checkpoint to evaluate.")
+    config = config_from_flags(flag_values)
+    eval_dir = Path(flag_values.eval_dir) if flag_values.eval_dir else None
+    with usage_errors():
+        model = build_model(config)
+        load_weights(model, flag_values.ckpt)
+        metrics = evaluate(
+            model,
+            config,
+            flag_values.val_file_pattern,
+            batch_size=flag_values.batch_size,
+            eval_samples=flag_values.eval_samples,
+            val_json_file=flag_values.val_json_file,
+            mode=flag_values.postprocess_mode,
+            summary_writer=eval_dir,
+            results_file=eval_dir / RESULTS_FILE_NAME if eval_dir else None,
+        )
+    width = max(len(name) for name in metrics)
+    for name, value in metrics.items():
+        print(f"{name:{width}s} {value:.4f}")

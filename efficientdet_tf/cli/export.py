@@ -1,0 +1,46 @@
+"""`--mode=export`: a SavedModel (uint8 images in, detections out) and optionally a TFLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from efficientdet_tf.cli.common import config_from_flags
+from efficientdet_tf.cli.detection_flags import usage_errors
+from efficientdet_tf.config import ConfigError
+from efficientdet_tf.export.saved_model import export_saved_model
+from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, QUANTIZATIONS, export_tflite
+from efficientdet_tf.inference.detector import Detector
+
+flags.DEFINE_enum("tflite", None, QUANTIZATIONS,
+                  "Also write <saved_model_dir>/<tflite>.tflite with this precision.")
+flags.DEFINE_string("file_pattern", None,
+                    "int8 calibration images: a dataset spec (TFRecord glob, "
+                    "'coco:<annotations.json>:<image_dir>', 'synthetic').")
+flags.DEFINE_integer("num_calibration_steps", DEFAULT_CALIBRATION_STEPS,
+                     "Images used for int8 calibration.")
+
+
+def run(flag_values) -> None:
+    if not flag_values.saved_model_dir:
+        raise ConfigError("--mode=export needs --saved_model_dir, the output directory.")
+    if not flag_values.ckpt:
+        raise ConfigError("--mode=export needs --ckpt, the checkpoint to export.")
+    if flag_values.tflite == "int8" and not flag_values.file_pattern:
+        raise ConfigError("--tflite=int8 calibrates on real images: give --file_pattern.")
+    config = config_from_flags(flag_values)
+    with usage_errors():
+        detector = Detector.from_checkpoint(config, flag_values.ckpt, flag_values.postprocess_mode)
+        export_dir = export_saved_model(detector, flag_values.saved_model_dir)
+        print(f"SavedModel written to {export_dir}")
+        if flag_values.tflite:
+            path = export_tflite(
+                detector.model,
+                config,
+                Path(export_dir) / f"{flag_values.tflite}.tflite",
+                flag_values.tflite,
+                dataset=flag_values.file_pattern,
+                num_calibration_images=flag_values.num_calibration_steps,
+            )
+            print(f"TFLite ({flag_values.tflite}) written to {path}")

@@ -1,0 +1,99 @@
+"""`--mode=infer`: detections on image files, drawn and saved, and written as JSON.
+
+Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .tflite file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from PIL import Image, UnidentifiedImageError
+
+from efficientdet_tf.cli.common import config_from_flags
+from efficientdet_tf.cli.detection_flags import usage_errors
+from efficientdet_tf.config import ConfigError
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, class_names, draw_detections
+from efficientdet_tf.inference.loading import open_detector
+
+DETECTIONS_FILE_NAME = "detections.json"
+
+flags.DEFINE_string("input_image", None, "Image file glob, e.g. 'images/*.jpg'.")
+flags.DEFINE_string("output_image_dir", None,
+                    f"Where the drawn images and {DETECTIONS_FILE_NAME} go.")
+flags.DEFINE_float("min_score_thresh", DEFAULT_MIN_SCORE,
+                   "Detections scoring lower are neither drawn nor written.")
+
+
+def run(flag_values) -> None:
+    image_paths = _input_images(flag_values.input_image)
+    if not flag_values.output_image_dir:
+        raise ConfigError("--mode=infer needs --output_image_dir.")
+    model_path = _model_path(flag_values)
+    config = config_from_flags(flag_values)
+    output_dir = Path(flag_values.output_image_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = class_names(config)
+    with usage_errors():
+        detect = open_detector(model_path, config, flag_values.postprocess_mode)
+        records = {}
+        for path in image_paths:
+            image = read_image(path)
+            detections = [np.asarray(field)[0] for field in detect(image[np.newaxis])]
+            boxes, scores, classes = _kept(*detections, flag_values.min_score_thresh)
+            draw_detections(image, boxes, scores, classes, names, min_score=0.0).save(
+                output_dir / path.name)
+            records[str(path)] = [
+                {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
+                 "class_name": names.get(int(class_id), f"class {int(class_id)}")}
+                for box, score, class_id in zip(boxes, scores, classes)
+            ]
+            print(f"{path}: {len(scores)} detections")
+    (output_dir / DETECTIONS_FILE_NAME).write_text(json.dumps(records, indent=1))
+    print(f"Images and {DETECTIONS_FILE_NAME} written to {output_dir}")
+
+
+def _input_images(pattern: str | None) -> list[Path]:
+    """The files of the glob, each checked to be an image before any model is loaded."""
+    if not pattern:
+        raise ConfigError("--mode=infer needs --input_image, an image file or glob.")
+    paths = [Path(path) for path in sorted(tf.io.gfile.glob(pattern))]
+    if not paths:
+        raise ConfigError(f"No files match --input_image={pattern!r}; check the path or glob.")
+    for path in paths:
+        with _opened_image(path):
+            pass  # reads the header only
+    return paths
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB [height, width, 3]."""
+    with _opened_image(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@contextlib.contextmanager
+def _opened_image(path: Path):
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (UnidentifiedImageError, OSError) as error:
+        raise ConfigError(f"Cannot read image {path}: {error}. Give image files Pillow can "
+                          "read (JPEG, PNG, ...).") from None
+
+
+def _model_path(flag_values) -> str:
+    if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
+        raise ConfigError("--mode=infer needs exactly one of --ckpt (a checkpoint) or "
+                          "--saved_model_dir (a SavedModel directory or a .tflite file).")
+    return flag_values.ckpt or flag_values.saved_model_dir
+
+
+def _kept(boxes, scores, classes, count, min_score: float):
+    """The detections of one image scoring at least `min_score`."""
+    keep = (np.arange(len(scores)) < count) & (scores >= min_score)
+    return boxes[keep], scores[keep], classes[keep]

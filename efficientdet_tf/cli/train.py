@@ -1,0 +1,124 @@
+"""`--mode=train` and `--mode=train_and_eval`: the official recipe on any tf.distribute strategy."""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+from absl import flags, logging
+
+from efficientdet_tf.cli.common import config_from_flags
+from efficientdet_tf.config import Config, ConfigError, get_config
+from efficientdet_tf.data.pipeline import source_from_spec
+from efficientdet_tf.evaluation.model_evaluation import evaluate
+from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
+from efficientdet_tf.training.trainer import Trainer, TrainSettings
+
+flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and config.yaml go; "
+                    "a run started again with the same model_dir resumes.")
+flags.DEFINE_string("train_file_pattern", None,
+                    "Training data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', or "
+                    "'synthetic' (the built-in demo dataset).")
+flags.DEFINE_string("val_file_pattern", None, "Evaluation data, in the same forms.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size, split over the replicas.")
+flags.DEFINE_integer("num_epochs", None, "Overrides hparams num_epochs.")
+flags.DEFINE_integer("num_examples_per_epoch", None,
+                     "Images per epoch; defaults to the dataset's size where it is known.")
+flags.DEFINE_string("pretrained_ckpt", None,
+                    "Detector checkpoint to start from (official layout or one of ours); the "
+                    "class/box heads are skipped when their shapes differ (hparams skip_mismatch).")
+flags.DEFINE_string("backbone_ckpt", None, "EfficientNet checkpoint to start the backbone from.")
+flags.DEFINE_enum("strategy", "default", STRATEGIES,
+                  "default: one device; gpus: all local GPUs; multi-worker: from TF_CONFIG; "
+                  "tpu: a TPU or TPU pod (--tpu).")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address, with --strategy=tpu.")
+flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
+flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
+flags.DEFINE_integer("tf_random_seed", None, "Seed for weights initialization and data order.")
+flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call.")
+flags.DEFINE_integer("save_checkpoints_steps", 0,
+                     "Also save a checkpoint every this many steps (0: only at epoch ends).")
+flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept in model_dir.")
+
+
+def run(flag_values) -> None:
+    _require(flag_values, "model_dir", "train_file_pattern")
+    if flag_values.tf_random_seed is not None:
+        tf.keras.utils.set_random_seed(flag_values.tf_random_seed)
+    strategy = make_strategy(flag_values.strategy, flag_values.tpu, flag_values.tpu_zone,
+                             flag_values.gcp_project)
+    config = config_from_flags(flag_values)
+    if flag_values.num_epochs:
+        config = config.override({"num_epochs": flag_values.num_epochs})
+    set_mixed_precision(config.mixed_precision, strategy)
+    source = source_from_spec(flag_values.train_file_pattern, config)
+    settings = TrainSettings(
+        model_dir=flag_values.model_dir,
+        global_batch_size=flag_values.batch_size,
+        steps_per_epoch=_steps_per_epoch(flag_values, source),
+        num_epochs=config.num_epochs,
+        steps_per_execution=flag_values.steps_per_execution,
+        save_checkpoints_steps=flag_values.save_checkpoints_steps,
+        keep_checkpoint_max=flag_values.keep_checkpoint_max,
+        pretrained_ckpt=flag_values.pretrained_ckpt,
+        backbone_ckpt=flag_values.backbone_ckpt,
+    )
+    trainer = Trainer(config, settings, strategy)
+    if trainer.is_chief:
+        save_run_config(config, flag_values.model_dir)
+    evaluate = None
+    if flag_values.mode == "train_and_eval":
+        _require(flag_values, "val_file_pattern")
+        evaluate = validation(flag_values, config)
+    trainer.fit(source, evaluate=evaluate, seed=flag_values.tf_random_seed)
+
+
+def _require(flag_values, *names: str) -> None:
+    missing = [f"--{name}" for name in names if not getattr(flag_values, name)]
+    if missing:
+        raise ConfigError(f"--mode={flag_values.mode} needs {', '.join(missing)}.")
+
+
+def _steps_per_epoch(flag_values, source) -> int:
+    examples = flag_values.num_examples_per_epoch or source.num_examples
+    if not examples:
+        raise ConfigError(
+            f"The number of images in {flag_values.train_file_pattern!r} is not known in "
+            "advance; give --num_examples_per_epoch.")
+    steps = examples // flag_values.batch_size
+    if steps < 1:
+        raise ConfigError(
+            f"--batch_size={flag_values.batch_size} exceeds the {examples} images of an epoch.")
+    return steps
+
+
+def save_run_config(config: Config, model_dir: str) -> None:
+    """Writes config.yaml in model_dir, warning about the values a resumed run changed."""
+    path = os.path.join(model_dir, "config.yaml")
+    if tf.io.gfile.exists(path):
+        previous = get_config(path)
+        changed = sorted(k for k in config.keys() if config[k] != previous[k])
+        if changed:
+            logging.warning("model_dir %s was started with other values of %s; config.yaml now "
+                            "holds the new ones.", model_dir, ", ".join(changed))
+    config.save(path)
+
+
+def validation(flag_values, config: Config):
+    """The evaluation inside train_and_eval: COCO metrics on the validation data (EMA weights),
+    logged to TensorBoard in model_dir/eval."""
+    summary_dir = os.path.join(flag_values.model_dir, "eval")
+
+    def run_evaluation(trainer: Trainer, epoch: int) -> dict[str, float]:
+        metrics = evaluate(
+            trainer.model, config, flag_values.val_file_pattern,
+            batch_size=flag_values.batch_size,
+            eval_samples=flag_values.eval_samples,
+            val_json_file=flag_values.val_json_file,
+            summary_writer=summary_dir,
+            step=trainer.step,
+        )
+        print(f"Epoch {epoch}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("AP", "AP50")))
+        return metrics
+
+    return run_evaluation

@@ -1,0 +1,27 @@
+"""Input data of EfficientDet: dataset sources, converters, augmentation and anchor labels.
+
+    from efficientdet_tf.data import build_dataset
+    train = build_dataset("synthetic:train", config, is_training=True, batch_size=8)
+    val = build_dataset("/data/val-*.tfrecord", config, is_training=False, batch_size=8)
+
+See `pipeline` for dataset specs and the (images, labels) batch format. Converters:
+`python -m efficientdet_tf.data.create_coco_tfrecord` and
+`python -m efficientdet_tf.data.create_pascal_tfrecord`.
+"""
+
+from efficientdet_tf.data.coco import CocoJsonSource
+from efficientdet_tf.data.labeler import AnchorLabeler
+from efficientdet_tf.data.pipeline import ExampleParser, build_dataset, source_from_spec
+from efficientdet_tf.data.sources import Source, TFRecordSource
+from efficientdet_tf.data.synthetic import SyntheticShapes
+
+__all__ = [
+    "AnchorLabeler",
+    "CocoJsonSource",
+    "ExampleParser",
+    "Source",
+    "SyntheticShapes",
+    "TFRecordSource",
+    "build_dataset",
+    "source_from_spec",
+]

@@ -1,0 +1,68 @@
+"""Label maps {class id: class name}: YAML / JSON files (the config's `label_map`), or the built-in
+'coco', 'voc' and 'synthetic' (the demo dataset's shapes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from efficientdet_tf.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
+
+# Pascal VOC class names with their official ids 1..20.
+VOC_CLASS_NAMES = {
+    i + 1: name
+    for i, name in enumerate((
+        "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+        "train", "tvmonitor",
+    ))
+}
+
+
+# COCO 2017 detection categories with their official ids 1..90 (80 ids used).
+COCO_CLASS_NAMES = dict(enumerate((
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", None, "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", None, "backpack",
+    "umbrella", None, None, "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
+    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", None, "wine glass", "cup", "fork", "knife", "spoon", "bowl",
+    "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
+    "cake", "chair", "couch", "potted plant", "bed", None, "dining table", None, None, "toilet",
+    None, "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
+    "toaster", "sink", "refrigerator", None, "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+), start=1))
+COCO_CLASS_NAMES = {class_id: name for class_id, name in COCO_CLASS_NAMES.items() if name}
+BUILT_IN_LABEL_MAPS = {
+    "coco": COCO_CLASS_NAMES,
+    "voc": VOC_CLASS_NAMES,
+    "synthetic": SYNTHETIC_CLASS_NAMES,
+}
+
+def read_label_map(spec: str | Path) -> dict[int, str]:
+    """'coco', 'voc', 'synthetic', or a YAML / JSON file of {id: name} -> {int id: name}."""
+    if str(spec) in BUILT_IN_LABEL_MAPS:
+        return dict(BUILT_IN_LABEL_MAPS[str(spec)])
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Label map {str(spec)!r} is neither one of {', '.join(BUILT_IN_LABEL_MAPS)} nor an "
+            "existing YAML / JSON file of {id: name}."
+        )
+    text = path.read_text()
+    mapping = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        label_map = {int(class_id): str(name) for class_id, name in mapping.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"Label map {path} must map integer class ids to names.") from None
+    if min(label_map, default=1) < 1:
+        raise ValueError(f"Label map {path}: class ids start at 1 (0 is the background).")
+    return label_map
+
+
+def write_label_map(label_map: dict[int, str], path: str | Path) -> None:
+    """Writes {id: name} as YAML, readable by `read_label_map` and as the config's label_map."""
+    Path(path).write_text(yaml.safe_dump(dict(sorted(label_map.items())), sort_keys=False))

@@ -1,0 +1,220 @@
+"""The tf.data input pipeline of EfficientDet: decoded examples -> (images, labels) batches.
+
+    dataset = build_dataset('train-*.tfrecord', config, is_training=True, batch_size=8)
+    dataset = build_dataset('coco:annotations/instances_val2017.json:val2017', config,
+                            is_training=False, batch_size=8)
+    dataset = build_dataset('synthetic:train', config, is_training=True, batch_size=8)
+
+Dataset specs (`source_from_spec`):
+  'synthetic', 'synthetic:train', 'synthetic:val', 'synthetic:<split>:<num_images>'
+      the built-in synthetic shapes at config.image_size (see `synthetic`).
+  'coco:<annotations.json>:<image_dir>'  a COCO detection JSON read directly.
+  anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
+
+Training follows the official order: drop crowd boxes (config.skip_crowd_during_training),
+AutoAugment (config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
+flip (config.input_rand_hflip), scale jitter in [config.jitter_min, config.jitter_max] with random
+crop and zero padding to config.image_size, then anchor labels. Evaluation resizes keeping the
+aspect ratio and pads, exactly as inference does. Boxes whose class id is outside
+1..config.num_classes are dropped with a logged warning (a source that knows its class ids, COCO
+JSON or synthetic, raises when the dataset is built instead).
+
+Each batch is (images, labels): images float32 [B, height, width, 3]; labels a dict:
+  'cls_targets_<l>'    int32 [B, H_l, W_l, A] for l in min_level..max_level: 0-based class of
+                       each matched anchor, -1 for background (see `labeler`).
+  'box_targets_<l>'    float32 [B, H_l, W_l, A * 4]: [ty, tx, th, tw] of matched anchors, else 0.
+  'mean_num_positives' float32 [B]: the batch's mean number of positive anchors per image,
+                       repeated for each image.
+  'source_ids'         int64 [B]: image ids (COCO image id / the record's image/source_id).
+  'image_scales'       float32 [B]: original-image pixels per network-input pixel.
+  'groundtruth_data'   float32 [B, config.max_instances_per_image, 7]: per object ymin, xmin,
+                       ymax, xmax (original-image pixels; for training, of the jittered crop),
+                       is_crowd, area, class id (1-based); padded with -1 (is_crowd with 0).
+                       Objects beyond max_instances_per_image are left out with a logged warning
+                       (anchor labels still use all of them).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import tensorflow as tf
+from absl import logging
+
+from efficientdet_tf.data import augment, autoaugment
+from efficientdet_tf.data.coco import CocoJsonSource
+from efficientdet_tf.data.labeler import AnchorLabeler
+from efficientdet_tf.data.sources import Source, TFRecordSource
+from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.inference.preprocess import preprocess_image
+
+_OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
+
+
+def source_from_spec(spec: str | Source, config) -> Source:
+    """A `Source` from a dataset spec (see the module docstring); a `Source` passes through."""
+    if isinstance(spec, Source):
+        return spec
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic":
+        split, _, count = rest.partition(":")
+        if count and not count.isdigit():
+            raise ValueError(f"Dataset spec {spec!r}: number of images {count!r} is not a number.")
+        num_images = int(count) if count else None
+        return SyntheticShapes.split(split or "train", config.image_size, num_images)
+    if kind == "coco":
+        annotation_file, _, image_dir = rest.partition(":")
+        if not annotation_file or not image_dir:
+            raise ValueError(
+                f"Dataset spec {spec!r} needs both parts: 'coco:<annotations.json>:<image_dir>'."
+            )
+        return CocoJsonSource(annotation_file, image_dir)
+    return TFRecordSource(spec)
+
+
+def build_dataset(
+    source: str | Source,
+    config,
+    *,
+    is_training: bool,
+    batch_size: int,
+    input_context: tf.distribute.InputContext | None = None,
+    deterministic: bool | None = None,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (images, labels) from `source` (a dataset spec or a `Source`).
+
+    Training data is shuffled and repeated forever, with config.drop_remainder; evaluation data
+    is read once, in order, keeping the last partial batch. `batch_size` is the batch of this
+    input pipeline (per replica under `distribute_datasets_from_function`, which passes
+    `input_context` for sharding). `deterministic` defaults to False for training (faster) and
+    True for evaluation. `seed` seeds the shuffling; augmentation draws follow TF's global seed
+    (`tf.random.set_seed`).
+    """
+    source = source_from_spec(source, config)
+    _check_class_ids(source, config)
+    parser = ExampleParser(config, is_training)
+    examples = source.examples(
+        shuffle=is_training, repeat=is_training, input_context=input_context, seed=seed
+    )
+    dataset = examples.map(parser, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(
+        batch_size,
+        drop_remainder=config.drop_remainder and is_training,
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    dataset = dataset.map(_to_images_and_labels, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = (not is_training) if deterministic is None else deterministic
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_class_ids(source: Source, config) -> None:
+    if source.max_class_id is not None and source.max_class_id > config.num_classes:
+        raise ValueError(
+            f"The dataset has class ids up to {source.max_class_id} but num_classes is "
+            f"{config.num_classes}; set num_classes={source.max_class_id} (class ids are 1-based)."
+        )
+
+
+class ExampleParser:
+    """Decoded example -> network input and per-image labels (training or evaluation)."""
+
+    def __init__(self, config, is_training: bool):
+        self.config = config
+        self.is_training = is_training
+        self.output_size = tuple(config.image_size)
+        self.labeler = AnchorLabeler.from_config(config)
+        if is_training and config.autoaugment_policy:
+            logging.info("Training with AutoAugment policy %s", config.autoaugment_policy)
+
+    def __call__(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        objects = _objects_with_known_classes(
+            {key: example[key] for key in _OBJECT_KEYS},
+            self.config.num_classes,
+            example["source_id"],
+        )
+        if self.is_training:
+            image, transform, objects = self._augment(example["image"], objects)
+        else:  # inference pre-processing; fit_transform computes the same scale for the boxes
+            image, _ = preprocess_image(example["image"], self.config)
+            transform = augment.fit_transform(example["image"], self.output_size)
+        return self._label(image, transform, objects, example["source_id"])
+
+    def _augment(self, image, objects):
+        config = self.config
+        if config.skip_crowd_during_training:
+            objects = _select(objects, tf.logical_not(objects["is_crowd"]))
+        boxes = objects["boxes"]
+        if config.autoaugment_policy:
+            image, boxes = autoaugment.augment(image, boxes, config.autoaugment_policy)
+        image = augment.normalize_image(image, config.mean_rgb, config.stddev_rgb)
+        if config.input_rand_hflip:
+            image, boxes = augment.random_flip_horizontal(image, boxes)
+        transform = augment.random_jitter_transform(
+            image, self.output_size, config.jitter_min, config.jitter_max
+        )
+        image = augment.resize_crop_and_pad(image, transform, self.output_size)
+        return image, transform, {**objects, "boxes": boxes}
+
+    def _label(self, image, transform, objects, source_id) -> dict[str, tf.Tensor]:
+        boxes, has_area = augment.transform_boxes(objects["boxes"], transform, self.output_size)
+        objects = _select({**objects, "boxes": boxes}, has_area)
+        cls_targets, box_targets, num_positives = self.labeler.label(
+            objects["boxes"], objects["classes"]
+        )
+        image_scale = 1.0 / transform.scale
+        outputs = {
+            "image": tf.ensure_shape(image, [*self.output_size, 3]),
+            "num_positives": num_positives,
+            "source_ids": source_id,
+            "image_scales": image_scale,
+            "groundtruth_data": self._groundtruth(objects, image_scale, source_id),
+        }
+        for level in cls_targets:
+            outputs[f"cls_targets_{level}"] = cls_targets[level]
+            outputs[f"box_targets_{level}"] = box_targets[level]
+        return outputs
+
+    def _groundtruth(self, objects, image_scale, source_id) -> tf.Tensor:
+        """[max_instances_per_image, 7] objects in original-image pixels, padded with -1."""
+        max_instances = self.config.max_instances_per_image
+        count = tf.shape(objects["classes"])[0]
+        if count > max_instances:  # a tensor condition: autograph makes it a tf.cond
+            tf.print("WARNING: image", source_id, "has", count, "objects; groundtruth_data keeps",
+                     max_instances, "(raise max_instances_per_image to keep all)",
+                     output_stream=sys.stderr)
+        columns = tf.concat(
+            [
+                objects["boxes"] * image_scale,
+                tf.cast(objects["is_crowd"], tf.float32)[:, None],
+                objects["areas"][:, None],
+                tf.cast(objects["classes"], tf.float32)[:, None],
+            ],
+            axis=1,
+        )[:max_instances]
+        padding_row = [[-1.0, -1.0, -1.0, -1.0, 0.0, -1.0, -1.0]]
+        padding = tf.tile(padding_row, [max_instances - tf.shape(columns)[0], 1])
+        return tf.ensure_shape(tf.concat([columns, padding], axis=0), [max_instances, 7])
+
+
+
+def _to_images_and_labels(batch: dict[str, tf.Tensor]):
+    """Batched `ExampleParser` outputs -> (images, labels dict) with 'mean_num_positives'."""
+    labels = {k: v for k, v in batch.items() if k not in ("image", "num_positives")}
+    num_positives = batch["num_positives"]
+    labels["mean_num_positives"] = tf.fill(tf.shape(num_positives), tf.reduce_mean(num_positives))
+    return batch["image"], labels
+
+
+def _select(objects: dict[str, tf.Tensor], keep: tf.Tensor) -> dict[str, tf.Tensor]:
+    return {key: tf.boolean_mask(value, keep) for key, value in objects.items()}
+
+
+def _objects_with_known_classes(objects, num_classes: int, source_id) -> dict[str, tf.Tensor]:
+    known = (objects["classes"] >= 1) & (objects["classes"] <= num_classes)
+    if not tf.reduce_all(known):
+        tf.print("WARNING: image", source_id, "has class ids outside 1 ..", num_classes,
+                 "; dropped those boxes:", tf.boolean_mask(objects["classes"], ~known),
+                 output_stream=sys.stderr)
+    return _select(objects, known)

@@ -1,0 +1,115 @@
+"""Running a model over an evaluation dataset and scoring its detections with COCO metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import tensorflow as tf
+from absl import logging
+
+from efficientdet_tf.data.label_map import read_label_map
+from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
+from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
+from efficientdet_tf.inference.detector import Detector
+
+DEFAULT_BATCH_SIZE = 8
+RESULTS_FILE_NAME = "detections.json"
+
+
+def evaluate(
+    model,
+    config,
+    dataset,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    eval_samples: int | None = None,
+    val_json_file: str | os.PathLike | None = None,
+    mode: str = "global",
+    summary_writer: tf.summary.SummaryWriter | str | os.PathLike | None = None,
+    step: int | tf.Variable | None = None,
+    results_file: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """COCO metrics of `model` (a `build_model(config)` network) on `dataset`.
+
+    Args:
+      dataset: a dataset spec (TFRecord glob, 'coco:<annotations.json>:<image_dir>',
+        'synthetic:val', see `data.pipeline`) or a `data.sources.Source`.
+      batch_size: images per step; a last partial batch is evaluated too.
+      eval_samples: evaluate only the first this many images (all when None).
+      val_json_file: ground-truth COCO JSON; by default the dataset's own (COCO JSON, synthetic)
+        or, for TFRecords, the ground truth the records carry.
+      mode: post-processing mode (`inference.postprocess.MODES`).
+      summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
+        scalars named like the returned keys, at `step`.
+      results_file: where to write the detections as a COCO results JSON.
+
+    Returns:
+      {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm',
+       'ARl'} and 'AP_/<class name>' per class with ground truth in the evaluated images.
+    """
+    if eval_samples is not None and eval_samples < 1:
+        raise ValueError(f"eval_samples must be at least 1 (or None for all), got {eval_samples}.")
+    source = source_from_spec(dataset, config)
+    groundtruth = _read_json(val_json_file) if val_json_file else source.coco_groundtruth()
+    evaluator = CocoEvaluator(
+        groundtruth, read_label_map(config.label_map) if config.label_map else None
+    )
+    detect = _detect_function(Detector(config, model, mode), config)
+    batches = build_dataset(source, config, is_training=False, batch_size=batch_size)
+    remaining = eval_samples
+    for images, labels in batches:
+        if remaining is not None:
+            images, labels = images[:remaining], tf.nest.map_structure(lambda x: x[:remaining],
+                                                                        labels)
+            remaining -= int(tf.shape(images)[0])
+        evaluator.add_detections(labels["source_ids"], detect(images, labels["image_scales"]))
+        if groundtruth is None:
+            evaluator.add_groundtruth(labels["source_ids"], labels["groundtruth_data"])
+        if remaining is not None and remaining <= 0:
+            break
+    logging.info("Evaluated %d images of %s", len(evaluator.image_ids), dataset)
+    metrics = evaluator.evaluate()
+    if results_file:
+        evaluator.write_results(results_file)
+    if summary_writer is not None:
+        write_summaries(metrics, summary_writer, step)
+    return metrics
+
+
+def _detect_function(detector: Detector, config):
+    """The detector on pre-processed batches, compiled once for any batch size."""
+    height, width = config.image_size
+    return tf.function(
+        detector.detect_preprocessed,
+        input_signature=[
+            tf.TensorSpec([None, height, width, 3], tf.float32),
+            tf.TensorSpec([None], tf.float32),
+        ],
+    )
+
+
+def _read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Ground-truth JSON {str(path)!r} does not exist (--val_json_file): give a COCO "
+            "instances JSON, or leave it out to use the dataset's own ground truth."
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Ground-truth JSON {path} is not valid JSON: {error}") from None
+
+
+def write_summaries(
+    metrics: dict[str, float], writer: tf.summary.SummaryWriter | str | os.PathLike, step
+) -> None:
+    """Writes each metric as a TensorBoard scalar at `step` (0 when None)."""
+    if not isinstance(writer, tf.summary.SummaryWriter):
+        writer = tf.summary.create_file_writer(str(writer))
+    with writer.as_default():
+        for name, value in metrics.items():
+            tf.summary.scalar(name, value, step=0 if step is None else step)
+    writer.flush()

@@ -1,0 +1,194 @@
+"""TFLite export: the network and TFLite's detection post-processing op, float32, float16 or int8.
+
+The TFLite model takes the network input and gives the standard TFLite detection outputs:
+  input  'images': float32 [1, height, width, 3] at config.image_size, what `preprocess_image`
+         makes of an image (normalized, resized keeping the aspect ratio, zero-padded); int8 models
+         take it quantized with the input tensor's scale and zero point.
+  outputs (TFLite_Detection_PostProcess, in this order):
+    boxes   float32 [1, tflite_max_detections, 4]: ymin, xmin, ymax, xmax as fractions of the
+            network input;
+    classes float32 [1, tflite_max_detections]: 0-based class ids;
+    scores  float32 [1, tflite_max_detections];
+    count   float32 [1]: how many rows are detections.
+The op's NMS is TFLite's fast NMS: each anchor keeps its best class, then one class-agnostic hard
+NMS with nms_configs.iou_thresh / score_thresh, i.e. the `global` mode with method 'hard'. With
+nms_configs.max_nms_inputs > 0 only that many anchors, those with the best class logits, go to the
+op (a pre-NMS top-k over anchors: the op keeps one class per anchor anyway).
+`inference.tflite_detector.TfliteDetector` runs such a file with LiteRT.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from efficientdet_tf.data.pipeline import build_dataset
+from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
+
+QUANTIZATIONS = ("float32", "float16", "int8")
+DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+DEFAULT_CALIBRATION_STEPS = 100
+
+
+def tflite_detection_function(model, config) -> tf.types.experimental.ConcreteFunction:
+    """Network input [1, H, W, 3] -> (boxes, classes, scores, count) of the TFLite NMS op."""
+    postprocessor = Postprocessor(config, "global")
+    anchors = _center_size_anchors(postprocessor.anchors.boxes, config.image_size)
+    nms = _detection_postprocess_op(config)
+    max_nms_inputs = min(config.nms_configs.max_nms_inputs, len(postprocessor.anchors))
+
+    @tf.function(input_signature=[_input_spec(config)])
+    def detect(images):
+        class_outputs, box_outputs = model(images, training=False)
+        logits, box_regressions = postprocessor.merge_levels(class_outputs, box_outputs)
+        if max_nms_inputs:
+            logits, box_regressions, kept_anchors = _top_anchors(
+                logits, box_regressions, anchors, max_nms_inputs)
+        else:
+            kept_anchors = anchors
+        return nms(box_regressions, tf.sigmoid(logits), kept_anchors)
+
+    return detect.get_concrete_function()
+
+
+def _top_anchors(logits, box_regressions, anchors, count: int):
+    """The `count` anchors with the best class logits (TFLite's NMS keeps one class per anchor)."""
+    _, indices = tf.math.top_k(tf.reduce_max(logits, axis=-1), k=count, sorted=False)
+    return (
+        tf.gather(logits, indices, batch_dims=1),
+        tf.gather(box_regressions, indices, batch_dims=1),
+        tf.gather(anchors, indices[0]),
+    )
+
+
+def tflite_network_function(model, config) -> tf.types.experimental.ConcreteFunction:
+    """Network input [1, H, W, 3] -> the raw class and box outputs of every level (benchmarks)."""
+
+    @tf.function(input_signature=[_input_spec(config)])
+    def network(images):
+        class_outputs, box_outputs = model(images, training=False)
+        return [*class_outputs, *box_outputs]
+
+    return network.get_concrete_function()
+
+
+def _input_spec(config) -> tf.TensorSpec:
+    return tf.TensorSpec([1, *config.image_size, 3], tf.float32, name="images")
+
+
+def _center_size_anchors(boxes: np.ndarray, image_size) -> tf.Tensor:
+    """yxyx anchors in pixels -> [y_center, x_center, height, width] as fractions of the image."""
+    height, width = image_size
+    normalized = boxes / np.array([height, width, height, width], np.float32)
+    ymin, xmin, ymax, xmax = normalized.T
+    centers_and_sizes = np.stack([(ymin + ymax) / 2, (xmin + xmax) / 2, ymax - ymin, xmax - xmin])
+    return tf.constant(centers_and_sizes.T, tf.float32)
+
+
+def _detection_postprocess_op(config) -> Callable:
+    """A placeholder function that the TFLite converter replaces by TFLite's detection op.
+
+    Box encodings are the network's [ty, tx, th, tw]: the op decodes them against the anchors with
+    scales 1, exactly as `anchors.decode_boxes` does.
+    """
+    nms = NmsParameters.from_config(config.nms_configs, "hard")
+    attributes = {
+        "max_detections": ("i", config.tflite_max_detections),
+        "max_classes_per_detection": ("i", 1),
+        "use_regular_nms": ("b", "false"),
+        "nms_score_threshold": ("f", nms.score_threshold),
+        "nms_iou_threshold": ("f", nms.iou_threshold),
+        "y_scale": ("f", 1.0),
+        "x_scale": ("f", 1.0),
+        "h_scale": ("f", 1.0),
+        "w_scale": ("f", 1.0),
+        "num_classes": ("i", config.num_classes),
+    }
+    signature = " ".join(
+        [f'name: "{DETECTION_POSTPROCESS_OP}"']
+        + [f'attr {{ key: "{key}" value {{ {kind}: {value} }} }}'
+           for key, (kind, value) in attributes.items()]
+    )
+
+    @tf.function(experimental_implements=signature)
+    def detection_postprocess(box_encodings, class_predictions, anchors):
+        del box_encodings, class_predictions, anchors  # the converter supplies the computation
+        names = ("boxes", "classes", "scores", "count")
+        return tuple(tf.constant(0.0, name=name) for name in names)
+
+    return detection_postprocess
+
+
+def convert(
+    function: tf.types.experimental.ConcreteFunction,
+    model,
+    quantization: str = "float32",
+    representative_images: Callable[[], Iterator] | None = None,
+) -> bytes:
+    """A TFLite flatbuffer of a concrete function of `model` from this module.
+
+    int8 is full-integer post-training quantization (TFLite's detection op stays float): it needs
+    `representative_images`, a generator function yielding [network input] lists.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"Unknown TFLite quantization {quantization!r}: use one of {', '.join(QUANTIZATIONS)}."
+        )
+    # The converter freezes the variables it can reach from a trackable object; Keras 3 models
+    # are not tf.Modules, so a module holds their variables. (Without one, the deprecated path
+    # would inline the NMS placeholder instead of replacing it.)
+    variables = tf.Module()
+    variables.model_variables = [weight.value for weight in model.weights]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], variables)
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        if representative_images is None:
+            raise ValueError(
+                "int8 TFLite export needs representative images for calibration: give a dataset "
+                "(--file_pattern / representative_dataset)."
+            )
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_images
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        converter.inference_input_type = tf.uint8
+    return converter.convert()
+
+
+def representative_images(dataset, config, num_images: int = DEFAULT_CALIBRATION_STEPS):
+    """Calibration data for int8: network inputs of the first `num_images` of a dataset spec
+    (TFRecord glob, 'coco:<json>:<image_dir>', 'synthetic:...'; see `data.pipeline`)."""
+    images = build_dataset(dataset, config, is_training=False, batch_size=1).take(num_images)
+
+    def generate():
+        for network_input, _ in images:
+            yield [network_input]
+
+    return generate
+
+
+def export_tflite(
+    model,
+    config,
+    path: str | os.PathLike,
+    quantization: str = "float32",
+    dataset=None,
+    num_calibration_images: int = DEFAULT_CALIBRATION_STEPS,
+) -> Path:
+    """Writes the TFLite detection model of `model` to `path`; int8 calibrates on `dataset`."""
+    calibration = None
+    if quantization == "int8" and dataset is not None:
+        calibration = representative_images(dataset, config, num_calibration_images)
+    function = tflite_detection_function(model, config)
+    flatbuffer = convert(function, model, quantization, calibration)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+    return path

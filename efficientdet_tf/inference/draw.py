@@ -1,0 +1,56 @@
+"""Drawing detections on an image with Pillow: a box, class name and score per detection."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from efficientdet_tf.data.label_map import COCO_CLASS_NAMES, read_label_map
+
+# Distinct, saturated colours; a class always gets the same one.
+_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128),
+)
+DEFAULT_MIN_SCORE = 0.4  # official infer default
+
+
+def class_names(config) -> dict[int, str]:
+    """{class id: name} for drawing: the config's label_map; COCO's names for a model with COCO's
+    90 class ids and no label map (as the official code); else empty (ids are drawn)."""
+    if config.label_map:
+        return read_label_map(config.label_map)
+    return dict(COCO_CLASS_NAMES) if config.num_classes == max(COCO_CLASS_NAMES) else {}
+
+
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    names: dict[int, str] | None = None,
+    min_score: float = DEFAULT_MIN_SCORE,
+) -> Image.Image:
+    """A copy of `image` (uint8 [height, width, 3]) with each detection scoring >= `min_score`.
+
+    `boxes` are [N, 4] ymin, xmin, ymax, xmax in the image's pixels, `classes` 1-based ids.
+    """
+    canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    line_width = max(1, round(min(canvas.size) / 200))
+    font = ImageFont.load_default(size=max(10, 6 * line_width))
+    names = names or {}
+    for box, score, class_id in zip(boxes, scores, classes):
+        if score < min_score:
+            continue
+        class_id = int(class_id)
+        color = _PALETTE[class_id % len(_PALETTE)]
+        ymin, xmin, ymax, xmax = (float(v) for v in box)
+        draw.rectangle((xmin, ymin, xmax, ymax), outline=color, width=line_width)
+        label = f"{names.get(class_id, f'class {class_id}')}: {score:.0%}"
+        left, top, right, bottom = draw.textbbox((xmin, ymin), label, font=font)
+        top_offset = min(ymin, bottom - top)  # above the box when there is room, else inside
+        draw.rectangle((left, top - top_offset, right, bottom - top_offset), fill=color)
+        draw.text((xmin, ymin - top_offset), label, fill=(0, 0, 0), font=font)
+    return canvas

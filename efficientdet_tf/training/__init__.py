@@ -1,0 +1,1 @@
+"""Training: the detection loss, learning-rate schedules, weight EMA and the distributed loop."""

@@ -1,0 +1,55 @@
+"""Learning-rate schedules of the official recipe: linear warm-up, then cosine, steps or polynomial.
+
+The base rate is `learning_rate` for a global batch of 64 images, scaled linearly with the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+REFERENCE_BATCH_SIZE = 64
+
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `warmup_init` to the scaled rate over `warmup_steps`, then decay."""
+
+    def __init__(self, config, global_batch_size: int, steps_per_epoch: int):
+        self.method = config.lr_decay_method
+        self.peak = config.learning_rate * global_batch_size / REFERENCE_BATCH_SIZE
+        self.warmup_init = config.lr_warmup_init
+        self.warmup_steps = max(1, int(config.lr_warmup_epoch * steps_per_epoch))
+        self.total_steps = max(1, int(config.num_epochs * steps_per_epoch))
+        self.drop_steps = (
+            int(config.first_lr_drop_epoch * steps_per_epoch),
+            int(config.second_lr_drop_epoch * steps_per_epoch),
+        )
+        self.poly_power = config.poly_lr_power
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = self.warmup_init + step / self.warmup_steps * (self.peak - self.warmup_init)
+        return tf.where(step < self.warmup_steps, warmup, self._decayed(step))
+
+    def _decayed(self, step):
+        if self.method == "cosine":
+            # The cosine starts when the warm-up ends. (The official schedule feeds it the
+            # global step, which over 300 epochs barely matters but in a short run sends the
+            # rate to 0 and back up again.)
+            decay_steps = max(1, self.total_steps - self.warmup_steps)
+            progress = tf.minimum((step - self.warmup_steps) / decay_steps, 1.0)
+            return 0.5 * self.peak * (1 + tf.cos(math.pi * progress))
+        if self.method == "stepwise":
+            factor = tf.where(step < self.drop_steps[0], 1.0,
+                              tf.where(step < self.drop_steps[1], 0.1, 0.01))
+            return self.peak * factor
+        if self.method == "polynomial":
+            remaining = tf.maximum(1.0 - step / self.total_steps, 0.0)
+            return self.peak * remaining**self.poly_power
+        raise ValueError(f"Unknown lr_decay_method {self.method!r}.")
+
+    def get_config(self):
+        return {"method": self.method, "peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}

@@ -1,0 +1,135 @@
+"""The official detection loss: focal loss on classes, Huber (and optionally IoU) loss on boxes.
+
+All parts are sums over anchors divided by the number of positive anchors + 1 of the whole
+global batch, so a batch split across replicas gives, summed, exactly the single-device loss.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import tensorflow as tf
+
+from efficientdet_tf.anchors import Anchors, decode_boxes
+
+# Kernels of convolutions and dense layers get L2 regularization, as in the official code.
+_REGULARIZED = re.compile(r".*(kernel|weight)$")
+
+
+def focal_loss(logits, targets, alpha, gamma, label_smoothing, normalizer):
+    """Sigmoid focal loss (Lin et al. 2017) summed over its input, divided by `normalizer`.
+
+    The modulating factor uses the unsmoothed targets, as the official code, so that label
+    smoothing does not blow the loss up.
+    """
+    probabilities = tf.sigmoid(logits)
+    p_t = targets * probabilities + (1 - targets) * (1 - probabilities)
+    alpha_factor = targets * alpha + (1 - targets) * (1 - alpha)
+    modulating_factor = (1.0 - p_t) ** gamma
+    smoothed = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=smoothed, logits=logits)
+    return tf.reduce_sum(alpha_factor * modulating_factor * cross_entropy) / normalizer
+
+
+def huber_box_loss(box_outputs, box_targets, delta, normalizer):
+    """Huber loss over the encoded boxes of positive anchors (targets of 0 mark negatives)."""
+    mask = tf.cast(tf.not_equal(box_targets, 0.0), box_outputs.dtype)
+    error = tf.abs(box_outputs - box_targets)
+    quadratic = tf.minimum(error, delta)
+    huber = 0.5 * quadratic**2 + delta * (error - quadratic)
+    return tf.reduce_sum(huber * mask) / (normalizer * 4.0)
+
+
+def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
+    """1 - IoU (or GIoU, DIoU, CIoU) of decoded predicted and target boxes of positive anchors."""
+    positive = tf.reduce_any(tf.not_equal(box_targets, 0.0), axis=-1)
+    anchors = tf.broadcast_to(anchor_boxes, tf.shape(box_targets))
+    predicted = tf.boolean_mask(decode_boxes(box_outputs, anchors), positive)
+    target = tf.boolean_mask(decode_boxes(box_targets, anchors), positive)
+    # Normalized per box coordinate, like the Huber loss, as the official code.
+    return tf.reduce_sum(1.0 - _iou_variant(predicted, target, loss_type)) / (normalizer * 4.0)
+
+
+def _iou_variant(pred, target, loss_type):
+    """IoU of [N, 4] yxyx box pairs, with the GIoU / DIoU / CIoU penalty terms."""
+    p_ymin, p_xmin, p_ymax, p_xmax = tf.unstack(pred, axis=-1)
+    t_ymin, t_xmin, t_ymax, t_xmax = tf.unstack(target, axis=-1)
+    p_h, p_w = tf.maximum(p_ymax - p_ymin, 0.0), tf.maximum(p_xmax - p_xmin, 0.0)
+    t_h, t_w = tf.maximum(t_ymax - t_ymin, 0.0), tf.maximum(t_xmax - t_xmin, 0.0)
+    inter_h = tf.maximum(tf.minimum(p_ymax, t_ymax) - tf.maximum(p_ymin, t_ymin), 0.0)
+    inter_w = tf.maximum(tf.minimum(p_xmax, t_xmax) - tf.maximum(p_xmin, t_xmin), 0.0)
+    intersection = inter_h * inter_w
+    union = p_h * p_w + t_h * t_w - intersection
+    iou = tf.math.divide_no_nan(intersection, union)
+    if loss_type == "iou":
+        return iou
+    enclose_h = tf.maximum(p_ymax, t_ymax) - tf.minimum(p_ymin, t_ymin)
+    enclose_w = tf.maximum(p_xmax, t_xmax) - tf.minimum(p_xmin, t_xmin)
+    if loss_type == "giou":
+        enclose_area = enclose_h * enclose_w
+        return iou - tf.math.divide_no_nan(enclose_area - union, enclose_area)
+    center_distance = ((p_ymin + p_ymax - t_ymin - t_ymax) / 2) ** 2 + (
+        (p_xmin + p_xmax - t_xmin - t_xmax) / 2) ** 2
+    diou = iou - tf.math.divide_no_nan(center_distance, enclose_h**2 + enclose_w**2)
+    if loss_type == "diou":
+        return diou
+    aspect_gap = (4 / math.pi**2) * (
+        tf.atan(tf.math.divide_no_nan(t_w, t_h)) - tf.atan(tf.math.divide_no_nan(p_w, p_h))) ** 2
+    trade_off = tf.stop_gradient(tf.math.divide_no_nan(aspect_gap, 1 - iou + aspect_gap))
+    return diou - trade_off * aspect_gap
+
+
+class DetectionLoss:
+    """The loss parts of one batch: cls_loss, box_loss, iou_loss (when configured), total."""
+
+    def __init__(self, config):
+        self.config = config
+        self.levels = range(config.min_level, config.max_level + 1)
+        self.anchor_boxes = None
+        if config.iou_loss_type:
+            anchors = Anchors.from_config(config)
+            self.anchor_boxes = _boxes_per_level(anchors)
+
+    def __call__(self, class_outputs, box_outputs, labels, num_positives) -> dict[str, tf.Tensor]:
+        """`num_positives`: positive anchors in the global batch (the normalizer is that + 1)."""
+        config = self.config
+        normalizer = tf.cast(num_positives, tf.float32) + 1.0
+        cls_losses, box_losses, iou_losses = [], [], []
+        for index, level in enumerate(self.levels):
+            logits = tf.cast(class_outputs[index], tf.float32)
+            boxes = tf.cast(box_outputs[index], tf.float32)
+            class_targets = labels[f"cls_targets_{level}"]
+            one_hot = tf.one_hot(class_targets, config.num_classes, dtype=tf.float32)
+            one_hot = tf.reshape(one_hot, tf.shape(logits))
+            cls_losses.append(focal_loss(
+                logits, one_hot, config.alpha, config.gamma, config.label_smoothing, normalizer))
+            box_targets = labels[f"box_targets_{level}"]
+            box_losses.append(huber_box_loss(boxes, box_targets, config.delta, normalizer))
+            if self.anchor_boxes is not None:
+                iou_losses.append(iou_loss(
+                    _per_anchor(boxes), _per_anchor(box_targets), self.anchor_boxes[index],
+                    config.iou_loss_type, normalizer))
+        parts = {"cls_loss": tf.add_n(cls_losses), "box_loss": tf.add_n(box_losses)}
+        total = parts["cls_loss"] + config.box_loss_weight * parts["box_loss"]
+        if iou_losses:
+            parts["iou_loss"] = tf.add_n(iou_losses)
+            total += config.iou_loss_weight * parts["iou_loss"]
+        parts["det_loss"] = total
+        return parts
+
+
+def l2_regularization(variables, weight_decay: float) -> tf.Tensor:
+    """weight_decay * sum of squares / 2 of every conv and dense kernel (official `reg_l2_loss`)."""
+    kernels = [v for v in variables if _REGULARIZED.match(v.path)]
+    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+
+
+def _per_anchor(level_output):
+    """[B, H, W, A * 4] -> [B, H * W * A, 4], the order of `Anchors.boxes` within a level."""
+    return tf.reshape(level_output, [tf.shape(level_output)[0], -1, 4])
+
+
+def _boxes_per_level(anchors: Anchors) -> list[tf.Tensor]:
+    counts = [anchors.num_anchors_per_level[level] for level in anchors.levels]
+    return [tf.constant(b) for b in tf.split(anchors.boxes, counts, axis=0)]

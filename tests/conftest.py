@@ -1,0 +1,10 @@
+"""Test session setup: two logical CPU devices, for the multi-replica training tests.
+
+Logical devices must be configured before TensorFlow initializes its runtime, hence here.
+"""
+
+import tensorflow as tf
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])

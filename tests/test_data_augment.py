@@ -1,0 +1,124 @@
+"""Augmentation moves boxes with the image: flip, scale jitter, evaluation resize, AutoAugment."""
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.data import augment, autoaugment
+from efficientdet_tf.data.pipeline import ExampleParser
+
+HEIGHT, WIDTH = 60, 100
+RECTANGLE = (10, 20, 40, 50)  # ymin, xmin, ymax, xmax in pixels
+
+
+def white_rectangle_example():
+    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    ymin, xmin, ymax, xmax = RECTANGLE
+    image[ymin:ymax, xmin:xmax] = 255
+    boxes = np.array([RECTANGLE], np.float32) / [HEIGHT, WIDTH, HEIGHT, WIDTH]
+    return {
+        "image": tf.constant(image),
+        "source_id": tf.constant(7, tf.int64),
+        "boxes": tf.constant(boxes, tf.float32),
+        "classes": tf.constant([1], tf.int32),
+        "is_crowd": tf.constant([False]),
+        "areas": tf.constant([900.0]),
+    }
+
+
+def bright_pixel_box(image: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(image.min(axis=-1) > threshold)
+    return rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+
+
+def test_flip_mirrors_boxes_with_the_image():
+    example = white_rectangle_example()
+    image, boxes = augment.flip_horizontal(example["image"], example["boxes"])
+    found = bright_pixel_box(image.numpy(), 127)
+    np.testing.assert_allclose(boxes.numpy()[0] * [HEIGHT, WIDTH, HEIGHT, WIDTH], found, atol=1e-4)
+    assert found == (10, WIDTH - 50, 40, WIDTH - 20)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_training_preprocessing_moves_boxes_with_the_image(seed):
+    config = get_config(
+        "efficientdet-d0", "num_classes=1,image_size=64,jitter_min=0.6,jitter_max=1.8"
+    )
+    tf.random.set_seed(seed)
+    outputs = ExampleParser(config, is_training=True)(white_rectangle_example())
+    image = outputs["image"].numpy() * config.stddev_rgb + config.mean_rgb
+    box = outputs["groundtruth_data"][0, :4].numpy() / outputs["image_scales"].numpy()
+    if not np.any(image.min(axis=-1) > 190):  # the crop missed the rectangle
+        assert outputs["groundtruth_data"][0, 6] == -1
+        return
+    # Bilinear edges are half-covered pixels: up to about a pixel of difference.
+    np.testing.assert_allclose(box, bright_pixel_box(image, 190), atol=1.5)
+    assert outputs["num_positives"] >= 1
+
+
+def test_evaluation_resizes_keeping_aspect_and_maps_boxes_back():
+    config = get_config("efficientdet-d0", "num_classes=1,image_size=64")
+    outputs = ExampleParser(config, is_training=False)(white_rectangle_example())
+    scale = 64 / WIDTH
+    np.testing.assert_allclose(outputs["image_scales"].numpy(), 1 / scale, rtol=1e-6)
+    # Like the official code, boxes follow the image resized to whole pixels (60 * 0.64 -> 38
+    # rows), and map back with the unrounded scale.
+    scaled_height = int(HEIGHT * scale)
+    on_input = np.array(RECTANGLE) * [scaled_height / HEIGHT, scale, scaled_height / HEIGHT, scale]
+    np.testing.assert_allclose(outputs["groundtruth_data"][0, :4], on_input / scale, rtol=1e-5)
+    image = outputs["image"].numpy() * config.stddev_rgb + config.mean_rgb
+    np.testing.assert_allclose(bright_pixel_box(image, 190), on_input, atol=1.0)
+    padding = image[scaled_height:]  # below the resized image: zeros before de-normalizing
+    np.testing.assert_allclose(padding, np.broadcast_to(config.mean_rgb, padding.shape), atol=1e-3)
+
+
+GEOMETRIC_SAMPLINGS = {
+    "translate_x": lambda image: autoaugment._translation(-23.0, horizontal=True),
+    "translate_y": lambda image: autoaugment._translation(12.0, horizontal=False),
+    "shear_x": lambda image: autoaugment._shear(0.3, horizontal=True),
+    "shear_y": lambda image: autoaugment._shear(-0.2, horizontal=False),
+    "rotate": lambda image: autoaugment._rotation(25.0, image),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIC_SAMPLINGS))
+def test_autoaugment_geometry_moves_boxes_with_the_image(name):
+    example = white_rectangle_example()
+    sampling = GEOMETRIC_SAMPLINGS[name](example["image"])
+    image, boxes = autoaugment._affine_with_boxes(example["image"], example["boxes"], sampling)
+    expected = boxes.numpy()[0] * [HEIGHT, WIDTH, HEIGHT, WIDTH]
+    np.testing.assert_allclose(bright_pixel_box(image.numpy(), 200), expected, atol=1.0)
+    assert np.any(np.all(image.numpy() == 128, axis=-1))  # pixels uncovered by the move are grey
+
+
+def test_box_pushed_out_of_the_image_gets_zero_area():
+    example = white_rectangle_example()
+    _, boxes = autoaugment._affine_with_boxes(
+        example["image"], example["boxes"], autoaugment._translation(80.0, horizontal=True)
+    )
+    ymin, xmin, ymax, xmax = boxes.numpy()[0]
+    assert xmin == xmax == 0.0
+
+
+def test_equalize_matches_pil():
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 30, (32, 48, 3)).clip(0, 255).astype(np.uint8)
+    expected = np.asarray(PIL.ImageOps.equalize(PIL.Image.fromarray(image)))
+    np.testing.assert_array_equal(autoaugment.equalize(tf.constant(image)).numpy(), expected)
+
+
+@pytest.mark.parametrize("policy", ["v0", "randaug"])
+def test_policies_run_in_a_graph_with_and_without_boxes(policy):
+    augment_fn = tf.function(lambda image, boxes: autoaugment.augment(image, boxes, policy))
+    image = tf.constant(np.random.default_rng(1).integers(0, 255, (50, 70, 3)), tf.uint8)
+    for boxes in ([[0.1, 0.2, 0.5, 0.6], [0.4, 0.4, 0.9, 0.8]], np.zeros((0, 4))):
+        for _ in range(8):
+            augmented, new_boxes = augment_fn(image, tf.constant(boxes, tf.float32))
+            assert augmented.shape == image.shape and augmented.dtype == tf.uint8
+            assert new_boxes.shape == (len(boxes), 4)
+            assert np.all((new_boxes.numpy() >= 0) & (new_boxes.numpy() <= 1))
+    with pytest.raises(ValueError, match="Unknown autoaugment_policy 'v9'"):
+        autoaugment.augment(image, tf.zeros([0, 4]), "v9")

@@ -1,0 +1,117 @@
+"""`main.py` modes eval, export, infer and benchmark, and their answers to bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import save_weights
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_FLAGS = ("--model_name=efficientdet-d0", "--hparams=image_size=128,num_classes=3")
+
+
+def main_py(*args):
+    return subprocess.run(
+        [sys.executable, "main.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = build_model(get_config("efficientdet-d0", {"image_size": 128, "num_classes": 3}))
+    return save_weights(model, tmp_path_factory.mktemp("checkpoint") / "model")
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A PNG and a JPEG of other sizes than the network input."""
+    directory = tmp_path / "images"
+    directory.mkdir()
+    Image.fromarray(SyntheticShapes(1, (90, 120), seed=5).render(0)).save(directory / "a.png")
+    Image.fromarray(SyntheticShapes(1, (100, 70), seed=6).render(0)).save(directory / "b.jpg")
+    return directory
+
+
+@pytest.mark.slow
+def test_export_then_infer_with_the_tflite_file_and_with_the_checkpoint(
+    checkpoint, images, tmp_path
+):
+    export_dir = tmp_path / "export"
+    assert_ok(main_py("--mode=export", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+                      f"--saved_model_dir={export_dir}", "--tflite=float32"))
+    assert (export_dir / "saved_model.pb").is_file()
+
+    for name, model_flag in (("tflite", f"--saved_model_dir={export_dir / 'float32.tflite'}"),
+                             ("checkpoint", f"--ckpt={checkpoint}")):
+        output_dir = tmp_path / name
+        assert_ok(main_py("--mode=infer", *SMALL_FLAGS, model_flag, "--min_score_thresh=0",
+                          f"--input_image={images}/*", f"--output_image_dir={output_dir}"))
+        records = json.loads((output_dir / "detections.json").read_text())
+        assert sorted(Path(path).name for path in records) == ["a.png", "b.jpg"], name
+        for path, detections in records.items():
+            height, width = np.asarray(Image.open(path)).shape[:2]
+            with Image.open(output_dir / Path(path).name) as drawn:
+                assert drawn.size == (width, height)
+            assert len(detections) == 100, name  # random weights: every row scores above 0
+            # Boxes are clipped to the network input (official), which covers the longer side.
+            boxes = np.array([d["box_yxyx"] for d in detections])
+            assert boxes.min() >= 0 and boxes.max() <= max(height, width) + 1e-3
+            assert {d["class_name"] for d in detections} <= {"class 1", "class 2", "class 3"}
+
+
+def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path):
+    result = main_py("--mode=eval", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+                     "--val_file_pattern=synthetic:val:6", "--batch_size=4", "--eval_samples=5",
+                     f"--eval_dir={tmp_path}")
+    assert_ok(result)
+    printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("A"))
+    assert {"AP", "AP50", "ARmax100", "AP_/circle"} <= set(printed)
+    detections = json.loads((tmp_path / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("--mode=infer", "--input_image=/nonexistent/*.jpg", "--output_image_dir=/tmp/x",
+          "--ckpt=/tmp/x"), "No files match --input_image='/nonexistent/*.jpg'"),
+        (("--mode=infer", "--input_image={images}/a.png", "--output_image_dir={tmp}/o",
+          "--saved_model_dir={tmp}/none.tflite"), "TFLite file '{tmp}/none.tflite' does not exist"),
+        (("--mode=infer", "--input_image={images}/a.png", "--output_image_dir={tmp}/o",
+          "--ckpt={checkpoint}", "--hparams=image_size=128"), "does not fit model"),
+        (("--mode=infer", *SMALL_FLAGS, "--input_image={images}/bad.jpg",
+          "--output_image_dir={tmp}/o", "--ckpt={checkpoint}"), "Cannot read image"),
+        (("--mode=export", "--ckpt={checkpoint}"), "needs --saved_model_dir"),
+    ],
+)
+def test_bad_input_is_named_with_the_fix(checkpoint, images, tmp_path, arguments, message):
+    (images / "bad.jpg").write_text("not an image")
+    values = {"images": images, "tmp": tmp_path, "checkpoint": checkpoint}
+    result = main_py(*(argument.format(**values) for argument in arguments))
+    assert result.returncode != 0
+    assert message.format(**values) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_benchmark_mode_prints_both_paths(checkpoint):
+    result = main_py("--mode=benchmark", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+                     "--benchmark_runs=2", "--benchmark_batch_size=2")
+    assert_ok(result)
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.startswith(("tf ", "tflite "))]
+    assert [row[:2] for row in rows] == [["tf", "network"], ["tf", "end-to-end"],
+                                         ["tflite", "network"], ["tflite", "end-to-end"]]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)

@@ -1,0 +1,96 @@
+"""The detection loss parts against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf import build_model, get_config
+from efficientdet_tf.anchors import feature_sizes
+from efficientdet_tf.training.losses import (
+    DetectionLoss,
+    focal_loss,
+    huber_box_loss,
+    l2_regularization,
+)
+
+
+def test_focal_loss_matches_the_formula():
+    logit, alpha, gamma = 0.3, 0.25, 1.5
+    p = 1 / (1 + math.exp(-logit))
+    positive = -alpha * (1 - p) ** gamma * math.log(p)
+    negative = -(1 - alpha) * p**gamma * math.log(1 - p)
+    value = focal_loss(tf.constant([logit, logit]), tf.constant([1.0, 0.0]), alpha, gamma, 0.0, 2.0)
+    assert float(value) == pytest.approx((positive + negative) / 2, rel=1e-5)
+
+
+def test_label_smoothing_changes_only_the_cross_entropy():
+    logits, targets = tf.constant([2.0]), tf.constant([1.0])
+    smoothed = focal_loss(logits, targets, 0.25, 1.5, 0.1, 1.0)
+    p = 1 / (1 + math.exp(-2.0))
+    cross_entropy = -(0.95 * math.log(p) + 0.05 * math.log(1 - p))
+    assert float(smoothed) == pytest.approx(0.25 * (1 - p) ** 1.5 * cross_entropy, rel=1e-5)
+
+
+def test_huber_box_loss_counts_positive_anchors_only():
+    outputs = tf.constant([[0.05, 0.3, 9.0, 9.0]])
+    targets = tf.constant([[0.0001, 0.0, 0.0, 0.2]])  # zeros mark what is not a target
+    delta = 0.1
+    expected = 0.5 * (0.05 - 0.0001) ** 2 + delta * (abs(9.0 - 0.2) - 0.5 * delta)
+    assert float(huber_box_loss(outputs, targets, delta, 2.0)) == pytest.approx(
+        expected / 8.0, rel=1e-5)
+
+
+def _labels(config, class_target, box_target):
+    """Labels with one positive anchor (the first of level 3) and background elsewhere."""
+    labels = {}
+    sizes = feature_sizes(config.image_size, config.max_level)
+    for level in range(config.min_level, config.max_level + 1):
+        classes = np.full((1, *sizes[level], 9), -1, np.int32)
+        boxes = np.zeros((1, *sizes[level], 36), np.float32)
+        if level == config.min_level:
+            classes[0, 0, 0, 0] = class_target
+            boxes[0, 0, 0, :4] = box_target
+        labels[f"cls_targets_{level}"] = tf.constant(classes)
+        labels[f"box_targets_{level}"] = tf.constant(boxes)
+    return labels
+
+
+def test_detection_loss_combines_parts_with_the_official_weights():
+    config = get_config("efficientdet-d0", "image_size=64,num_classes=2,iou_loss_type=giou")
+    labels = _labels(config, 1, [0.1, -0.1, 0.2, 0.0])
+    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18]) for lv in range(3, 8)]
+    box_outputs = [tf.zeros([1, *labels[f"box_targets_{lv}"].shape[1:3], 36]) for lv in range(3, 8)]
+    parts = DetectionLoss(config)(class_outputs, box_outputs, labels, num_positives=1.0)
+    num_logits = sum(int(tf.size(o)) for o in class_outputs)
+    # Every logit is 0 (p = 0.5): negatives cost 0.75 * 0.5^1.5 * log 2, the positive 0.25 * ...
+    per_negative = 0.75 * 0.5**1.5 * math.log(2)
+    per_positive = 0.25 * 0.5**1.5 * math.log(2)
+    expected_cls = ((num_logits - 1) * per_negative + per_positive) / 2.0
+    assert float(parts["cls_loss"]) == pytest.approx(expected_cls, rel=1e-4)
+    # |0.1| <= delta: quadratic; |0.2| > delta: linear; the tw target 0 is not counted.
+    expected_box = (2 * 0.5 * 0.1**2 + 0.1 * (0.2 - 0.5 * 0.1)) / 8.0
+    assert float(parts["box_loss"]) == pytest.approx(expected_box, rel=1e-4)
+    assert float(parts["iou_loss"]) > 0
+    assert float(parts["det_loss"]) == pytest.approx(
+        float(parts["cls_loss"]) + 50 * float(parts["box_loss"]) + float(parts["iou_loss"]),
+        rel=1e-5)
+
+
+def test_perfect_box_predictions_have_no_iou_loss():
+    config = get_config("efficientdet-d0", "image_size=64,num_classes=2,iou_loss_type=ciou")
+    labels = _labels(config, 0, [0.1, -0.1, 0.2, 0.3])
+    box_outputs = [labels[f"box_targets_{lv}"] for lv in range(3, 8)]
+    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18]) for lv in range(3, 8)]
+    parts = DetectionLoss(config)(class_outputs, box_outputs, labels, num_positives=1.0)
+    assert float(parts["iou_loss"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(parts["box_loss"]) == 0.0
+
+
+def test_l2_regularization_covers_kernels_only():
+    model = build_model(get_config("efficientdet-d0", "image_size=64,fpn_cell_repeats=1,box_class_repeats=1"))
+    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    expected = 4e-5 * sum(float(np.sum(np.square(v.numpy()))) / 2 for v in kernels)
+    assert float(l2_regularization(model.trainable_variables, 4e-5)) == pytest.approx(expected, rel=1e-4)
+    assert not any(v.path.endswith(("gamma", "beta", "bias", "WSM")) for v in kernels)

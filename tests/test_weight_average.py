@@ -1,0 +1,35 @@
+"""The weights' moving average with the official dynamic decay."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf.model.weight_average import WeightAverage
+
+
+def make(decay=0.9998):
+    variable = tf.Variable([1.0, 2.0])
+    variable.path = "layer/kernel"  # paths key the shadows, as for Keras variables
+    return variable, WeightAverage([variable], decay)
+
+
+def test_dynamic_decay_follows_early_updates_closely():
+    variable, average = make()
+    assert float(average.current_decay()) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    variable.assign([11.0, 12.0])
+    average.update()
+    np.testing.assert_allclose(average.values_by_path()["layer/kernel"], [10.0, 11.0])
+    for _ in range(100_000):
+        average.num_updates.assign_add(1)
+    assert float(average.current_decay()) == pytest.approx(0.9998)
+
+
+def test_averaged_weights_are_swapped_in_and_out():
+    variable, average = make()
+    variable.assign([5.0, 5.0])
+    with average.averaged_weights():
+        np.testing.assert_array_equal(variable.numpy(), [1.0, 2.0])
+    np.testing.assert_array_equal(variable.numpy(), [5.0, 5.0])
+    average.reset()
+    np.testing.assert_array_equal(average.values_by_path()["layer/kernel"], [5.0, 5.0])
+    assert int(average.num_updates) == 0
