@@ -116,6 +116,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, steps_per_epoch=16, num_epochs=4)
     assert trainer.restore_or_initialize() == saved_step
     assert int(trainer.ema.num_updates) == saved_step
+    saved_weights = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                     if k.startswith("model/by_path/")}
+    assert len(saved_weights) == len(trainer.model.weights)  # every weight, not a few
+    for variable in trainer.model.weights:
+        key = f"model/by_path/{variable.path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
+        np.testing.assert_array_equal(variable.numpy(), saved_weights[key])
     assert len(trainer.ema.shadows) == len(saved_ema)
     for key, value in saved_ema.items():
         path = key[len("ema/shadows/"):].split("/.ATTRIBUTES")[0].replace(".S", "/")

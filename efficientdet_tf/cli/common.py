@@ -8,7 +8,12 @@ flags.DEFINE_string("model_name", "efficientdet-d0",
                     "Model name (a file in hparams/, e.g. efficientdet-d0) or a saved config YAML.")
 flags.DEFINE_string("hparams", "", "Overrides: 'key=value,nested.key=value' or a YAML file.")
 flags.DEFINE_string("ckpt", None,
-                    "Checkpoint to load: a prefix or a directory, in the official layout.")
+                    "Checkpoint to load: a prefix or a directory (official layout or a training "
+                    "run's model_dir).")
+flags.DEFINE_string("val_file_pattern", None,
+                    "Evaluation data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', or "
+                    "'synthetic:val'.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size (training: split over the replicas).")
 
 
 def config_from_flags(flag_values) -> Config:

@@ -6,8 +6,10 @@ Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -17,12 +19,14 @@ from PIL import Image, UnidentifiedImageError
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
+from efficientdet_tf.data.pipeline import source_from_spec
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, class_names, draw_detections
 from efficientdet_tf.inference.loading import open_detector
 
 DETECTIONS_FILE_NAME = "detections.json"
 
-flags.DEFINE_string("input_image", None, "Image file glob, e.g. 'images/*.jpg'.")
+flags.DEFINE_string("input_image", None, "Image file glob, e.g. 'images/*.jpg', or images of "
+                    "the synthetic dataset, e.g. 'synthetic:val:4'.")
 flags.DEFINE_string("output_image_dir", None,
                     f"Where the drawn images and {DETECTIONS_FILE_NAME} go.")
 flags.DEFINE_float("min_score_thresh", DEFAULT_MIN_SCORE,
@@ -30,44 +34,50 @@ flags.DEFINE_float("min_score_thresh", DEFAULT_MIN_SCORE,
 
 
 def run(flag_values) -> None:
-    image_paths = _input_images(flag_values.input_image)
+    config = config_from_flags(flag_values)
+    images = _input_images(flag_values.input_image, config)
     if not flag_values.output_image_dir:
         raise ConfigError("--mode=infer needs --output_image_dir.")
     model_path = _model_path(flag_values)
-    config = config_from_flags(flag_values)
     output_dir = Path(flag_values.output_image_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     names = class_names(config)
     with usage_errors():
         detect = open_detector(model_path, config, flag_values.postprocess_mode)
         records = {}
-        for path in image_paths:
-            image = read_image(path)
+        for label, read in images:
+            image = read()
             detections = [np.asarray(field)[0] for field in detect(image[np.newaxis])]
             boxes, scores, classes = _kept(*detections, flag_values.min_score_thresh)
             draw_detections(image, boxes, scores, classes, names, min_score=0.0).save(
-                output_dir / path.name)
-            records[str(path)] = [
+                output_dir / Path(label).name)
+            records[label] = [
                 {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
                  "class_name": names.get(int(class_id), f"class {int(class_id)}")}
                 for box, score, class_id in zip(boxes, scores, classes)
             ]
-            print(f"{path}: {len(scores)} detections")
+            print(f"{label}: {len(scores)} detections")
     (output_dir / DETECTIONS_FILE_NAME).write_text(json.dumps(records, indent=1))
     print(f"Images and {DETECTIONS_FILE_NAME} written to {output_dir}")
 
 
-def _input_images(pattern: str | None) -> list[Path]:
-    """The files of the glob, each checked to be an image before any model is loaded."""
+def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """(label, reader) of each input image: the files of a glob, each checked to be an image
+    before any model is loaded, or the images of the synthetic dataset ('synthetic:val:4')."""
     if not pattern:
-        raise ConfigError("--mode=infer needs --input_image, an image file or glob.")
+        raise ConfigError("--mode=infer needs --input_image, an image file, a glob, or "
+                          "'synthetic:<split>:<count>'.")
+    if pattern.startswith("synthetic"):
+        source = source_from_spec(pattern, config)
+        return [(source.annotations(i).file_name, functools.partial(source.render, i))
+                for i in range(source.num_examples)]
     paths = [Path(path) for path in sorted(tf.io.gfile.glob(pattern))]
     if not paths:
         raise ConfigError(f"No files match --input_image={pattern!r}; check the path or glob.")
     for path in paths:
         with _opened_image(path):
             pass  # reads the header only
-    return paths
+    return [(str(path), functools.partial(read_image, path)) for path in paths]
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -19,8 +19,6 @@ flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and 
 flags.DEFINE_string("train_file_pattern", None,
                     "Training data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', or "
                     "'synthetic' (the built-in demo dataset).")
-flags.DEFINE_string("val_file_pattern", None, "Evaluation data, in the same forms.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size, split over the replicas.")
 flags.DEFINE_integer("num_epochs", None, "Overrides hparams num_epochs.")
 flags.DEFINE_integer("num_examples_per_epoch", None,
                      "Images per epoch; defaults to the dataset's size where it is known.")

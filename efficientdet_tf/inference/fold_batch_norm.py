@@ -183,19 +183,16 @@ class _GraphRewriter:
         """Folds every pair found; returns how many."""
         pairs = self.find_pairs()
         values = self._evaluate([name for pair in pairs for name in _constant_inputs(pair)])
-        for pair in pairs:
+        per_channel = [pair for pair in pairs if _acts_per_channel(pair, values)]
+        for pair in per_channel:
             self._fold(pair, values)
-        return len(pairs)
+        return len(per_channel)
 
     def _fold(self, pair: _Pair, values: dict[str, np.ndarray]) -> None:
         convolution = pair.convolution
         kernel = values[convolution.input[1]]
         depthwise = convolution.op == "DepthwiseConv2dNative"
-        channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3]
-        scale, shift = values[pair.scale_input], values[pair.shift_input]
-        if scale.size != channels or shift.size != channels:
-            raise ValueError(f"The batch norm after {convolution.name} is not per channel.")
-        scale, shift = scale.reshape(-1), shift.reshape(-1)
+        scale, shift = values[pair.scale_input].reshape(-1), values[pair.shift_input].reshape(-1)
         # A depthwise filter is [kh, kw, in, multiplier]: output channel in * multiplier + m.
         folded_kernel = kernel * (scale.reshape(kernel.shape[2:]) if depthwise else scale)
         bias = shift
@@ -246,6 +243,17 @@ class _GraphRewriter:
         del self.graph_def.node[:]
         self.graph_def.node.extend(kept)
         return self.graph_def
+
+
+def _acts_per_channel(pair: _Pair, values: dict[str, np.ndarray]) -> bool:
+    """Whether the Mul and Add constants are one value per output channel of the convolution."""
+    kernel = values[pair.convolution.input[1]]
+    depthwise = pair.convolution.op == "DepthwiseConv2dNative"
+    channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3]
+    return all(
+        value.size == channels and (value.ndim == 0 or value.shape[-1] == channels)
+        for value in (values[pair.scale_input], values[pair.shift_input])
+    )
 
 
 def _constant_inputs(pair: _Pair) -> list[str]:

@@ -109,10 +109,25 @@ def load_weights(
     return [entry.split(":")[0] for entry in mismatched]
 
 
+class VariablesByPath(tf.Module):
+    """Variables keyed by their unique paths, as training checkpoints store them.
+
+    (Keras 3 keeps sub-layers in its own containers, which tf.train.Checkpoint does not follow,
+    so a checkpoint of the Keras model object itself would miss most of its weights.)
+    """
+
+    def __init__(self, variables, name: str | None = None):
+        super().__init__(name=name)
+        self.by_path = {v.path: v for v in variables}
+        if len(self.by_path) != len(variables):
+            raise ValueError("Variables to checkpoint must have unique paths.")
+
+
 def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) -> None:
     """Model weights (and, with `use_ema`, their averages) from a checkpoint of the trainer."""
     try:
-        tf.train.Checkpoint(model=model).read(prefix).assert_existing_objects_matched()
+        tf.train.Checkpoint(model=VariablesByPath(model.weights)).read(
+            prefix).assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
         raise CheckpointMismatchError(
             f"Training checkpoint {prefix!r} does not fit model {model.name!r}: {error}\n"

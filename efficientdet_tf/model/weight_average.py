@@ -15,13 +15,21 @@ import contextlib
 import tensorflow as tf
 
 
+class _Untracked:
+    """Holds references that checkpoints must not follow: the live variables belong to the
+    model and are saved with it, not as part of the average."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class WeightAverage(tf.Module):
     """Shadow copies of `variables`, updated with `update()` after each optimizer step."""
 
     def __init__(self, variables, decay: float = 0.0, name: str = "ema"):
         super().__init__(name=name)
         self.decay = decay
-        self._variables = list(variables)
+        self._live = _Untracked(list(variables))
         self.num_updates = tf.Variable(
             0, dtype=tf.int64, trainable=False, name="num_updates",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -29,11 +37,11 @@ class WeightAverage(tf.Module):
             v.path: tf.Variable(
                 tf.convert_to_tensor(v), trainable=False, name="shadow",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            for v in self._variables
+            for v in self._live.value
         }
 
     def _pairs(self):
-        return [(self.shadows[v.path], v) for v in self._variables]
+        return [(self.shadows[v.path], v) for v in self._live.value]
 
     def current_decay(self) -> tf.Tensor:
         n = tf.cast(self.num_updates, tf.float32)
@@ -62,10 +70,11 @@ class WeightAverage(tf.Module):
     @contextlib.contextmanager
     def averaged_weights(self):
         """Runs the block with the averaged weights in the model, then restores the live ones."""
-        live = [tf.identity(v) for v in self._variables]
+        variables = self._live.value
+        live = [tf.identity(v) for v in variables]
         self.copy_to_variables()
         try:
             yield
         finally:
-            for variable, value in zip(self._variables, live):
+            for variable, value in zip(variables, live):
                 variable.assign(value)

@@ -24,7 +24,11 @@ import tensorflow as tf
 from efficientdet_tf.config import Config
 from efficientdet_tf.data.pipeline import build_dataset
 from efficientdet_tf.model.builder import build_model
-from efficientdet_tf.model.checkpoint import CheckpointMismatchError, load_weights
+from efficientdet_tf.model.checkpoint import (
+    CheckpointMismatchError,
+    VariablesByPath,
+    load_weights,
+)
 from efficientdet_tf.model.weight_average import WeightAverage
 from efficientdet_tf.training.learning_rate import WarmupSchedule
 from efficientdet_tf.training.losses import DetectionLoss, l2_regularization
@@ -76,7 +80,9 @@ class Trainer:
             self.ema = WeightAverage(self.trainable, config.moving_average_decay)
         self.loss = DetectionLoss(config)
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, ema=self.ema)
+            model=VariablesByPath(self.model.weights),
+            optimizer=VariablesByPath(self.optimizer.variables),
+            ema=self.ema)
         self.is_chief = is_chief(self.strategy)
         # Every worker takes part in saving; only the chief writes into model_dir.
         self.manager = tf.train.CheckpointManager(
