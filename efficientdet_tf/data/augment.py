@@ -27,12 +27,6 @@ class ScaleTransform(NamedTuple):
     offset: tf.Tensor
 
 
-def normalize_image(image: tf.Tensor, mean_rgb: Sequence[float], stddev_rgb: Sequence[float]):
-    """uint8 RGB -> float32 (image - mean_rgb) / stddev_rgb, per channel, in 0..255 units."""
-    image = tf.cast(image, tf.float32)
-    return (image - tf.constant(mean_rgb, tf.float32)) / tf.constant(stddev_rgb, tf.float32)
-
-
 def flip_horizontal(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Mirrors the image left-right and the normalized boxes with it."""
     ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)

@@ -46,7 +46,7 @@ from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.labeler import AnchorLabeler
 from efficientdet_tf.data.sources import Source, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
-from efficientdet_tf.inference.preprocess import preprocess_image
+from efficientdet_tf.inference.preprocess import normalize_image, preprocess_image
 
 _OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
 
@@ -148,7 +148,7 @@ class ExampleParser:
         boxes = objects["boxes"]
         if config.autoaugment_policy:
             image, boxes = autoaugment.augment(image, boxes, config.autoaugment_policy)
-        image = augment.normalize_image(image, config.mean_rgb, config.stddev_rgb)
+        image = normalize_image(image, config.mean_rgb, config.stddev_rgb)
         if config.input_rand_hflip:
             image, boxes = augment.random_flip_horizontal(image, boxes)
         transform = augment.random_jitter_transform(

@@ -25,7 +25,7 @@ def preprocess_image(image, config) -> tuple[tf.Tensor, tf.Tensor]:
         raise ValueError(f"Expected an image of shape [height, width, 3], got {image.shape}.")
     output_height, output_width = config.image_size
 
-    image = _normalize(image, config.mean_rgb, config.stddev_rgb)
+    image = normalize_image(image, config.mean_rgb, config.stddev_rgb)
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
     scale = tf.minimum(output_height / height, output_width / width)
@@ -63,9 +63,10 @@ def preprocess_images(images, config) -> tuple[tf.Tensor, tf.Tensor]:
     )
 
 
-def _normalize(
+def normalize_image(
     image: tf.Tensor, mean_rgb: Sequence[float], stddev_rgb: Sequence[float]
 ) -> tf.Tensor:
+    """uint8 RGB -> float32 (image - mean_rgb) / stddev_rgb per channel, in 0..255 units."""
     image = tf.cast(image, tf.float32)
     image -= tf.constant(mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
     image /= tf.constant(stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
