@@ -40,7 +40,9 @@ flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept in model_dir.")
 
 
 def run(flag_values) -> None:
-    _require(flag_values, "model_dir", "train_file_pattern")
+    evaluating = flag_values.mode == "train_and_eval"
+    _require(flag_values, "model_dir", "train_file_pattern",
+             *(["val_file_pattern"] if evaluating else []))
     if flag_values.tf_random_seed is not None:
         tf.keras.utils.set_random_seed(flag_values.tf_random_seed)
     strategy = make_strategy(flag_values.strategy, flag_values.tpu, flag_values.tpu_zone,
@@ -64,11 +66,8 @@ def run(flag_values) -> None:
     trainer = Trainer(config, settings, strategy)
     if trainer.is_chief:
         save_run_config(config, flag_values.model_dir)
-    evaluate = None
-    if flag_values.mode == "train_and_eval":
-        _require(flag_values, "val_file_pattern")
-        evaluate = validation(flag_values, config)
-    trainer.fit(source, evaluate=evaluate, seed=flag_values.tf_random_seed)
+    trainer.fit(source, evaluate=validation(flag_values, config) if evaluating else None,
+                seed=flag_values.tf_random_seed)
 
 
 def _require(flag_values, *names: str) -> None:
