@@ -1,11 +1,15 @@
 """End to end on the official fixture: uint8 input.png in, the official detections out.
 
-The fixture's weights are random: every anchor scores about 0.05, so NMS chooses among thousands of
-near-equal candidates. Our network reproduces the official logits to 1-2 ulp, not bit for bit
-(about 5% differ in the last bit; folding batch norm changes a few more), and a last-bit
-difference can pick another anchor of equal score: the box then differs while score and class
-agree. So detections are compared with the official ones on (class, score), one to one, and each
-box must be the box of an official candidate anchor (see `detection_candidates`).
+The fixture's weights are random: every anchor scores about 0.05, and many neighbouring anchors
+tie exactly (the same float), so soft-NMS chooses among thousands of near-equal candidates, ties
+going to the lower index. Our network reproduces the official logits to 1-2 ulp, not bit for bit
+(about 8% differ, max 4.8e-7): TF 2.15's and this TF's kernels round differently. A last-bit
+difference breaks a tie the other way, soft-NMS then keeps a neighbouring anchor of equal score,
+and every later choice shifts. The official logits themselves, with one ulp added to a random half
+of level 3, keep only 67/100 of the official `global` detections in box and score. So detections
+are compared with the official ones on (class, score), one to one, and each box must be the box of
+an official candidate anchor (see `detection_candidates`). The strict comparison (box IoU >= 0.99)
+is made on the official raw outputs, for every mode, in test_postprocess.py.
 """
 
 import numpy as np

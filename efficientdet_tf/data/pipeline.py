@@ -87,9 +87,10 @@ def build_dataset(
     Training data is shuffled and repeated forever, with config.drop_remainder; evaluation data
     is read once, in order, keeping the last partial batch. `batch_size` is the batch of this
     input pipeline (per replica under `distribute_datasets_from_function`, which passes
-    `input_context` for sharding). `deterministic` defaults to False for training (faster) and
-    True for evaluation. `seed` seeds the shuffling; augmentation draws follow TF's global seed
-    (`tf.random.set_seed`).
+    `input_context` for sharding). `seed` seeds the shuffling; augmentation draws follow TF's
+    global seed (`tf.random.set_seed`). `deterministic` (element order) defaults to True for
+    evaluation and for seeded training, False otherwise: parallel parsing may then hand out
+    images of the next epoch before the last ones of this one, which is faster.
     """
     source = source_from_spec(source, config)
     _check_class_ids(source, config)
@@ -105,7 +106,9 @@ def build_dataset(
     )
     dataset = dataset.map(_to_images_and_labels, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = (not is_training) if deterministic is None else deterministic
+    if deterministic is None:
+        deterministic = not is_training or seed is not None
+    options.deterministic = deterministic
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

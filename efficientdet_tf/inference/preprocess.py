@@ -23,17 +23,8 @@ def preprocess_image(image, config) -> tuple[tf.Tensor, tf.Tensor]:
     image = tf.convert_to_tensor(image)
     if image.shape.rank is not None and (image.shape.rank != 3 or image.shape[-1] not in (3, None)):
         raise ValueError(f"Expected an image of shape [height, width, 3], got {image.shape}.")
-    output_height, output_width = config.image_size
-
-    image = normalize_image(image, config.mean_rgb, config.stddev_rgb)
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    scale = tf.minimum(output_height / height, output_width / width)
-    # The official code truncates the scaled size to integers; so does this.
-    scaled_size = tf.cast(tf.stack([height * scale, width * scale]), tf.int32)
-    image = tf.image.resize(image, scaled_size, method=tf.image.ResizeMethod.BILINEAR)
-    image = tf.image.pad_to_bounding_box(image, 0, 0, output_height, output_width)
-    return image, 1.0 / scale
+    images, image_scales = _resize_and_pad(image[tf.newaxis], config)
+    return images[0], image_scales[0]
 
 
 def preprocess_images(images, config) -> tuple[tf.Tensor, tf.Tensor]:
@@ -48,25 +39,34 @@ def preprocess_images(images, config) -> tuple[tf.Tensor, tf.Tensor]:
             [scale for _, scale in processed]
         )
     images = tf.convert_to_tensor(images)
-    if images.shape.rank is not None and images.shape.rank != 4:
+    if images.shape.rank is not None and (
+        images.shape.rank != 4 or images.shape[-1] not in (3, None)
+    ):
         raise ValueError(
             f"Expected images of shape [batch, height, width, 3] or a list of images, "
             f"got shape {images.shape}."
         )
-    return tf.map_fn(
-        lambda image: preprocess_image(image, config),
-        images,
-        fn_output_signature=(
-            tf.TensorSpec([*config.image_size, 3], tf.float32),
-            tf.TensorSpec([], tf.float32),
-        ),
-    )
+    return _resize_and_pad(images, config)
+
+
+def _resize_and_pad(images: tf.Tensor, config) -> tuple[tf.Tensor, tf.Tensor]:
+    """Same-sized images [batch, height, width, 3] -> network inputs and image scales [batch]."""
+    output_height, output_width = config.image_size
+    images = normalize_image(images, config.mean_rgb, config.stddev_rgb)
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+    scale = tf.minimum(output_height / height, output_width / width)
+    # The official code truncates the scaled size to integers; so does this.
+    scaled_size = tf.cast(tf.stack([height * scale, width * scale]), tf.int32)
+    images = tf.image.resize(images, scaled_size, method=tf.image.ResizeMethod.BILINEAR)
+    images = tf.image.pad_to_bounding_box(images, 0, 0, output_height, output_width)
+    return images, tf.fill(tf.shape(images)[:1], 1.0 / scale)
 
 
 def normalize_image(
     image: tf.Tensor, mean_rgb: Sequence[float], stddev_rgb: Sequence[float]
 ) -> tf.Tensor:
-    """uint8 RGB -> float32 (image - mean_rgb) / stddev_rgb per channel, in 0..255 units."""
+    """uint8 RGB [..., 3] -> float32 (image - mean_rgb) / stddev_rgb per channel, 0..255 units."""
     image = tf.cast(image, tf.float32)
     image -= tf.constant(mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
     image /= tf.constant(stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
