@@ -142,10 +142,9 @@ class Postprocessor:
     def merge_levels(self, class_outputs, box_outputs) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-level outputs -> float32 logits [batch, anchors, num_classes] and box regressions
         [batch, anchors, 4], in the order of `self.anchors.boxes`."""
-        return (
-            tf.concat(self._flatten_levels(class_outputs, self.num_classes, "class_outputs"), 1),
-            tf.concat(self._flatten_levels(box_outputs, 4, "box_outputs"), axis=1),
-        )
+        class_levels = self._flatten_levels(class_outputs, self.num_classes, "class_outputs")
+        box_levels = self._flatten_levels(box_outputs, 4, "box_outputs")
+        return tf.concat(class_levels, axis=1), tf.concat(box_levels, axis=1)
 
     # --- candidates ---------------------------------------------------------------------------
 
