@@ -3,21 +3,37 @@
     import efficientdet_tf as edet
     config = edet.get_config("efficientdet-d0", "num_classes=3")
     model = edet.build_model(config)
-    edet.load_weights(model, "efficientdet-d0/", skip_mismatch=True)  # official checkpoint
+    edet.load_weights(model, "efficientdet-d0", skip_mismatch=True)  # official weights by name
     class_outputs, box_outputs = model(images, training=False)
+
+The names below load on first use, so that `import efficientdet_tf` does not load TensorFlow
+(the command line loads it in its own way, see `cli.main`).
 """
 
-from efficientdet_tf.config import Config, ConfigError, available_models, get_config
-from efficientdet_tf.model.builder import build_model
-from efficientdet_tf.model.checkpoint import CheckpointMismatchError, load_weights, save_weights
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointMismatchError",
-    "Config",
-    "ConfigError",
-    "available_models",
-    "build_model",
-    "get_config",
-    "load_weights",
-    "save_weights",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "CheckpointMismatchError": "efficientdet_tf.model.checkpoint",
+    "Config": "efficientdet_tf.config",
+    "ConfigError": "efficientdet_tf.config",
+    "available_models": "efficientdet_tf.config",
+    "build_model": "efficientdet_tf.model.builder",
+    "get_config": "efficientdet_tf.config",
+    "load_weights": "efficientdet_tf.model.checkpoint",
+    "save_weights": "efficientdet_tf.model.checkpoint",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from efficientdet_tf.config import Config, ConfigError, available_models, get_config
+    from efficientdet_tf.model.builder import build_model
+    from efficientdet_tf.model.checkpoint import CheckpointMismatchError, load_weights, save_weights
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'efficientdet_tf' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,7 +1,9 @@
-"""Hyper-parameters: the official recipe in `hparams/*.yaml`, validated early, overridable.
+"""Hyper-parameters: the official recipe in `efficientdet_tf/hparams/*.yaml`, validated early,
+overridable.
 
+The YAML files ship inside the package, so an installed wheel reads the same recipe as a checkout.
 `hparams/base.yaml` holds every key with the official default; `hparams/<model>.yaml` changes what
-differs for one model. The schema below gives each key its type so that an unknown key or a value of
+differs for one model; `hparams/demo/` holds ready-made overrides (`demo/synthetic.yaml`). The schema below gives each key its type so that an unknown key or a value of
 the wrong type fails at once, naming the key, rather than deep inside the model or the input pipeline.
 """
 
@@ -16,7 +18,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 import yaml
 
-HPARAMS_DIR = Path(__file__).resolve().parent.parent / "hparams"
+HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
 
 
 class ConfigError(ValueError):
@@ -289,9 +291,7 @@ def get_config(
 
 def _model_values(model_name: str | os.PathLike) -> dict[str, Any]:
     if str(model_name).endswith((".yaml", ".yml")):
-        if not tf.io.gfile.exists(str(model_name)):
-            raise ConfigError(f"Config file {str(model_name)!r} does not exist.")
-        return _read_yaml(model_name)
+        return _read_yaml(_yaml_file(model_name, "Config file"))
     model_file = HPARAMS_DIR / f"{model_name}.yaml"
     if not model_file.is_file():
         close = difflib.get_close_matches(str(model_name), available_models(), n=3)
@@ -301,6 +301,22 @@ def _model_values(model_name: str | os.PathLike) -> dict[str, Any]:
             f"Known models: {', '.join(available_models())}."
         )
     return _read_yaml(model_file)
+
+
+def _yaml_file(path: str | os.PathLike, what: str) -> str:
+    """`path` itself when it exists, else the file of that name shipped in the package's hparams
+    folder (`demo/synthetic.yaml`), so that packaged files work from any directory."""
+    path = str(path)
+    if tf.io.gfile.exists(path):
+        return path
+    packaged = HPARAMS_DIR / path
+    if not os.path.isabs(path) and packaged.is_file():
+        return str(packaged)
+    shipped = sorted(str(p.relative_to(HPARAMS_DIR)) for p in HPARAMS_DIR.glob("*/*.yaml"))
+    raise ConfigError(
+        f"{what} {path!r} does not exist, neither as a path nor among the files shipped with "
+        f"efficientdet_tf ({', '.join(shipped)})."
+    )
 
 
 def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -324,9 +340,7 @@ def parse_overrides(overrides: str | Mapping[str, Any] | os.PathLike | None) -> 
         return _nest(dict(overrides))
     text = str(overrides).strip()
     if text.endswith((".yaml", ".yml")) and "=" not in text:
-        if not tf.io.gfile.exists(text):
-            raise ConfigError(f"Hparams file {text!r} does not exist.")
-        return _read_yaml(text)
+        return _read_yaml(_yaml_file(text, "Hparams file"))
     if "=" not in text:
         raise ConfigError(
             f"Invalid hparams {text!r}: give key=value pairs separated by commas "
@@ -408,7 +422,7 @@ def _flat_keys(schema: Mapping, prefix: str = "") -> list[str]:
 def _unknown_key_message(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.5)
     hint = f" Closest known keys: {', '.join(close)}." if close else ""
-    return f"Unknown hparam {key!r}.{hint} See hparams/base.yaml for every key."
+    return f"Unknown hparam {key!r}.{hint} See efficientdet_tf/hparams/base.yaml for every key."
 
 
 # --- validation --------------------------------------------------------------------------------

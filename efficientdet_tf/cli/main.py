@@ -1,0 +1,47 @@
+"""The command line: `efficientdet --mode=MODE ...`, `python -m efficientdet_tf ...` and `main.py`.
+
+TensorFlow is loaded with its C++ start-up lines hidden (see `quiet`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from efficientdet_tf.cli.quiet import native_stderr_silenced
+
+with native_stderr_silenced():
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()  # the device probe logs too
+
+from absl import app, flags  # noqa: E402
+
+from efficientdet_tf.cli.modes import MODES  # noqa: E402
+from efficientdet_tf.config import ConfigError  # noqa: E402
+
+flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
+flags.mark_flag_as_required("mode")
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _exit_with_usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        MODES[flags.FLAGS.mode](flags.FLAGS)
+    except (ConfigError, app.UsageError) as error:
+        _exit_with_usage_error(str(error))
+
+
+def _exit_with_usage_error(message: str) -> None:
+    """One line (the message names the fix) instead of absl's page of flag help."""
+    program = os.path.basename(sys.argv[0])
+    if program == "__main__.py":
+        program = "python -m efficientdet_tf"
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_main() -> None:
+    """Entry point of the `efficientdet` console script."""
+    app.run(_main)
