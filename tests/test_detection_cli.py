@@ -71,6 +71,21 @@ def test_export_then_infer_with_the_tflite_file_and_with_the_checkpoint(
             assert {d["class_name"] for d in detections} <= {"class 1", "class 2", "class 3"}
 
 
+def test_infer_goes_on_past_an_unreadable_file_and_says_so(checkpoint, images, tmp_path):
+    (images / "c_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    output_dir = tmp_path / "out"
+    result = main_py("--mode=infer", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+                     f"--input_image={images}/*", f"--output_image_dir={output_dir}")
+    assert result.returncode == 1
+    records = json.loads((output_dir / "detections.json").read_text())
+    assert sorted(Path(path).name for path in records) == ["a.png", "b.jpg"]
+    assert sorted(path.name for path in output_dir.glob("*.*g")) == ["a.png", "b.jpg"]
+    assert f"{images}/c_corrupt.jpg: skipped" in result.stderr
+    assert "1 of 3 images could not be read and were skipped (1 unreadable image (corrupt or " \
+        "truncated))" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path):
     result = main_py("--mode=eval", *SMALL_FLAGS, f"--ckpt={checkpoint}",
                      "--val_file_pattern=synthetic:val:6", "--batch_size=4", "--eval_samples=5",
@@ -92,7 +107,8 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path):
         (("--mode=infer", "--input_image={images}/a.png", "--output_image_dir={tmp}/o",
           "--ckpt={checkpoint}", "--hparams=image_size=128"), "does not fit model"),
         (("--mode=infer", *SMALL_FLAGS, "--input_image={images}/bad.jpg",
-          "--output_image_dir={tmp}/o", "--ckpt={checkpoint}"), "Cannot read image"),
+          "--output_image_dir={tmp}/o", "--ckpt={checkpoint}"),
+         "{images}/bad.jpg: skipped, {images}/bad.jpg: unreadable image (corrupt or truncated)\n"),
         (("--mode=export", "--ckpt={checkpoint}"), "needs --saved_model_dir"),
     ],
 )

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf import get_config, load_weights, build_model
+from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.training.trainer import NonFiniteLossError, Trainer, TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +91,27 @@ def _train_command(model_dir, *extra):
     return [sys.executable, "main.py", "--mode=train", f"--model_dir={model_dir}",
             f"--train_file_pattern={TRAIN_DATA}", "--batch_size=4", f"--hparams={TINY}",
             "--tf_random_seed=1", *extra]
+
+
+def test_tfrecords_are_counted_and_a_run_infers_without_optimizer_warnings(tmp_path):
+    """No --num_examples_per_epoch: the records are counted. Loading the run's checkpoint for
+    inference leaves out the optimizer's slots without warning about them."""
+    SyntheticShapes.split("train", (64, 64), 8).write(tmp_path / "records", num_shards=2)
+    command = _train_command(tmp_path / "run", "--num_epochs=1")
+    command[command.index(f"--train_file_pattern={TRAIN_DATA}")] = (
+        f"--train_file_pattern={tmp_path}/records-*")
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Counted 8 training examples in {tmp_path}/records-*" in result.stdout
+    assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")  # 8 // 4 steps
+
+    result = subprocess.run(
+        [sys.executable, "main.py", "--mode=infer", f"--ckpt={tmp_path / 'run'}",
+         f"--model_name={tmp_path / 'run' / 'config.yaml'}", "--input_image=synthetic:val:1",
+         f"--output_image_dir={tmp_path / 'out'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "optimizer" not in result.stderr and "WARNING" not in result.stderr, result.stderr
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from absl import flags, logging
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
-from efficientdet_tf.cli.infer import read_image
+from efficientdet_tf.data.images import read_rgb_image
 from efficientdet_tf.export.tflite import convert, export_tflite, tflite_network_function
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
@@ -38,7 +38,7 @@ def run(flag_values) -> None:
     batch_size = flag_values.benchmark_batch_size
     with usage_errors():
         detector = _detector(config, flag_values)
-        image = (read_image(Path(flag_values.benchmark_image)) if flag_values.benchmark_image
+        image = (read_rgb_image(flag_values.benchmark_image) if flag_values.benchmark_image
                  else np.random.default_rng(0).integers(0, 256, DEFAULT_IMAGE_SHAPE, np.uint8))
         with tempfile.TemporaryDirectory() as directory:
             functions = _timed_functions(detector, config, image, batch_size, Path(directory))

@@ -1,24 +1,27 @@
 """`--mode=infer`: detections on image files, drawn and saved, and written as JSON.
 
 Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .tflite file).
+An unreadable file is skipped: the others are still done and written, and the command exits
+with status 1 after saying how many files failed and why.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 from absl import flags
-from PIL import Image, UnidentifiedImageError
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
+from efficientdet_tf.data.images import BadImageError, read_rgb_image
 from efficientdet_tf.data.pipeline import source_from_spec
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, class_names, draw_detections
 from efficientdet_tf.inference.loading import open_detector
@@ -44,26 +47,37 @@ def run(flag_values) -> None:
     names = class_names(config)
     with usage_errors():
         detect = open_detector(model_path, config, flag_values.postprocess_mode)
-        records = {}
-        for label, read in images:
+    records, failures = {}, {}
+    for label, read in images:
+        try:
             image = read()
-            detections = [np.asarray(field)[0] for field in detect(image[np.newaxis])]
-            boxes, scores, classes = _kept(*detections, flag_values.min_score_thresh)
-            draw_detections(image, boxes, scores, classes, names, min_score=0.0).save(
-                output_dir / Path(label).name)
-            records[label] = [
-                {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
-                 "class_name": names.get(int(class_id), f"class {int(class_id)}")}
-                for box, score, class_id in zip(boxes, scores, classes)
-            ]
-            print(f"{label}: {len(scores)} detections")
+        except BadImageError as error:
+            failures[label] = error.reason
+            print(f"{label}: skipped, {error}", file=sys.stderr)
+            continue
+        detections = [np.asarray(field)[0] for field in detect(image[np.newaxis])]
+        boxes, scores, classes = _kept(*detections, flag_values.min_score_thresh)
+        draw_detections(image, boxes, scores, classes, names, min_score=0.0).save(
+            output_dir / Path(label).name)
+        records[label] = [
+            {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
+             "class_name": names.get(int(class_id), f"class {int(class_id)}")}
+            for box, score, class_id in zip(boxes, scores, classes)
+        ]
+        print(f"{label}: {len(scores)} detections")
     (output_dir / DETECTIONS_FILE_NAME).write_text(json.dumps(records, indent=1))
-    print(f"Images and {DETECTIONS_FILE_NAME} written to {output_dir}")
+    print(f"Images and {DETECTIONS_FILE_NAME} of {len(records)} images written to {output_dir}")
+    if failures:
+        reasons = collections.Counter(failures.values())
+        print(f"{len(failures)} of {len(images)} images could not be read and were skipped ("
+              + ", ".join(f"{count} {reason}" for reason, count in reasons.items()) + ")",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    """(label, reader) of each input image: the files of a glob, each checked to be an image
-    before any model is loaded, or the images of the synthetic dataset ('synthetic:val:4')."""
+    """(label, reader) of each input image: the files of a glob, or the images of the synthetic
+    dataset ('synthetic:val:4')."""
     if not pattern:
         raise ConfigError("--mode=infer needs --input_image, an image file, a glob, or "
                           "'synthetic:<split>:<count>'.")
@@ -71,29 +85,10 @@ def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], n
         source = source_from_spec(pattern, config)
         return [(source.annotations(i).file_name, functools.partial(source.render, i))
                 for i in range(source.num_examples)]
-    paths = [Path(path) for path in sorted(tf.io.gfile.glob(pattern))]
+    paths = sorted(tf.io.gfile.glob(pattern))
     if not paths:
         raise ConfigError(f"No files match --input_image={pattern!r}; check the path or glob.")
-    for path in paths:
-        with _opened_image(path):
-            pass  # reads the header only
-    return [(str(path), functools.partial(read_image, path)) for path in paths]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB [height, width, 3]."""
-    with _opened_image(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-@contextlib.contextmanager
-def _opened_image(path: Path):
-    try:
-        with Image.open(path) as image:
-            yield image
-    except (UnidentifiedImageError, OSError) as error:
-        raise ConfigError(f"Cannot read image {path}: {error}. Give image files Pillow can "
-                          "read (JPEG, PNG, ...).") from None
+    return [(path, functools.partial(read_rgb_image, path)) for path in paths]
 
 
 def _model_path(flag_values) -> str:

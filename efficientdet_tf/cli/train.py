@@ -21,7 +21,7 @@ flags.DEFINE_string("train_file_pattern", None,
                     "'synthetic' (the built-in demo dataset).")
 flags.DEFINE_integer("num_epochs", None, "Overrides hparams num_epochs.")
 flags.DEFINE_integer("num_examples_per_epoch", None,
-                     "Images per epoch; defaults to the dataset's size where it is known.")
+                     "Images per epoch; default: the dataset's size (TFRecords are counted once).")
 flags.DEFINE_string("pretrained_ckpt", None,
                     "Detector checkpoint to start from (official layout or one of ours); the "
                     "class/box heads are skipped when their shapes differ (hparams skip_mismatch).")
@@ -79,9 +79,9 @@ def _require(flag_values, *names: str) -> None:
 def _steps_per_epoch(flag_values, source) -> int:
     examples = flag_values.num_examples_per_epoch or source.num_examples
     if not examples:
-        raise ConfigError(
-            f"The number of images in {flag_values.train_file_pattern!r} is not known in "
-            "advance; give --num_examples_per_epoch.")
+        examples = source.count_examples()
+        print(f"Counted {examples} training examples in {flag_values.train_file_pattern}; "
+              f"--num_examples_per_epoch={examples} skips the count.")
     steps = examples // flag_values.batch_size
     if steps < 1:
         raise ConfigError(

@@ -12,6 +12,7 @@ import dataclasses
 import io
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import tensorflow as tf
 
@@ -39,24 +40,38 @@ class EncodedImage:
 
 def read_image_for_record(path: str | Path) -> EncodedImage:
     """Reads and fully decodes an image file; re-encodes it as PNG when TF could not decode it."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
-    if not data:
-        raise BadImageError(path, "empty file")
-    try:
-        image = PIL.Image.open(io.BytesIO(data))
-        image.load()  # Decodes every pixel: a truncated or corrupt file fails here.
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise BadImageError(path, "unreadable image (corrupt or truncated)", str(error)) from None
+    data, image = _read_decoded(Path(path))
     width, height = image.size
     if image.mode in _KEPT_AS_IS.get(image.format, ()):
         return EncodedImage(data, image.format.lower(), height, width)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     return EncodedImage(buffer.getvalue(), "png", height, width, f"{image.format} {image.mode}")
+
+
+def read_rgb_image(path: str | Path) -> np.ndarray:
+    """An image file as uint8 RGB [height, width, 3]; raises `BadImageError` naming the file."""
+    return np.asarray(_read_decoded(Path(path))[1].convert("RGB"))
+
+
+def _read_decoded(path: Path) -> tuple[bytes, PIL.Image.Image]:
+    """The file's bytes and its fully decoded image."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise BadImageError(path, "a directory, not an image file") from None
+    if not data:
+        raise BadImageError(path, "empty file")
+    try:
+        image = PIL.Image.open(io.BytesIO(data))
+        image.load()  # Decodes every pixel: a truncated or corrupt file fails here.
+    except PIL.UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        raise BadImageError(path, "unreadable image (corrupt or truncated)") from None
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise BadImageError(path, "unreadable image (corrupt or truncated)", str(error)) from None
+    return data, image
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:

@@ -37,6 +37,13 @@ class Source(abc.ABC):
     ) -> tf.data.Dataset:
         """Decoded examples, this input pipeline's shard of them."""
 
+    def count_examples(self) -> int:
+        """`num_examples`, or the examples counted by reading the data once when not known."""
+        if self.num_examples is not None:
+            return self.num_examples
+        examples = self.examples(shuffle=False, repeat=False)
+        return int(examples.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
     def coco_groundtruth(self) -> dict | None:
         """The ground truth as a COCO detection JSON dict, when the source has one."""
         return None
@@ -71,6 +78,11 @@ class TFRecordSource(Source):
                 )
             self.files += sorted(matched)
         logging.info("Reading %d TFRecord files from %s", len(self.files), file_pattern)
+
+    def count_examples(self) -> int:
+        """The records in the files (read, not decoded)."""
+        records = tf.data.TFRecordDataset(self.files)
+        return int(records.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
     def examples(self, *, shuffle, repeat, input_context=None, seed=None):
         files = tf.data.Dataset.from_tensor_slices(self.files)

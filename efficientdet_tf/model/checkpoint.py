@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.model.official_weights import is_official_name, official_checkpoint
 from efficientdet_tf.model.weight_average import WeightAverage
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -38,8 +39,11 @@ def checkpoint_name(variable) -> str:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> str:
-    """The checkpoint prefix for `path`: a prefix itself or a directory holding checkpoints."""
+    """The checkpoint prefix for `path`: a prefix itself, a directory holding checkpoints, or
+    the name of an official checkpoint (`efficientdet-d0`) when no such path exists."""
     path = str(path)
+    if is_official_name(path) and not tf.io.gfile.exists(path):
+        return official_checkpoint(path)
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
@@ -54,7 +58,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     if not tf.io.gfile.exists(path + ".index"):
         raise FileNotFoundError(
             f"No checkpoint at {path!r}: give a checkpoint prefix (the path without "
-            "'.index' / '.data-*') or a directory that holds one."
+            "'.index' / '.data-*'), a directory that holds one, or an official name such as "
+            "'efficientdet-d0' or 'efficientnet-b0'."
         )
     return path
 
@@ -126,8 +131,9 @@ class VariablesByPath(tf.Module):
 def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) -> None:
     """Model weights (and, with `use_ema`, their averages) from a checkpoint of the trainer."""
     try:
+        # expect_partial: the optimizer's slots in the checkpoint are not wanted here.
         tf.train.Checkpoint(model=VariablesByPath(model.weights)).read(
-            prefix).assert_existing_objects_matched()
+            prefix).assert_existing_objects_matched().expect_partial()
     except (AssertionError, ValueError) as error:
         raise CheckpointMismatchError(
             f"Training checkpoint {prefix!r} does not fit model {model.name!r}: {error}\n"
