@@ -28,7 +28,7 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
-from efficientdet_tf.inference.timing import interleaved_medians
+from efficientdet_tf.cli.timing import interleaved_medians
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 

@@ -23,7 +23,7 @@ from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.preprocess import preprocess_image
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
-from efficientdet_tf.inference.timing import interleaved_medians
+from efficientdet_tf.cli.timing import interleaved_medians
 
 DEFAULT_IMAGE_SHAPE = (480, 640, 3)
 
