@@ -90,10 +90,10 @@ def _read_header_form(rows, header, csv_file, skipped) -> list[VocAnnotation]:
             height, width = (int(float(values[key])) for key in ("height", "width"))
             box = tuple(float(values[key]) for key in ("ymin", "xmin", "ymax", "xmax"))
         except (IndexError, ValueError):
-            skipped.add("bad CSV rows", f"{csv_file}:{line}")
+            skipped.add("bad CSV row", f"{csv_file}:{line}")
             continue
         if not file_name or not name:
-            skipped.add("bad CSV rows", f"{csv_file}:{line}")
+            skipped.add("bad CSV row", f"{csv_file}:{line}")
             continue
         annotation = annotations.setdefault(
             file_name, VocAnnotation(Path(file_name).stem, file_name, height, width, [])
@@ -107,7 +107,7 @@ def _read_automl_form(rows, set_name, csv_file, skipped) -> list[VocAnnotation]:
     for line, row in enumerate(rows, start=1):
         cells = [cell.strip() for cell in row]
         if len(cells) < 2 or cells[0].upper() not in AUTOML_SETS or not cells[1]:
-            skipped.add("bad CSV rows", f"{csv_file}:{line}")
+            skipped.add("bad CSV row", f"{csv_file}:{line}")
             continue
         if set_name and cells[0].upper() != set_name:
             continue
@@ -116,7 +116,7 @@ def _read_automl_form(rows, set_name, csv_file, skipped) -> list[VocAnnotation]:
         has_box = bool(label) or any(cells[3:])  # else: a row of an image without boxes
         box = _automl_box(cells) if has_box else ()
         if has_box and (not label or box is None):
-            skipped.add("bad CSV rows", f"{csv_file}:{line}")
+            skipped.add("bad CSV row", f"{csv_file}:{line}")
             continue
         annotation = annotations.setdefault(
             file_name, VocAnnotation(Path(file_name).stem, file_name, 0, 0, [])

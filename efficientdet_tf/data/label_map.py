@@ -1,5 +1,5 @@
-"""Label maps {class id: class name}: the config's `label_map`, given as the mapping itself, a YAML /
-JSON file, or the built-in 'coco', 'voc' and 'synthetic' (the demo dataset's shapes)."""
+"""Label maps {class id: class name}: the config's `label_map`, given as the mapping itself, a
+YAML / JSON file, or the built-in 'coco', 'voc' and 'synthetic' (the demo dataset's shapes)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ class Skipped:
 
     def __str__(self):
         return "; ".join(
-            f"{len(items)} {reason} (e.g. {', '.join(items[:_EXAMPLES_SHOWN])})"
+            f"{reason}: {len(items)} (e.g. {', '.join(items[:_EXAMPLES_SHOWN])})"
             for reason, items in sorted(self.by_reason.items())
         )
 
@@ -141,7 +141,7 @@ class NamedBoxesSource(AnnotatedImagesSource):
             try:
                 annotation = _sized(annotation, image_dir, boxes_normalized)
             except BadImageError as error:
-                skipped.add(error.reason, str(error))
+                skipped.add(error.reason, str(image_dir / annotation.file_name))
                 continue
             image, dropped = to_image_annotations(
                 annotation, len(images) + 1, class_ids, ignore_difficult=False

@@ -9,7 +9,7 @@ Dataset specs (`source_from_spec`):
   'synthetic', 'synthetic:train', 'synthetic:val', 'synthetic:<split>:<num_images>'
       the built-in synthetic shapes at config.image_size (see `synthetic`).
   'coco:<annotations.json>:<image_dir>'  a COCO detection JSON read directly.
-  'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg), see `voc_folder`.
+  'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg): `voc_folder`.
   'csv:<file.csv>:<images_dir>[:<SET>]'  boxes as CSV rows, see `csv_annotations`.
   anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
 The voc: and csv: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the

@@ -28,7 +28,8 @@ class VocFolderSource(NamedBoxesSource):
         if not xml_files:
             raise FileNotFoundError(
                 f"{description}: no .xml files in {str(annotations_dir)!r}; give the folder of "
-                "the VOC XML files first, then the image folder: 'voc:<annotations_dir>:<images_dir>'."
+                "the VOC XML files first, then the image folder: "
+                "'voc:<annotations_dir>:<images_dir>'."
             )
         annotations, skipped = [], Skipped()
         for path in xml_files:
