@@ -135,13 +135,22 @@ class NamedBoxesSource(AnnotatedImagesSource):
             annotations = [a for a, keep in zip(annotations, keeps) if keep]
         self.description, self.hold_out, self.skipped = description, hold_out, skipped
         self.box_changes = collections.Counter()
+        images = self._usable_images(annotations, image_dir, class_names, boxes_normalized)
+        if not images:
+            raise ValueError(f"{description}: no usable image"
+                             + (f"; skipped {skipped.count}: {skipped}" if skipped.count else "."))
+        super().__init__(images, image_dir, class_names)
+
+    def _usable_images(self, annotations, image_dir, class_names, boxes_normalized):
+        """The annotations whose image can be read, with class ids and clean boxes; counts the
+        images skipped and the boxes dropped or clipped."""
         class_ids = {name: class_id for class_id, name in class_names.items()}
         images = []
         for annotation in annotations:
             try:
                 annotation = _sized(annotation, image_dir, boxes_normalized)
             except BadImageError as error:
-                skipped.add(error.reason, str(image_dir / annotation.file_name))
+                self.skipped.add(error.reason, str(image_dir / annotation.file_name))
                 continue
             image, dropped = to_image_annotations(
                 annotation, len(images) + 1, class_ids, ignore_difficult=False
@@ -149,10 +158,7 @@ class NamedBoxesSource(AnnotatedImagesSource):
             image, changed = clean_boxes(image)
             self.box_changes.update(dropped + changed)
             images.append(image)
-        if not images:
-            raise ValueError(f"{description}: no usable image"
-                             + (f"; skipped {skipped.count}: {skipped}" if skipped.count else "."))
-        super().__init__(images, image_dir, class_names)
+        return images
 
     def report(self) -> str:
         """What was found and what was skipped, in a few lines."""
