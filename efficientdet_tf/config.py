@@ -12,11 +12,14 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import types
 from pathlib import Path
 from typing import Any, Mapping
 
 import tensorflow as tf
 import yaml
+
+from efficientdet_tf.data.label_map import check_label_map
 
 HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
 
@@ -123,6 +126,24 @@ class _ImageSize(_Type):
         return 'an int, [height, width] or "WxH"'
 
 
+class _LabelMap(_Type):
+    """A label map spec ('coco', a file path, see `data.label_map`) or the {id: name} mapping
+    itself (as a training run records the classes it found); the mapping is stored read-only."""
+
+    def check(self, value):
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError
+        try:
+            return types.MappingProxyType(check_label_map(value, "hparam 'label_map'"))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def describe(self):
+        return "a label map name or file, or a mapping {class id: name}"
+
+
 INT, FLOAT, BOOL, STR = _Scalar(int), _Scalar(float), _Scalar(bool), _Scalar(str)
 
 SCHEMA: dict[str, Any] = {
@@ -154,7 +175,7 @@ SCHEMA: dict[str, Any] = {
     "num_classes": INT,
     "mean_rgb": _ListOf(FLOAT, length=3),
     "stddev_rgb": _ListOf(FLOAT, length=3),
-    "label_map": _Optional(STR),
+    "label_map": _Optional(_LabelMap()),
     "input_rand_hflip": BOOL,
     "jitter_min": FLOAT,
     "jitter_max": FLOAT,
@@ -208,11 +229,12 @@ class Config:
     always matches what `as_dict()` / `save()` report.
     """
 
-    def __init__(self, values: Mapping[str, Any]):
+    def __init__(self, values: Mapping[str, Any], schema: Mapping = SCHEMA):
+        groups = {key for key, kind in schema.items() if isinstance(kind, dict)}
         object.__setattr__(
             self,
             "_values",
-            {k: Config(v) if isinstance(v, Mapping) else v for k, v in values.items()},
+            {k: Config(v, schema[k]) if k in groups else v for k, v in values.items()},
         )
 
     def __getattr__(self, key: str) -> Any:
@@ -261,6 +283,8 @@ class Config:
 def _plain(value):
     if isinstance(value, Config):
         return value.as_dict()
+    if isinstance(value, Mapping):
+        return dict(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
@@ -385,7 +409,7 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     """{'a.b': 1} -> {'a': {'b': 1}}."""
     nested: dict[str, Any] = {}
     for key, value in flat.items():
-        *parents, leaf = key.split(".")
+        *parents, leaf = str(key).split(".")
         node = nested
         for parent in parents:
             node = node.setdefault(parent, {})
@@ -441,6 +465,8 @@ def validate(values: Mapping[str, Any], schema: Mapping = SCHEMA, prefix: str = 
             continue
         try:
             checked[key] = kind.check(value)
+        except ConfigError:
+            raise
         except (TypeError, ValueError):
             raise ConfigError(
                 f"hparam {prefix + key!r} = {value!r} has the wrong type: expected {kind.describe()}."
@@ -466,6 +492,12 @@ def _check_relations(values: dict[str, Any]) -> None:
     if values["jitter_min"] > values["jitter_max"]:
         raise ConfigError(
             f"hparam jitter_min={values['jitter_min']} exceeds jitter_max={values['jitter_max']}."
+        )
+    label_map = values["label_map"]
+    if isinstance(label_map, Mapping) and max(label_map, default=0) > values["num_classes"]:
+        raise ConfigError(
+            f"hparam 'label_map' has class ids up to {max(label_map)} but num_classes is "
+            f"{values['num_classes']}; set num_classes={max(label_map)}."
         )
     for key in ("backbone_survival_prob", "survival_prob"):
         if values[key] is not None and not 0.0 < values[key] <= 1.0:

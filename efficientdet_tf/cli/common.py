@@ -11,7 +11,9 @@ flags.DEFINE_string("ckpt", None,
                     "Checkpoint to load: a prefix or a directory (official layout or a training "
                     "run's model_dir).")
 flags.DEFINE_string("val_file_pattern", None,
-                    "Evaluation data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', or "
+                    "Evaluation data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', "
+                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>' (voc/csv: add "
+                    "':val:10%' for the 10% held out of the training spec's folder), or "
                     "'synthetic:val'.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size (training: split over the replicas).")
 

@@ -9,6 +9,7 @@ from absl import flags, logging
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.config import Config, ConfigError, get_config
+from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec
 from efficientdet_tf.evaluation.model_evaluation import evaluate
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
@@ -17,8 +18,10 @@ from efficientdet_tf.training.trainer import Trainer, TrainSettings
 flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and config.yaml go; "
                     "a run started again with the same model_dir resumes.")
 flags.DEFINE_string("train_file_pattern", None,
-                    "Training data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', or "
-                    "'synthetic' (the built-in demo dataset).")
+                    "Training data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', "
+                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>' (voc/csv: add "
+                    "':train:10%' to hold out 10% for validation), or 'synthetic' (the built-in "
+                    "demo dataset).")
 flags.DEFINE_integer("num_epochs", None, "Overrides hparams num_epochs.")
 flags.DEFINE_integer("num_examples_per_epoch", None,
                      "Images per epoch; default: the dataset's size (TFRecords are counted once).")
@@ -52,6 +55,11 @@ def run(flag_values) -> None:
         config = config.override({"num_epochs": flag_values.num_epochs})
     set_mixed_precision(config.mixed_precision, strategy)
     source = source_from_spec(flag_values.train_file_pattern, config)
+    config = with_class_names_of(source, config)
+    val_source = source_from_spec(flag_values.val_file_pattern, config) if evaluating else None
+    for data in (source, val_source):
+        if isinstance(data, NamedBoxesSource):
+            print(data.report())
     settings = TrainSettings(
         model_dir=flag_values.model_dir,
         global_batch_size=flag_values.batch_size,
@@ -66,8 +74,17 @@ def run(flag_values) -> None:
     trainer = Trainer(config, settings, strategy)
     if trainer.is_chief:
         save_run_config(config, flag_values.model_dir)
-    trainer.fit(source, evaluate=validation(flag_values, config) if evaluating else None,
-                seed=flag_values.tf_random_seed)
+    trainer.fit(source, evaluate=validation(flag_values, config, val_source) if evaluating
+                else None, seed=flag_values.tf_random_seed)
+
+
+def with_class_names_of(source, config: Config) -> Config:
+    """The config with the class names of the training data as its label_map, unless it has one:
+    config.yaml then records the class ids given to names (validation data gets the same ones),
+    and inference draws the names."""
+    if config.label_map is not None or not source.class_names:
+        return config
+    return config.override({"label_map": source.class_names})
 
 
 def _require(flag_values, *names: str) -> None:
@@ -101,14 +118,14 @@ def save_run_config(config: Config, model_dir: str) -> None:
     config.save(path)
 
 
-def validation(flag_values, config: Config):
-    """The evaluation inside train_and_eval: COCO metrics on the validation data (EMA weights),
-    logged to TensorBoard in model_dir/eval."""
+def validation(flag_values, config: Config, val_source):
+    """The evaluation inside train_and_eval: COCO metrics on `val_source`, the validation data
+    (EMA weights), logged to TensorBoard in model_dir/eval."""
     summary_dir = os.path.join(flag_values.model_dir, "eval")
 
     def run_evaluation(trainer: Trainer, epoch: int) -> dict[str, float]:
         metrics = evaluate(
-            trainer.model, config, flag_values.val_file_pattern,
+            trainer.model, config, val_source,
             batch_size=flag_values.batch_size,
             eval_samples=flag_values.eval_samples,
             val_json_file=flag_values.val_json_file,

@@ -3,6 +3,7 @@
     from efficientdet_tf.data import build_dataset
     train = build_dataset("synthetic:train", config, is_training=True, batch_size=8)
     val = build_dataset("/data/val-*.tfrecord", config, is_training=False, batch_size=8)
+    mine = build_dataset("voc:labels:images:val:10%", config, is_training=False, batch_size=8)
 
 See `pipeline` for dataset specs and the (images, labels) batch format. Converters:
 `python -m efficientdet_tf.data.create_coco_tfrecord` and
@@ -10,18 +11,22 @@ See `pipeline` for dataset specs and the (images, labels) batch format. Converte
 """
 
 from efficientdet_tf.data.coco import CocoJsonSource
+from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
 from efficientdet_tf.data.pipeline import ExampleParser, build_dataset, source_from_spec
 from efficientdet_tf.data.sources import Source, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.voc_folder import VocFolderSource
 
 __all__ = [
     "AnchorLabeler",
     "CocoJsonSource",
+    "CsvSource",
     "ExampleParser",
     "Source",
     "SyntheticShapes",
     "TFRecordSource",
+    "VocFolderSource",
     "build_dataset",
     "source_from_spec",
 ]

@@ -1,7 +1,8 @@
 """One image's box annotations as the dataset readers hold them, and the rule that cleans them.
 
-COCO JSON, Pascal VOC XML and the synthetic generator all produce `ImageAnnotations`; the TFRecord
-writer and the COCO-JSON dataset source consume them. Boxes are in pixels of the annotated image
+COCO JSON, Pascal VOC XML, CSV and the synthetic generator all produce `ImageAnnotations`; the
+TFRecord writer and the in-memory dataset sources consume them, and `to_coco_json` turns them into
+COCO ground truth. Boxes are in pixels of the annotated image
 size, [ymin, xmin, ymax, xmax] with edges at pixel borders (COCO convention: a box from x to
 x + width).
 """
@@ -89,3 +90,22 @@ def clean_boxes(annotations: ImageAnnotations) -> tuple[ImageAnnotations, collec
     report["clipped to the image"] += int(np.sum(np.any(clipped != boxes, axis=1) & keep))
     cleaned = dataclasses.replace(annotations, boxes=clipped).select(keep)
     return cleaned, +report  # unary plus drops zero counts
+
+
+def to_coco_json(images: list[ImageAnnotations], class_names: dict[int, str]) -> dict:
+    """A COCO detection JSON dict of `images` (bbox as [x, y, width, height] in pixels)."""
+    image_entries, objects = [], []
+    for image in images:
+        image_entries.append({"id": image.image_id, "file_name": image.file_name,
+                              "height": image.height, "width": image.width})
+        for box, class_id, is_crowd, area in zip(
+            image.boxes.tolist(), image.classes, image.is_crowd, image.areas
+        ):
+            ymin, xmin, ymax, xmax = box
+            objects.append({
+                "id": len(objects) + 1, "image_id": image.image_id, "category_id": int(class_id),
+                "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "area": float(area),
+                "iscrowd": int(is_crowd),
+            })
+    categories = [{"id": i, "name": name} for i, name in sorted(class_names.items())]
+    return {"images": image_entries, "annotations": objects, "categories": categories}

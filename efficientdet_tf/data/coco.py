@@ -8,12 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from efficientdet_tf.data.annotations import ImageAnnotations, clean_boxes
-from efficientdet_tf.data.images import decode_image
-from efficientdet_tf.data.sources import Source, shard_for_input_pipeline, skip_undecodable
+from efficientdet_tf.data.sources import AnnotatedImagesSource
 
 
 class CocoJson:
@@ -62,26 +60,7 @@ def _to_image_annotations(image: dict, objects: list[dict]) -> ImageAnnotations:
     )
 
 
-def to_coco_json(images: list[ImageAnnotations], class_names: dict[int, str]) -> dict:
-    """A COCO detection JSON dict of `images` (bbox as [x, y, width, height] in pixels)."""
-    image_entries, objects = [], []
-    for image in images:
-        image_entries.append({"id": image.image_id, "file_name": image.file_name,
-                              "height": image.height, "width": image.width})
-        for box, class_id, is_crowd, area in zip(
-            image.boxes.tolist(), image.classes, image.is_crowd, image.areas
-        ):
-            ymin, xmin, ymax, xmax = box
-            objects.append({
-                "id": len(objects) + 1, "image_id": image.image_id, "category_id": int(class_id),
-                "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "area": float(area),
-                "iscrowd": int(is_crowd),
-            })
-    categories = [{"id": i, "name": name} for i, name in sorted(class_names.items())]
-    return {"images": image_entries, "annotations": objects, "categories": categories}
-
-
-class CocoJsonSource(Source):
+class CocoJsonSource(AnnotatedImagesSource):
     """Examples read from a COCO annotation JSON and its image folder.
 
     Boxes are cleaned like the converters do (clipped to the image, empty ones dropped); images
@@ -90,20 +69,19 @@ class CocoJsonSource(Source):
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path):
         self.coco = CocoJson(annotation_file)
-        self.image_dir = Path(image_dir)
-        if not self.image_dir.is_dir():
+        image_dir = Path(image_dir)
+        if not image_dir.is_dir():
             raise FileNotFoundError(
-                f"Image folder {str(self.image_dir)!r} of {str(annotation_file)!r} does not exist."
+                f"Image folder {str(image_dir)!r} of {str(annotation_file)!r} does not exist."
             )
-        self.images = self._existing_images_with_clean_boxes()
-        self.num_examples = len(self.images)
-        classes = [c for image in self.images for c in image.classes]
-        self.max_class_id = int(max(classes)) if classes else None
+        super().__init__(
+            self._existing_images_with_clean_boxes(image_dir), image_dir, self.coco.class_names
+        )
 
-    def _existing_images_with_clean_boxes(self) -> list[ImageAnnotations]:
+    def _existing_images_with_clean_boxes(self, image_dir: Path) -> list[ImageAnnotations]:
         images, missing, box_changes = [], [], collections.Counter()
         for image in self.coco.images:
-            if not (self.image_dir / image.file_name).is_file():
+            if not (image_dir / image.file_name).is_file():
                 missing.append(image.file_name)
                 continue
             cleaned, changes = clean_boxes(image)
@@ -111,50 +89,17 @@ class CocoJsonSource(Source):
             box_changes.update(changes)
         if missing and not images:
             raise FileNotFoundError(
-                f"None of the {len(missing)} images of {self.coco.path} is in {self.image_dir} "
+                f"None of the {len(missing)} images of {self.coco.path} is in {image_dir} "
                 f"(first: {missing[0]!r}); give the folder that holds the images."
             )
         if not images:
             raise ValueError(f"{self.coco.path} lists no images.")
         if missing:
             logging.warning("%d images of %s are missing from %s and skipped, e.g. %s",
-                            len(missing), self.coco.path, self.image_dir, missing[:5])
+                            len(missing), self.coco.path, image_dir, missing[:5])
         for reason, count in box_changes.items():
             logging.info("%s: %d boxes %s", self.coco.path, count, reason)
         return images
 
     def coco_groundtruth(self) -> dict:
         return self.coco.raw
-
-    def _columns(self) -> dict[str, tf.Tensor]:
-        def ragged(values, dtype, inner_shape=()):
-            return tf.RaggedTensor.from_row_lengths(
-                np.concatenate(values).astype(dtype).reshape(-1, *inner_shape),
-                [len(v) for v in values],
-            )
-
-        return {
-            "path": tf.constant([str(self.image_dir / image.file_name) for image in self.images]),
-            "source_id": tf.constant([image.image_id for image in self.images], tf.int64),
-            "boxes": ragged([image.normalized_boxes() for image in self.images], np.float32, (4,)),
-            "classes": ragged([image.classes for image in self.images], np.int32),
-            "is_crowd": ragged([image.is_crowd.astype(bool) for image in self.images], bool),
-            "areas": ragged([image.areas for image in self.images], np.float32),
-        }
-
-    def examples(self, *, shuffle, repeat, input_context=None, seed=None):
-        dataset = shard_for_input_pipeline(
-            tf.data.Dataset.from_tensor_slices(self._columns()), input_context
-        )
-        if shuffle:
-            dataset = dataset.shuffle(len(self.images), seed=seed)
-        if repeat:
-            dataset = dataset.repeat()
-        return skip_undecodable(dataset.map(_read_example, num_parallel_calls=tf.data.AUTOTUNE))
-
-
-def _read_example(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    example = {key: tf.convert_to_tensor(value) for key, value in columns.items() if key != "path"}
-    example["image"] = decode_image(tf.io.read_file(columns["path"]))
-    example["boxes"] = tf.ensure_shape(example["boxes"], [None, 4])
-    return example

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from efficientdet_tf.data.coco import to_coco_json
+from efficientdet_tf.data.annotations import to_coco_json
 from efficientdet_tf.data.label_map import read_label_map, write_label_map
 from efficientdet_tf.data.pascal import (
     class_names_found,

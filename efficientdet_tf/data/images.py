@@ -1,4 +1,5 @@
-"""Image files: checked and made decodable for TFRecords (PIL), and decoded in the input graph (TF).
+"""Image files: checked and made decodable for TFRecords (PIL), sized from their header, and decoded
+in the input graph (TF).
 
 Records keep the original JPEG or PNG bytes when TensorFlow decodes them as they are (RGB or
 grayscale JPEG; RGB, RGBA, grayscale or palette PNG). Anything else that PIL can read (CMYK JPEG,
@@ -72,6 +73,19 @@ def _read_decoded(path: Path) -> tuple[bytes, PIL.Image.Image]:
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise BadImageError(path, "unreadable image (corrupt or truncated)", str(error)) from None
     return data, image
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file, from its header; `BadImageError` when it is no image."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(path, "image not found")
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(path, "unreadable image", str(error)) from None
+    return height, width
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:

@@ -1,10 +1,11 @@
-"""Label maps {class id: class name}: YAML / JSON files (the config's `label_map`), or the built-in
-'coco', 'voc' and 'synthetic' (the demo dataset's shapes)."""
+"""Label maps {class id: class name}: the config's `label_map`, given as the mapping itself, a
+YAML / JSON file, or the built-in 'coco', 'voc' and 'synthetic' (the demo dataset's shapes)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
@@ -42,8 +43,11 @@ BUILT_IN_LABEL_MAPS = {
     "synthetic": SYNTHETIC_CLASS_NAMES,
 }
 
-def read_label_map(spec: str | Path) -> dict[int, str]:
-    """'coco', 'voc', 'synthetic', or a YAML / JSON file of {id: name} -> {int id: name}."""
+def read_label_map(spec: str | Path | Mapping) -> dict[int, str]:
+    """'coco', 'voc', 'synthetic', a YAML / JSON file of {id: name}, or such a mapping itself
+    -> {int id: name}."""
+    if isinstance(spec, Mapping):
+        return check_label_map(spec, "The label map")
     if str(spec) in BUILT_IN_LABEL_MAPS:
         return dict(BUILT_IN_LABEL_MAPS[str(spec)])
     path = Path(spec)
@@ -54,13 +58,24 @@ def read_label_map(spec: str | Path) -> dict[int, str]:
         )
     text = path.read_text()
     mapping = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return check_label_map(mapping, f"Label map {path}")
+
+
+def check_label_map(mapping, what: str) -> dict[int, str]:
+    """{int id >= 1: distinct non-empty name}, sorted by id, from a mapping whose ids may be digit
+    strings (JSON keys); raises ValueError starting with `what` otherwise."""
     try:
-        label_map = {int(class_id): str(name) for class_id, name in mapping.items()}
+        label_map = {int(class_id): name.strip() for class_id, name in mapping.items()
+                     if isinstance(name, str)}
     except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"Label map {path} must map integer class ids to names.") from None
+        raise ValueError(f"{what} must map integer class ids to names, got {mapping!r}.") from None
+    if len(label_map) != len(mapping) or not all(label_map.values()):
+        raise ValueError(f"{what}: every class id needs a non-empty name, got {mapping!r}.")
     if min(label_map, default=1) < 1:
-        raise ValueError(f"Label map {path}: class ids start at 1 (0 is the background).")
-    return label_map
+        raise ValueError(f"{what}: class ids start at 1 (0 is the background).")
+    if len(set(label_map.values())) != len(label_map):
+        raise ValueError(f"{what} gives one name to several class ids: {mapping!r}.")
+    return dict(sorted(label_map.items()))
 
 
 def write_label_map(label_map: dict[int, str], path: str | Path) -> None:

@@ -50,14 +50,23 @@ def read_split(data_dir: str | Path, split: str) -> list[str]:
 
 def parse_annotation(data_dir: str | Path, example_id: str) -> VocAnnotation:
     """Reads Annotations/<example_id>.xml; raises ValueError naming the file if it is unusable."""
-    path = Path(data_dir) / "Annotations" / f"{example_id}.xml"
+    return parse_annotation_file(Path(data_dir) / "Annotations" / f"{example_id}.xml")
+
+
+def parse_annotation_file(path: str | Path) -> VocAnnotation:
+    """Reads one VOC XML file (as labelImg writes them too), its stem being the example id;
+    raises ValueError naming the file if it is unusable."""
+    path = Path(path)
     try:
         root = ElementTree.parse(path).getroot()
     except (OSError, ElementTree.ParseError) as error:
         raise ValueError(f"{path}: cannot read the annotation ({error})") from None
     size = root.find("size")
-    height = int(float(size.findtext("height", "0"))) if size is not None else 0
-    width = int(float(size.findtext("width", "0"))) if size is not None else 0
+    try:
+        height = int(float(size.findtext("height", "0"))) if size is not None else 0
+        width = int(float(size.findtext("width", "0"))) if size is not None else 0
+    except ValueError:
+        raise ValueError(f"{path}: the <size> is not a number") from None
     objects = []
     for element in root.iter("object"):
         box = element.find("bndbox")
@@ -68,8 +77,8 @@ def parse_annotation(data_dir: str | Path, example_id: str) -> VocAnnotation:
         difficult = element.findtext("difficult", "0").strip() not in ("0", "")
         name = element.findtext("name", "").strip()
         objects.append(VocObject(name, (ymin, xmin, ymax, xmax), difficult))
-    file_name = (root.findtext("filename") or f"{example_id}.jpg").strip()
-    return VocAnnotation(example_id, file_name, height, width, objects)
+    file_name = (root.findtext("filename") or f"{path.stem}.jpg").strip()
+    return VocAnnotation(path.stem, file_name, height, width, objects)
 
 
 def image_path(data_dir: str | Path, annotation: VocAnnotation) -> Path:
@@ -110,6 +119,7 @@ def to_image_annotations(
 
 
 def class_names_found(annotations: list[VocAnnotation]) -> dict[int, str]:
-    """A label map of the class names in `annotations`, sorted, with ids 1..K."""
-    names = sorted({obj.name for annotation in annotations for obj in annotation.objects})
+    """A label map of the (non-empty) class names in `annotations`, sorted, with ids 1..K."""
+    names = {obj.name for annotation in annotations for obj in annotation.objects}
+    names = sorted(name for name in names if name)
     return {i + 1: name for i, name in enumerate(names)}

@@ -9,7 +9,12 @@ Dataset specs (`source_from_spec`):
   'synthetic', 'synthetic:train', 'synthetic:val', 'synthetic:<split>:<num_images>'
       the built-in synthetic shapes at config.image_size (see `synthetic`).
   'coco:<annotations.json>:<image_dir>'  a COCO detection JSON read directly.
+  'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg): `voc_folder`.
+  'csv:<file.csv>:<images_dir>[:<SET>]'  boxes as CSV rows, see `csv_annotations`.
   anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
+The voc: and csv: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the
+data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`); their
+class names get the ids of config.label_map, else 1..K in sorted order.
 
 Training follows the official order: drop crowd boxes (config.skip_crowd_during_training),
 AutoAugment (config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
@@ -43,9 +48,12 @@ from absl import logging
 
 from efficientdet_tf.data import augment, autoaugment
 from efficientdet_tf.data.coco import CocoJsonSource
+from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
+from efficientdet_tf.data.named_boxes import split_hold_out
 from efficientdet_tf.data.sources import Source, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.voc_folder import VocFolderSource
 from efficientdet_tf.inference.preprocess import normalize_image, preprocess_image
 
 _OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
@@ -69,7 +77,27 @@ def source_from_spec(spec: str | Source, config) -> Source:
                 f"Dataset spec {spec!r} needs both parts: 'coco:<annotations.json>:<image_dir>'."
             )
         return CocoJsonSource(annotation_file, image_dir)
+    if kind in ("voc", "csv"):
+        return _named_boxes_source(spec, kind, rest, config)
     return TFRecordSource(spec)
+
+
+_NAMED_BOXES_USAGE = {
+    "voc": "'voc:<annotations_dir>:<images_dir>[:train:<P>%|:val:<P>%]'",
+    "csv": "'csv:<file.csv>:<images_dir>[:<SET>][:train:<P>%|:val:<P>%]'",
+}
+
+
+def _named_boxes_source(spec: str, kind: str, rest: str, config) -> Source:
+    paths, hold_out = split_hold_out(rest.split(":"), spec)
+    if kind == "voc" and len(paths) == 2 and all(paths):
+        return VocFolderSource(*paths, label_map=config.label_map, hold_out=hold_out,
+                               description=spec)
+    if kind == "csv" and len(paths) in (2, 3) and all(paths):
+        set_name = paths[2] if len(paths) == 3 else None
+        return CsvSource(paths[0], paths[1], set_name=set_name, label_map=config.label_map,
+                         hold_out=hold_out, description=spec)
+    raise ValueError(f"Dataset spec {spec!r}: expected {_NAMED_BOXES_USAGE[kind]}.")
 
 
 def build_dataset(

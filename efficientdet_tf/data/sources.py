@@ -1,4 +1,8 @@
-"""Dataset sources: where decoded examples come from (TFRecords here; COCO JSON, synthetic beside).
+"""Dataset sources: where decoded examples come from.
+
+TFRecords and annotations held in memory beside an image folder are here; the sources read straight
+from annotation files build on the latter (COCO JSON in `coco`, VOC XML folders in `voc_folder`,
+CSV files in `csv_annotations`), and the synthetic dataset is in `synthetic`.
 
 A source yields decoded examples (see `tfrecord_format`: image, source_id, boxes, classes,
 is_crowd, areas) and owns what only it can do cheaply: sharding over input pipelines, shuffling
@@ -8,10 +12,14 @@ files or indices, repeating, and dropping examples whose image cannot be decoded
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
+from efficientdet_tf.data.images import decode_image
 from efficientdet_tf.data.tfrecord_format import parse_example
 
 # The official shuffle buffer of records after interleaving the (shuffled) files.
@@ -25,6 +33,8 @@ class Source(abc.ABC):
     num_examples: int | None = None
     #: Largest class id in the data when known without reading it, else None.
     max_class_id: int | None = None
+    #: {class id: name} when the source names its classes, else None.
+    class_names: dict[int, str] | None = None
 
     @abc.abstractmethod
     def examples(
@@ -104,3 +114,57 @@ class TFRecordSource(Source):
         if shuffle:
             records = records.shuffle(_RECORD_SHUFFLE_BUFFER, seed=seed)
         return skip_undecodable(records.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+class AnnotatedImagesSource(Source):
+    """Annotations held in memory, with their images read from a folder in the input pipeline.
+
+    Subclasses parse and clean the annotations once (file names relative to `image_dir`, boxes
+    in pixels, class ids within `class_names`); this class feeds them to tf.data.
+    """
+
+    def __init__(
+        self, images: list[ImageAnnotations], image_dir: str | Path, class_names: dict[int, str]
+    ):
+        self.images = images
+        self.image_dir = Path(image_dir)
+        self.class_names = class_names
+        self.num_examples = len(images)
+        classes = [c for image in images for c in image.classes]
+        self.max_class_id = int(max(classes)) if classes else None
+
+    def coco_groundtruth(self) -> dict:
+        return to_coco_json(self.images, self.class_names)
+
+    def _columns(self) -> dict[str, tf.Tensor]:
+        def ragged(values, dtype, inner_shape=()):
+            return tf.RaggedTensor.from_row_lengths(
+                np.concatenate(values).astype(dtype).reshape(-1, *inner_shape),
+                [len(v) for v in values],
+            )
+
+        return {
+            "path": tf.constant([str(self.image_dir / image.file_name) for image in self.images]),
+            "source_id": tf.constant([image.image_id for image in self.images], tf.int64),
+            "boxes": ragged([image.normalized_boxes() for image in self.images], np.float32, (4,)),
+            "classes": ragged([image.classes for image in self.images], np.int32),
+            "is_crowd": ragged([image.is_crowd.astype(bool) for image in self.images], bool),
+            "areas": ragged([image.areas for image in self.images], np.float32),
+        }
+
+    def examples(self, *, shuffle, repeat, input_context=None, seed=None):
+        dataset = shard_for_input_pipeline(
+            tf.data.Dataset.from_tensor_slices(self._columns()), input_context
+        )
+        if shuffle:
+            dataset = dataset.shuffle(len(self.images), seed=seed)
+        if repeat:
+            dataset = dataset.repeat()
+        return skip_undecodable(dataset.map(_read_example, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def _read_example(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    example = {key: tf.convert_to_tensor(value) for key, value in columns.items() if key != "path"}
+    example["image"] = decode_image(tf.io.read_file(columns["path"]))
+    example["boxes"] = tf.ensure_shape(example["boxes"], [None, 4])
+    return example

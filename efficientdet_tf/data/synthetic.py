@@ -19,8 +19,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.data.annotations import ImageAnnotations
-from efficientdet_tf.data.coco import to_coco_json
+from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
 from efficientdet_tf.data.images import EncodedImage
 from efficientdet_tf.data.record_writer import ConversionSummary, PreparedRecord, write_tfrecords
 from efficientdet_tf.data.sources import Source, shard_for_input_pipeline
