@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 import yaml
 
-from efficientdet_tf.data.label_map import check_label_map
+from efficientdet_tf.label_map import check_label_map
 
 HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from absl import app, flags
 
 from efficientdet_tf.data.annotations import to_coco_json
-from efficientdet_tf.data.label_map import read_label_map, write_label_map
+from efficientdet_tf.label_map import read_label_map, write_label_map
 from efficientdet_tf.data.pascal import (
     class_names_found,
     image_path,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from efficientdet_tf.data.annotations import clean_boxes
 from efficientdet_tf.data.images import BadImageError, image_size
-from efficientdet_tf.data.label_map import read_label_map
+from efficientdet_tf.label_map import read_label_map
 from efficientdet_tf.data.pascal import VocAnnotation, class_names_found, to_image_annotations
 from efficientdet_tf.data.sources import AnnotatedImagesSource
 

@@ -23,8 +23,8 @@ from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
 from efficientdet_tf.data.images import EncodedImage
 from efficientdet_tf.data.record_writer import ConversionSummary, PreparedRecord, write_tfrecords
 from efficientdet_tf.data.sources import Source, shard_for_input_pipeline
+from efficientdet_tf.label_map import SYNTHETIC_CLASS_NAMES
 
-CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle"}
 
 # Strong colours per class; every colour has a channel outside the background's 45..205 range.
 _PALETTES = {
@@ -44,7 +44,7 @@ SPLITS = {"train": (0, 1024), "val": (1, 128)}
 class SyntheticShapes(Source):
     """The synthetic dataset of `num_images` images of `image_size` (height, width) from `seed`."""
 
-    max_class_id = max(CLASS_NAMES)
+    max_class_id = max(SYNTHETIC_CLASS_NAMES)
 
     def __init__(
         self,
@@ -90,7 +90,7 @@ class SyntheticShapes(Source):
         for i in range(n):
             count = rng.integers(1, k + 1)
             for j, cell in enumerate(rng.permutation(_GRID * _GRID)[:count]):
-                class_id = rng.integers(1, len(CLASS_NAMES) + 1)
+                class_id = rng.integers(1, len(SYNTHETIC_CLASS_NAMES) + 1)
                 side = int(rng.uniform(*self.object_size) * short_side)
                 y0 = (cell // _GRID) * cell_h + rng.integers(0, cell_h - side + 1)
                 x0 = (cell % _GRID) * cell_w + rng.integers(0, cell_w - side + 1)
@@ -124,7 +124,7 @@ class SyntheticShapes(Source):
         )
 
     def coco_groundtruth(self) -> dict:
-        return to_coco_json([self.annotations(i) for i in range(self.num_examples)], CLASS_NAMES)
+        return to_coco_json([self.annotations(i) for i in range(self.num_examples)], SYNTHETIC_CLASS_NAMES)
 
     # --- rendering (TF) -------------------------------------------------------------------------
 
@@ -177,7 +177,7 @@ class SyntheticShapes(Source):
             PreparedRecord(self.annotations(i), self._encoded(i)) for i in range(self.num_examples)
         )
         summary = write_tfrecords(
-            records, output_prefix, num_shards, CLASS_NAMES, total=self.num_examples
+            records, output_prefix, num_shards, SYNTHETIC_CLASS_NAMES, total=self.num_examples
         )
         json_path = Path(f"{output_prefix}.json")
         json_path.write_text(json.dumps(self.coco_groundtruth()))

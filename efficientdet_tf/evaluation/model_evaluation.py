@@ -9,7 +9,7 @@ from pathlib import Path
 import tensorflow as tf
 from absl import logging
 
-from efficientdet_tf.data.label_map import read_label_map
+from efficientdet_tf.label_map import read_label_map
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.inference.detector import Detector

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from efficientdet_tf.data.label_map import COCO_CLASS_NAMES, read_label_map
+from efficientdet_tf.label_map import COCO_CLASS_NAMES, read_label_map
 
 # Distinct, saturated colours; a class always gets the same one.
 _PALETTE = (

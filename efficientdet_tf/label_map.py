@@ -9,8 +9,8 @@ from typing import Mapping
 
 import yaml
 
-from efficientdet_tf.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
-
+# The shapes of the built-in synthetic dataset (data/synthetic.py draws them).
+SYNTHETIC_CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle"}
 # Pascal VOC class names with their official ids 1..20.
 VOC_CLASS_NAMES = {
     i + 1: name
