@@ -11,12 +11,12 @@ import tensorflow as tf
 from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
 from efficientdet_tf.config import get_config
+from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector
 from efficientdet_tf.inference.loading import SavedModelDetector, open_detector
-from efficientdet_tf.inference.preprocess import preprocess_image
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights

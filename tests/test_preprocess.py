@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.inference.preprocess import preprocess_image, preprocess_images
+from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images
 from official_fixture import FIXTURE_MODEL, expected_outputs, input_image, requires_fixture
 
 

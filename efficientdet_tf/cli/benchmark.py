@@ -17,13 +17,13 @@ from absl import flags, logging
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
+from efficientdet_tf.cli.timing import interleaved_medians
 from efficientdet_tf.data.images import read_rgb_image
+from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.export.tflite import convert, export_tflite, tflite_network_function
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
-from efficientdet_tf.inference.preprocess import preprocess_image
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
-from efficientdet_tf.cli.timing import interleaved_medians
 
 DEFAULT_IMAGE_SHAPE = (480, 640, 3)
 

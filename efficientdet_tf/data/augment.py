@@ -3,7 +3,7 @@
 Order (official dataloader): normalize -> random horizontal flip -> scale jitter: resize by a random
 factor of the output size, random crop, pad to the output size. Boxes go in normalized [0, 1] and
 come out in pixels of the output image, clipped to it; boxes left without area are dropped.
-Evaluation resizing is `efficientdet_tf.inference.preprocess.preprocess_image`, so that evaluation
+Evaluation resizing is `efficientdet_tf.data.preprocess.preprocess_image`, so that evaluation
 sees exactly what inference sees; `fit_transform` gives the matching box transform.
 """
 

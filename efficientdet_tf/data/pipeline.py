@@ -51,10 +51,10 @@ from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
 from efficientdet_tf.data.named_boxes import split_hold_out
+from efficientdet_tf.data.preprocess import normalize_image, preprocess_image
 from efficientdet_tf.data.sources import Source, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
-from efficientdet_tf.inference.preprocess import normalize_image, preprocess_image
 
 _OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
 

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from efficientdet_tf.inference.detector import IMAGES_SPEC, Detector
-
-SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+from efficientdet_tf.inference.detector import IMAGES_SPEC, SIGNATURE_KEY, Detector
 
 
 def export_saved_model(detector: Detector, export_dir: str | os.PathLike) -> Path:

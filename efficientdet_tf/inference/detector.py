@@ -16,9 +16,9 @@ import os
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.postprocess import Detections, Postprocessor
-from efficientdet_tf.inference.preprocess import preprocess_images
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 
@@ -30,6 +30,7 @@ OUTPUT_NAMES = Detections(
     num_detections="num_detections",
 )
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # of exported SavedModels
 
 
 def detections_to_dict(detections: Detections) -> dict[str, tf.Tensor]:

@@ -13,8 +13,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from efficientdet_tf.export.saved_model import SIGNATURE_KEY
-from efficientdet_tf.inference.detector import Detector, detections_from_dict
+from efficientdet_tf.inference.detector import SIGNATURE_KEY, Detector, detections_from_dict
 from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 

@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.inference.postprocess import Detections
-from efficientdet_tf.inference.preprocess import preprocess_image
 
 
 class TfliteDetector:
