@@ -7,7 +7,7 @@ octave-major. The box coder is the Faster R-CNN coder without scale factors.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +22,17 @@ def _as_height_width(image_size: int | Sequence[int]) -> tuple[int, int]:
     if len(image_size) != 2:
         raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}.")
     return int(image_size[0]), int(image_size[1])
+
+
+def num_anchors_per_location(num_scales: int, aspect_ratios: Sequence[float]) -> int:
+    """Anchors at each feature-map position: one per (scale octave, aspect ratio)."""
+    return num_scales * len(aspect_ratios)
+
+
+def per_anchor(level_output: tf.Tensor, values_per_anchor: int) -> tf.Tensor:
+    """A level's output [batch, H, W, anchors * values] -> [batch, H * W * anchors, values], in
+    the order of `Anchors.boxes` within the level (the inverse of `Anchors.level_maps`)."""
+    return tf.reshape(level_output, [tf.shape(level_output)[0], -1, values_per_anchor])
 
 
 def feature_sizes(image_size: int | Sequence[int], max_level: int) -> list[tuple[int, int]]:
@@ -39,9 +50,9 @@ def feature_sizes(image_size: int | Sequence[int], max_level: int) -> list[tuple
 class Anchors:
     """Multi-level anchor boxes, [ymin, xmin, ymax, xmax] in pixels of the network input.
 
-    Build with `Anchors.from_config(config)`, `Anchors(config)`, or from explicit values like the
-    official class: `Anchors(min_level, max_level, num_scales, aspect_ratios, anchor_scale,
-    image_size)`. `aspect_ratios` are width / height.
+    Build with `Anchors.from_config(config)`, or from explicit values like the official class:
+    `Anchors(min_level, max_level, num_scales, aspect_ratios, anchor_scale, image_size)`.
+    `aspect_ratios` are width / height.
 
     Attributes:
       boxes: float32 numpy array [num_anchors, 4].
@@ -52,26 +63,13 @@ class Anchors:
 
     def __init__(
         self,
-        min_level: Any,
-        max_level: int | None = None,
-        num_scales: int | None = None,
-        aspect_ratios: Sequence[float] | None = None,
-        anchor_scale: float | None = None,
-        image_size: int | Sequence[int] | None = None,
+        min_level: int,
+        max_level: int,
+        num_scales: int,
+        aspect_ratios: Sequence[float],
+        anchor_scale: float,
+        image_size: int | Sequence[int],
     ):
-        if max_level is None and hasattr(min_level, "min_level"):
-            config = min_level
-            min_level, max_level, num_scales = config.min_level, config.max_level, config.num_scales
-            aspect_ratios, anchor_scale = config.aspect_ratios, config.anchor_scale
-            image_size = config.image_size
-        if any(
-            value is None
-            for value in (max_level, num_scales, aspect_ratios, anchor_scale, image_size)
-        ):
-            raise TypeError(
-                "Anchors needs a config or all of min_level, max_level, num_scales, "
-                "aspect_ratios, anchor_scale and image_size."
-            )
         if not 0 <= min_level <= max_level:
             raise ValueError(f"Need 0 <= min_level <= max_level, got {min_level}, {max_level}.")
         self.min_level, self.max_level = int(min_level), int(max_level)
@@ -79,7 +77,8 @@ class Anchors:
         self.aspect_ratios = [float(ratio) for ratio in aspect_ratios]
         self.anchor_scale = float(anchor_scale)
         self.image_size = _as_height_width(image_size)
-        self.num_anchors_per_location = self.num_scales * len(self.aspect_ratios)
+        self.num_anchors_per_location = num_anchors_per_location(
+            self.num_scales, self.aspect_ratios)
 
         all_sizes = feature_sizes(self.image_size, self.max_level)
         self.level_sizes = {level: all_sizes[level] for level in self.levels}
@@ -92,13 +91,26 @@ class Anchors:
 
     @classmethod
     def from_config(cls, config) -> "Anchors":
-        """Anchors of a config with min_level, max_level, num_scales, aspect_ratios,
-        anchor_scale and image_size."""
-        return cls(config)
+        """Anchors of a config's min_level, max_level, num_scales, aspect_ratios, anchor_scale
+        and image_size."""
+        return cls(config.min_level, config.max_level, config.num_scales, config.aspect_ratios,
+                   config.anchor_scale, config.image_size)
 
     @property
     def levels(self) -> range:
         return range(self.min_level, self.max_level + 1)
+
+    def split_levels(self, per_anchor: tf.Tensor) -> list[tf.Tensor]:
+        """A tensor [num_anchors, ...] in anchor order, split into one part per level."""
+        counts = [self.num_anchors_per_level[level] for level in self.levels]
+        return tf.split(per_anchor, counts, axis=0)
+
+    def level_maps(self, per_anchor: tf.Tensor) -> dict[int, tf.Tensor]:
+        """[num_anchors, ...] -> {level: [H_l, W_l, -1]}, the layout of the network's outputs."""
+        return {
+            level: tf.reshape(part, [*self.level_sizes[level], -1])
+            for level, part in zip(self.levels, self.split_levels(per_anchor))
+        }
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -14,6 +14,10 @@ import dataclasses
 
 import numpy as np
 
+# The order of box coordinates everywhere: in `ImageAnnotations.boxes`, the TFRecord
+# `image/object/bbox/*` keys and the Pascal VOC `bndbox` elements read in this order.
+BOX_COORDINATES = ("ymin", "xmin", "ymax", "xmax")
+
 
 @dataclasses.dataclass
 class ImageAnnotations:

@@ -88,13 +88,5 @@ class AnchorLabeler:
         encoded = encode_boxes(tf.gather(boxes, matched), self._anchor_boxes)
         box_targets = tf.where(is_positive[:, None], encoded, 0.0)
         num_positives = tf.reduce_sum(tf.cast(is_positive, tf.float32))
-        return self._per_level(cls_targets), self._per_level(box_targets), num_positives
-
-    def _per_level(self, targets: tf.Tensor) -> dict[int, tf.Tensor]:
-        """Splits per-anchor targets [num_anchors, ...] into {level: [H_l, W_l, -1]}."""
-        levels = list(self.anchors.levels)
-        parts = tf.split(targets, [self.anchors.num_anchors_per_level[l] for l in levels], axis=0)
-        return {
-            level: tf.reshape(part, [*self.anchors.level_sizes[level], -1])
-            for level, part in zip(levels, parts)
-        }
+        return (self.anchors.level_maps(cls_targets), self.anchors.level_maps(box_targets),
+                num_positives)

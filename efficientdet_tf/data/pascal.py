@@ -11,9 +11,7 @@ import dataclasses
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from efficientdet_tf.data.annotations import ImageAnnotations
-
-_BOX_KEYS = ("ymin", "xmin", "ymax", "xmax")
+from efficientdet_tf.data.annotations import BOX_COORDINATES, ImageAnnotations
 
 
 @dataclasses.dataclass
@@ -71,7 +69,7 @@ def parse_annotation_file(path: str | Path) -> VocAnnotation:
     for element in root.iter("object"):
         box = element.find("bndbox")
         try:
-            ymin, xmin, ymax, xmax = (float(box.findtext(key)) for key in _BOX_KEYS)
+            ymin, xmin, ymax, xmax = (float(box.findtext(key)) for key in BOX_COORDINATES)
         except (AttributeError, TypeError, ValueError):
             raise ValueError(f"{path}: an object has no valid bndbox") from None
         difficult = element.findtext("difficult", "0").strip() not in ("0", "")

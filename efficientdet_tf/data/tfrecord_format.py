@@ -23,10 +23,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.data.annotations import ImageAnnotations
+from efficientdet_tf.data.annotations import BOX_COORDINATES, ImageAnnotations
 from efficientdet_tf.data.images import EncodedImage, decode_image
-
-_BOX_KEYS = ("ymin", "xmin", "ymax", "xmax")
 
 # Source ids that are empty or not decimal integers are hashed into the positive int32 range.
 _SOURCE_ID_HASH_BUCKETS = 2**31 - 1
@@ -64,7 +62,7 @@ def make_example(
         "image/object/is_crowd": _ints(annotations.is_crowd),
         "image/object/area": _floats(annotations.areas),
     }
-    for column, key in enumerate(_BOX_KEYS):
+    for column, key in enumerate(BOX_COORDINATES):
         feature[f"image/object/bbox/{key}"] = _floats(boxes[:, column])
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
@@ -75,7 +73,7 @@ _FEATURES = {
     "image/object/class/label": tf.io.VarLenFeature(tf.int64),
     "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
     "image/object/area": tf.io.VarLenFeature(tf.float32),
-    **{f"image/object/bbox/{key}": tf.io.VarLenFeature(tf.float32) for key in _BOX_KEYS},
+    **{f"image/object/bbox/{key}": tf.io.VarLenFeature(tf.float32) for key in BOX_COORDINATES},
 }
 
 
@@ -90,7 +88,7 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
              for key, value in parsed.items()}
     image = decode_image(dense["image/encoded"])
-    boxes = tf.stack([dense[f"image/object/bbox/{key}"] for key in _BOX_KEYS], axis=-1)
+    boxes = tf.stack([dense[f"image/object/bbox/{key}"] for key in BOX_COORDINATES], axis=-1)
     classes = tf.cast(dense["image/object/class/label"], tf.int32)
     num_objects = tf.shape(classes)[0]
     tf.debugging.assert_equal(

@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
-from efficientdet_tf.anchors import Anchors, decode_boxes
+from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
 
 MODES = ("global", "per_class", "combined")
 
@@ -173,10 +173,7 @@ class Postprocessor:
                     f"{expected_shape[1]}, {expected_shape[2]}, {channels}] "
                     f"({self.anchors.num_anchors_per_location} anchors x {values_per_anchor})."
                 )
-            batch_size = tf.shape(output)[0]
-            flattened.append(
-                tf.reshape(tf.cast(output, tf.float32), [batch_size, -1, values_per_anchor])
-            )
+            flattened.append(per_anchor(tf.cast(output, tf.float32), values_per_anchor))
         return flattened
 
     def _best_candidates(self, class_levels: list, box_regressions: tf.Tensor):

@@ -10,6 +10,7 @@ import math
 
 import keras
 
+from efficientdet_tf.anchors import num_anchors_per_location
 from efficientdet_tf.model.layers import NormSettings, activation, drop_connect
 
 
@@ -92,14 +93,10 @@ def box_head(config, norm: NormSettings) -> PredictionHead:
     return _head(config, norm, "box", 4, bias_initializer="zeros", name="box_net")
 
 
-def num_anchors_per_location(config) -> int:
-    return config.num_scales * len(config.aspect_ratios)
-
-
 def _head(config, norm, prefix, outputs_per_anchor, bias_initializer, name):
     return PredictionHead(
         prefix,
-        outputs_per_anchor * num_anchors_per_location(config),
+        outputs_per_anchor * num_anchors_per_location(config.num_scales, config.aspect_ratios),
         filters=config.fpn_num_filters,
         repeats=config.box_class_repeats,
         levels=range(config.min_level, config.max_level + 1),

@@ -11,7 +11,7 @@ import re
 
 import tensorflow as tf
 
-from efficientdet_tf.anchors import Anchors, decode_boxes
+from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
 
 # Kernels of convolutions and dense layers get L2 regularization, as in the official code.
 _REGULARIZED = re.compile(r".*(kernel|weight)$")
@@ -89,7 +89,7 @@ class DetectionLoss:
         self.anchor_boxes = None
         if config.iou_loss_type:
             anchors = Anchors.from_config(config)
-            self.anchor_boxes = _boxes_per_level(anchors)
+            self.anchor_boxes = anchors.split_levels(tf.constant(anchors.boxes))
 
     def __call__(self, class_outputs, box_outputs, labels, num_positives) -> dict[str, tf.Tensor]:
         """`num_positives`: positive anchors in the global batch (the normalizer is that + 1)."""
@@ -108,7 +108,7 @@ class DetectionLoss:
             box_losses.append(huber_box_loss(boxes, box_targets, config.delta, normalizer))
             if self.anchor_boxes is not None:
                 iou_losses.append(iou_loss(
-                    _per_anchor(boxes), _per_anchor(box_targets), self.anchor_boxes[index],
+                    per_anchor(boxes, 4), per_anchor(box_targets, 4), self.anchor_boxes[index],
                     config.iou_loss_type, normalizer))
         parts = {"cls_loss": tf.add_n(cls_losses), "box_loss": tf.add_n(box_losses)}
         total = parts["cls_loss"] + config.box_loss_weight * parts["box_loss"]
@@ -123,13 +123,3 @@ def l2_regularization(variables, weight_decay: float) -> tf.Tensor:
     """weight_decay * sum of squares / 2 of every conv and dense kernel (official `reg_l2_loss`)."""
     kernels = [v for v in variables if _REGULARIZED.match(v.path)]
     return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
-
-
-def _per_anchor(level_output):
-    """[B, H, W, A * 4] -> [B, H * W * A, 4], the order of `Anchors.boxes` within a level."""
-    return tf.reshape(level_output, [tf.shape(level_output)[0], -1, 4])
-
-
-def _boxes_per_level(anchors: Anchors) -> list[tf.Tensor]:
-    counts = [anchors.num_anchors_per_level[level] for level in anchors.levels]
-    return [tf.constant(b) for b in tf.split(anchors.boxes, counts, axis=0)]
