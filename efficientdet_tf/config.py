@@ -146,77 +146,61 @@ class _LabelMap(_Type):
 
 INT, FLOAT, BOOL, STR = _Scalar(int), _Scalar(float), _Scalar(bool), _Scalar(str)
 
-SCHEMA: dict[str, Any] = {
-    "name": STR,
+# The types that a key's default in base.yaml does not tell: a choice among names, a value that
+# may be null, an image size, a list of fixed length, a label map. Every other key of base.yaml
+# takes the type of its default (so base.yaml writes floats with a dot), and base.yaml alone says
+# which keys exist.
+_DECLARED_TYPES: dict[str, Any] = {
     "backbone_name": _OneOf(
         *(f"efficientnet-b{i}" for i in range(8)), *(f"efficientnet-lite{i}" for i in range(5))
     ),
     "backbone_survival_prob": _Optional(FLOAT),
     "act_type": _OneOf("swish", "silu", "relu", "relu6", "hswish", "gelu", "mish"),
-    "batch_norm_momentum": FLOAT,
-    "batch_norm_epsilon": FLOAT,
     "image_size": _ImageSize(),
-    "min_level": INT,
-    "max_level": INT,
-    "num_scales": INT,
-    "aspect_ratios": _ListOf(FLOAT),
-    "anchor_scale": FLOAT,
     "fpn_name": _OneOf("bifpn", "fpn", "panet"),
     "fpn_weight_method": _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
-    "fpn_num_filters": INT,
-    "fpn_cell_repeats": INT,
-    "box_class_repeats": INT,
-    "separable_conv": BOOL,
-    "apply_bn_for_resampling": BOOL,
-    "conv_after_downsample": BOOL,
-    "conv_bn_act_pattern": BOOL,
     "survival_prob": _Optional(FLOAT),
-    "class_prior_prob": FLOAT,
-    "num_classes": INT,
     "mean_rgb": _ListOf(FLOAT, length=3),
     "stddev_rgb": _ListOf(FLOAT, length=3),
     "label_map": _Optional(_LabelMap()),
-    "input_rand_hflip": BOOL,
-    "jitter_min": FLOAT,
-    "jitter_max": FLOAT,
     "autoaugment_policy": _Optional(_OneOf("v0", "randaug")),
-    "skip_crowd_during_training": BOOL,
-    "max_instances_per_image": INT,
-    "drop_remainder": BOOL,
-    "alpha": FLOAT,
-    "gamma": FLOAT,
-    "label_smoothing": FLOAT,
-    "delta": FLOAT,
-    "box_loss_weight": FLOAT,
     "iou_loss_type": _Optional(_OneOf("iou", "giou", "diou", "ciou")),
-    "iou_loss_weight": FLOAT,
-    "weight_decay": FLOAT,
     "optimizer": _OneOf("sgd", "adam"),
-    "momentum": FLOAT,
-    "learning_rate": FLOAT,
-    "lr_warmup_init": FLOAT,
-    "lr_warmup_epoch": FLOAT,
     "lr_decay_method": _OneOf("cosine", "stepwise", "polynomial"),
-    "first_lr_drop_epoch": FLOAT,
-    "second_lr_drop_epoch": FLOAT,
-    "poly_lr_power": FLOAT,
-    "clip_gradients_norm": FLOAT,
-    "num_epochs": INT,
-    "moving_average_decay": FLOAT,
-    "mixed_precision": BOOL,
     "var_freeze_expr": _Optional(STR),
-    "skip_mismatch": BOOL,
-    "map_freq": INT,
     "nms_configs": {
         "method": _OneOf("gaussian", "hard"),
         "iou_thresh": _Optional(FLOAT),
         "score_thresh": _Optional(FLOAT),
         "sigma": _Optional(FLOAT),
-        "max_nms_inputs": INT,
-        "max_output_size": INT,
     },
-    "tflite_max_detections": INT,
 }
+_TYPE_OF_DEFAULT = {bool: BOOL, int: INT, float: FLOAT, str: STR}
+
+
+def _schema(defaults: Mapping[str, Any], declared: Mapping[str, Any], prefix: str = "") -> dict:
+    """{key: type} of every key of `defaults` (nested for groups): declared, else its default's."""
+    unknown = [prefix + key for key in declared if key not in defaults]
+    if unknown:
+        raise ConfigError(f"Types are declared for {unknown}, which base.yaml lacks.")
+    schema = {}
+    for key, default in defaults.items():
+        if isinstance(default, Mapping):
+            schema[key] = _schema(default, declared.get(key, {}), prefix + key + ".")
+        elif key in declared:
+            schema[key] = declared[key]
+        elif isinstance(default, list) and default:
+            schema[key] = _ListOf(_TYPE_OF_DEFAULT[type(default[0])])
+        elif type(default) in _TYPE_OF_DEFAULT:
+            schema[key] = _TYPE_OF_DEFAULT[type(default)]
+        else:
+            raise ConfigError(f"hparam {prefix + key!r} = {default!r} in base.yaml: declare its "
+                              "type in config._DECLARED_TYPES.")
+    return schema
+
+
+SCHEMA: dict[str, Any] = _schema(
+    yaml.safe_load((HPARAMS_DIR / "base.yaml").read_text()), _DECLARED_TYPES)
 
 
 # --- the config object -------------------------------------------------------------------------

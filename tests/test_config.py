@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from efficientdet_tf import config as config_module
 from efficientdet_tf.config import ConfigError, available_models, get_config, parse_overrides
 
 ALL_MODELS = [f"efficientdet-d{i}" for i in range(8)] + ["efficientdet-d7x"] + [
@@ -115,3 +116,28 @@ def test_parse_overrides_keeps_commas_inside_brackets():
         "aspect_ratios": [1.0, 2.0, 0.5],
         "num_scales": 2,
     }
+
+
+def test_the_schema_is_derived_from_base_yaml():
+    """base.yaml alone lists the keys; each takes its default's type unless declared."""
+    defaults = {"steps": 3, "rate": 0.5, "flip": True, "name": "x", "ratios": [1.0, 2.0],
+                "method": "hard", "group": {"size": 2, "limit": None}}
+    declared = {"method": config_module._OneOf("hard", "soft"),
+                "group": {"limit": config_module._Optional(config_module.FLOAT)}}
+    schema = config_module._schema(defaults, declared)
+    described = {key: kind.describe() for key, kind in schema.items() if key != "group"}
+    assert described == {"steps": "int", "rate": "float", "flip": "bool", "name": "str",
+                         "ratios": "a list of float", "method": "one of 'hard', 'soft'"}
+    assert {k: v.describe() for k, v in schema["group"].items()} == {
+        "size": "int", "limit": "float or null"}
+    assert set(config_module.SCHEMA) == set(yaml.safe_load(
+        (config_module.HPARAMS_DIR / "base.yaml").read_text()))
+
+
+@pytest.mark.parametrize("defaults, declared, message", [
+    ({"limit": None}, {}, r"hparam 'limit' = None in base.yaml: declare its type"),
+    ({"a": 1}, {"b": config_module.INT}, r"Types are declared for \['b'\], which base.yaml lacks"),
+])
+def test_a_schema_that_cannot_be_derived_says_why(defaults, declared, message):
+    with pytest.raises(ConfigError, match=message):
+        config_module._schema(defaults, declared)
