@@ -144,3 +144,20 @@ def test_a_path_that_is_no_exported_file_is_named(network, tmp_path, name):
         (path / "checkpoint").write_text("")
     with pytest.raises(FileNotFoundError, match="neither a .tflite file nor a SavedModel"):
         open_exported(path, network[1])
+
+
+@pytest.mark.slow
+def test_float16_and_int8_tflite_files_are_evaluated(network, dataset, network_metrics, tmp_path):
+    """float16 scores about what the network does (weights rounded to float16 reorder close
+    scores); int8 (random weights, calibrated on the evaluation images) gives every metric,
+    whatever their values."""
+    model, config = network
+    records, groundtruth = dataset
+    for quantization in ("float16", "int8"):
+        path = export_tflite(model, config, tmp_path / f"{quantization}.tflite", quantization,
+                             dataset=records, num_calibration_images=NUM_IMAGES)
+        metrics = evaluate(open_exported(path, config), config, records, val_json_file=groundtruth)
+        assert set(metrics) >= set(METRIC_NAMES), quantization
+        if quantization == "float16":
+            for name, value in network_metrics.items():
+                assert metrics[name] == pytest.approx(value, abs=0.1), name
