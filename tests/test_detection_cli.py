@@ -12,6 +12,8 @@ from PIL import Image
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.export.saved_model import export_saved_model
+from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.model.checkpoint import save_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +88,15 @@ def test_infer_goes_on_past_an_unreadable_file_and_says_so(checkpoint, images, t
     assert "Traceback" not in result.stderr
 
 
-def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path):
-    result = main_py("--mode=eval", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+@pytest.mark.parametrize("model", ["checkpoint", "saved_model"])
+def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, model):
+    if model == "checkpoint":
+        model_flag = f"--ckpt={checkpoint}"
+    else:
+        config = get_config("efficientdet-d0", {"image_size": 128, "num_classes": 3})
+        detector = Detector.from_checkpoint(config, checkpoint)
+        model_flag = f"--saved_model_dir={export_saved_model(detector, tmp_path / 'exported')}"
+    result = main_py("--mode=eval", *SMALL_FLAGS, model_flag,
                      "--val_file_pattern=synthetic:val:6", "--batch_size=4", "--eval_samples=5",
                      f"--eval_dir={tmp_path}")
     assert_ok(result)
@@ -110,6 +119,10 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path):
           "--output_image_dir={tmp}/o", "--ckpt={checkpoint}"),
          "{images}/bad.jpg: skipped, {images}/bad.jpg: unreadable image (corrupt or truncated)\n"),
         (("--mode=export", "--ckpt={checkpoint}"), "needs --saved_model_dir"),
+        (("--mode=eval", "--val_file_pattern=synthetic:val:2", "--ckpt={checkpoint}",
+          "--saved_model_dir={tmp}"), "needs exactly one of --ckpt"),
+        (("--mode=eval", *SMALL_FLAGS, "--val_file_pattern=synthetic:val:2",
+          "--saved_model_dir={tmp}"), "'{tmp}' is neither a .tflite file nor a SavedModel"),
     ],
 )
 def test_bad_input_is_named_with_the_fix(checkpoint, images, tmp_path, arguments, message):

@@ -11,8 +11,8 @@ from efficientdet_tf.inference.postprocess import MODES
 flags.DEFINE_enum("postprocess_mode", "global", MODES,
                   "NMS of the detections: global (one NMS, classes ignored), per_class, combined.")
 flags.DEFINE_string("saved_model_dir", None,
-                    "export: where the SavedModel (and TFLite file) go. infer: a SavedModel "
-                    "directory or a .tflite file to run instead of --ckpt.")
+                    "export: where the SavedModel (and TFLite file) go. eval, infer: a "
+                    "SavedModel directory or a .tflite file to run instead of --ckpt.")
 
 
 @contextlib.contextmanager

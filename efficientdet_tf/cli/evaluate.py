@@ -1,6 +1,8 @@
-"""`--mode=eval`: COCO metrics of a checkpoint on an evaluation dataset.
+"""`--mode=eval`: COCO metrics of a checkpoint, a SavedModel or a TFLite file on a dataset.
 
-Uses --val_file_pattern and --batch_size (shared with train_and_eval) and --ckpt.
+Uses --val_file_pattern and --batch_size (shared with train_and_eval), and --ckpt (a checkpoint) or
+--saved_model_dir (a SavedModel directory or a .tflite file, with the --model_name / --hparams it
+was exported with).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.evaluation.model_evaluation import RESULTS_FILE_NAME, evaluate
+from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 
@@ -27,13 +30,13 @@ def run(flag_values) -> None:
     if not flag_values.val_file_pattern:
         raise ConfigError("--mode=eval needs --val_file_pattern (a TFRecord glob, "
                           "'coco:<annotations.json>:<image_dir>' or 'synthetic:val').")
-    if not flag_values.ckpt:
-        raise ConfigError("--mode=eval needs --ckpt, the checkpoint to evaluate.")
+    if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
+        raise ConfigError("--mode=eval needs exactly one of --ckpt (a checkpoint) or "
+                          "--saved_model_dir (a SavedModel directory or a .tflite file).")
     config = config_from_flags(flag_values)
     eval_dir = Path(flag_values.eval_dir) if flag_values.eval_dir else None
     with usage_errors():
-        model = build_model(config)
-        load_weights(model, flag_values.ckpt)
+        model = _model(flag_values, config)
         metrics = evaluate(
             model,
             config,
@@ -48,3 +51,12 @@ def run(flag_values) -> None:
     width = max(len(name) for name in metrics)
     for name, value in metrics.items():
         print(f"{name:{width}s} {value:.4f}")
+
+
+def _model(flag_values, config):
+    """The network of --ckpt, or the runner of the exported file --saved_model_dir."""
+    if flag_values.saved_model_dir:
+        return open_exported(flag_values.saved_model_dir, config)
+    model = build_model(config)
+    load_weights(model, flag_values.ckpt)
+    return model

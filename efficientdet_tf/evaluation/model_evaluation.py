@@ -1,4 +1,10 @@
-"""Running a model over an evaluation dataset and scoring its detections with COCO metrics."""
+"""Running a model over an evaluation dataset and scoring its detections with COCO metrics.
+
+One loop for every kind of model: the input pipeline pre-processes the images in batches, and the
+model detects on them with `detect_preprocessed(network_inputs, image_scales)`: a Keras network
+through `Detector`, an exported SavedModel or TFLite file through its runner
+(`inference.loading.open_exported`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,14 @@ import json
 import os
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 from efficientdet_tf.label_map import read_label_map
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
-from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.inference.detector import Detector, detections_from_dict
 
 DEFAULT_BATCH_SIZE = 8
 RESULTS_FILE_NAME = "detections.json"
@@ -31,16 +38,18 @@ def evaluate(
     step: int | tf.Variable | None = None,
     results_file: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """COCO metrics of `model` (a `build_model(config)` network) on `dataset`.
+    """COCO metrics of `model` on `dataset`.
 
     Args:
+      model: a `build_model(config)` network, or the runner of an exported SavedModel or TFLite
+        file (`inference.loading.open_exported`), whose post-processing is its own.
       dataset: a dataset spec (TFRecord glob, 'coco:<annotations.json>:<image_dir>',
         'synthetic:val', see `data.pipeline`) or a `data.sources.Source`.
       batch_size: images per step; a last partial batch is evaluated too.
       eval_samples: evaluate only the first this many images (all when None).
       val_json_file: ground-truth COCO JSON; by default the dataset's own (COCO JSON, synthetic)
         or, for TFRecords, the ground truth the records carry.
-      mode: post-processing mode (`inference.postprocess.MODES`).
+      mode: post-processing mode of a network (`inference.postprocess.MODES`).
       summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
         scalars named like the returned keys, at `step`.
       results_file: where to write the detections as a COCO results JSON.
@@ -56,7 +65,7 @@ def evaluate(
     evaluator = CocoEvaluator(
         groundtruth, read_label_map(config.label_map) if config.label_map else None
     )
-    detect = _detect_function(Detector(config, model, mode), config)
+    detect = _detect_function(model, config, mode)
     batches = build_dataset(source, config, is_training=False, batch_size=batch_size)
     remaining = eval_samples
     for images, labels in batches:
@@ -78,16 +87,12 @@ def evaluate(
     return metrics
 
 
-def _detect_function(detector: Detector, config):
-    """The detector on pre-processed batches, compiled once for any batch size."""
-    height, width = config.image_size
-    return tf.function(
-        detector.detect_preprocessed,
-        input_signature=[
-            tf.TensorSpec([None, height, width, 3], tf.float32),
-            tf.TensorSpec([None], tf.float32),
-        ],
-    )
+def _detect_function(model, config, mode: str):
+    """Pre-processed batches -> Detections; a network is compiled once for any batch size."""
+    if isinstance(model, keras.Model):
+        detect = Detector(config, model, mode).preprocessed_function()
+        return lambda images, image_scales: detections_from_dict(detect(images, image_scales))
+    return model.detect_preprocessed
 
 
 def _read_json(path: str | os.PathLike) -> dict:

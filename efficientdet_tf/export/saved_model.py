@@ -6,8 +6,11 @@ batch, any size), and returns
   detection_scores   float32 [batch, max_output_size];
   detection_classes  float32 [batch, max_output_size]: 1-based class ids;
   num_detections     int32 [batch]: how many rows of each image are detections.
-Pre-processing, network and post-processing are all inside. The graph is the detector's inference
-function: frozen, batch norms folded into the convolutions, so it holds no variables.
+Pre-processing, network and post-processing are all inside. The `detect_preprocessed` signature is
+the same graph after the pre-processing: 'network_inputs' float32 [batch, *image_size, 3] and
+'image_scales' float32 [batch] (what `preprocess_images` gives) in, the same outputs out; COCO
+evaluation feeds it the batches of its input pipeline. Both call one frozen function (batch norms
+folded into the convolutions), so the SavedModel holds no variables and its weights once.
 
     serve = tf.saved_model.load(export_dir).signatures['serving_default']
     detections = serve(images=tf.constant(uint8_images))
@@ -20,16 +23,31 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from efficientdet_tf.inference.detector import IMAGES_SPEC, SIGNATURE_KEY, Detector
+from efficientdet_tf.data.preprocess import preprocess_images
+from efficientdet_tf.inference.detector import (
+    IMAGES_SPEC,
+    PREPROCESSED_SIGNATURE_KEY,
+    SIGNATURE_KEY,
+    Detector,
+    preprocessed_specs,
+)
+from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 
 
 def export_saved_model(detector: Detector, export_dir: str | os.PathLike) -> Path:
     """Writes `detector` as a SavedModel to `export_dir` (created if needed)."""
+    config = detector.config
+    detect = FoldedFunction(detector.preprocessed_function())
     module = tf.Module()
-    module.serve = tf.function(detector.inference_function(), input_signature=[IMAGES_SPEC])
+    module.detect_preprocessed = tf.function(detect, input_signature=preprocessed_specs(config))
+    module.serve = tf.function(
+        lambda images: detect(*preprocess_images(images, config)), input_signature=[IMAGES_SPEC]
+    )
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(
-        module, str(export_dir), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()}
-    )
+    signatures = {
+        SIGNATURE_KEY: module.serve.get_concrete_function(),
+        PREPROCESSED_SIGNATURE_KEY: module.detect_preprocessed.get_concrete_function(),
+    }
+    tf.saved_model.save(module, str(export_dir), signatures=signatures)
     return export_dir

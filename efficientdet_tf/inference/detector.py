@@ -30,7 +30,18 @@ OUTPUT_NAMES = Detections(
     num_detections="num_detections",
 )
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
-SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # of exported SavedModels
+# The signatures of exported SavedModels: uint8 images in, and the network input (pre-processed).
+SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+PREPROCESSED_SIGNATURE_KEY = "detect_preprocessed"
+
+
+def preprocessed_specs(config) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+    """Specs of `Detector.detect_preprocessed`'s inputs: network inputs and image scales."""
+    height, width = config.image_size
+    return (
+        tf.TensorSpec([None, height, width, 3], tf.float32, name="network_inputs"),
+        tf.TensorSpec([None], tf.float32, name="image_scales"),
+    )
 
 
 def detections_to_dict(detections: Detections) -> dict[str, tf.Tensor]:
@@ -80,6 +91,13 @@ class Detector(tf.Module):
         return tf.function(lambda images: detections_to_dict(self(images))).get_concrete_function(
             IMAGES_SPEC
         )
+
+    def preprocessed_function(self) -> tf.types.experimental.ConcreteFunction:
+        """`detect_preprocessed` -> `detections_to_dict`, compiled for any batch size."""
+        return tf.function(
+            lambda network_inputs, image_scales: detections_to_dict(
+                self.detect_preprocessed(network_inputs, image_scales))
+        ).get_concrete_function(*preprocessed_specs(self.config))
 
     def inference_function(self) -> FoldedFunction:
         """`serving_function` frozen with batch norms folded: faster, the weights of now."""

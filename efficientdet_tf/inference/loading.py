@@ -2,7 +2,9 @@
 
 The path picks the runner: a `.tflite` file runs with LiteRT, a SavedModel directory with
 `tf.saved_model.load`, anything else is a checkpoint (prefix or directory) loaded into a new
-`Detector`. Each runner maps uint8 images [batch, height, width, 3] to `Detections`.
+`Detector`. Each runner maps uint8 images [batch, height, width, 3] to `Detections`. The runners
+of exported files (`open_exported`) also have `detect_preprocessed(network_inputs, image_scales)`,
+as `Detector` does, which is what COCO evaluation calls.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import Callable
 
 import tensorflow as tf
 
-from efficientdet_tf.inference.detector import SIGNATURE_KEY, Detector, detections_from_dict
+from efficientdet_tf.inference.detector import (
+    PREPROCESSED_SIGNATURE_KEY,
+    SIGNATURE_KEY,
+    Detector,
+    detections_from_dict,
+)
 from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 
@@ -31,9 +38,27 @@ class SavedModelDetector:
                 "with --mode=export."
             )
         self._serve = self._loaded.signatures[SIGNATURE_KEY]
+        self._export_dir = str(export_dir)
 
     def __call__(self, images) -> Detections:
         return detections_from_dict(self._serve(images=tf.convert_to_tensor(images, tf.uint8)))
+
+    def detect_preprocessed(self, network_inputs, image_scales) -> Detections:
+        """Pre-processed images and their scales (see `Detector`) -> detections."""
+        if PREPROCESSED_SIGNATURE_KEY not in self._loaded.signatures:
+            raise ValueError(
+                f"SavedModel {self._export_dir!r} has no {PREPROCESSED_SIGNATURE_KEY!r} signature "
+                "(it was exported by an older version): export it again with --mode=export."
+            )
+        detect = self._loaded.signatures[PREPROCESSED_SIGNATURE_KEY]
+        expected = detect.structured_input_signature[1]["network_inputs"].shape[1:3]
+        if tuple(expected) != tuple(network_inputs.shape[1:3]):
+            raise ValueError(
+                f"SavedModel {self._export_dir!r} takes {expected[0]}x{expected[1]} network inputs "
+                f"but they are {network_inputs.shape[1]}x{network_inputs.shape[2]}: give the "
+                "--model_name / --hparams (image_size) it was exported with."
+            )
+        return detections_from_dict(detect(network_inputs=network_inputs, image_scales=image_scales))
 
 
 def open_detector(path: str | os.PathLike, config, mode: str = "global") -> DetectFunction:
@@ -43,10 +68,8 @@ def open_detector(path: str | os.PathLike, config, mode: str = "global") -> Dete
     checkpoint; `mode` is the post-processing of a checkpoint (exported files have theirs inside).
     """
     path = str(path)
-    if path.endswith(".tflite"):
-        return TfliteDetector(path, config)
-    if tf.saved_model.contains_saved_model(path):
-        return SavedModelDetector(path)
+    if _is_exported(path):
+        return open_exported(path, config)
     if Path(path).is_dir() or tf.io.gfile.exists(path + ".index"):
         detect = Detector.from_checkpoint(config, path, mode).inference_function()
         return lambda images: detections_from_dict(detect(tf.convert_to_tensor(images, tf.uint8)))
@@ -54,3 +77,20 @@ def open_detector(path: str | os.PathLike, config, mode: str = "global") -> Dete
         f"{path!r} is neither a .tflite file, a SavedModel directory nor a checkpoint (a prefix "
         "with a .index file, or a directory holding one)."
     )
+
+
+def open_exported(path: str | os.PathLike, config) -> SavedModelDetector | TfliteDetector:
+    """The runner of an exported file: a .tflite file or a SavedModel directory."""
+    path = str(path)
+    if not _is_exported(path):
+        raise FileNotFoundError(
+            f"{path!r} is neither a .tflite file nor a SavedModel directory (one holding "
+            "saved_model.pb, as --mode=export writes); a checkpoint goes to --ckpt instead."
+        )
+    if path.endswith(".tflite"):
+        return TfliteDetector(path, config)
+    return SavedModelDetector(path)
+
+
+def _is_exported(path: str) -> bool:
+    return path.endswith(".tflite") or tf.saved_model.contains_saved_model(path)

@@ -73,13 +73,24 @@ class TfliteDetector:
     def detect_one(self, image: np.ndarray) -> Detections:
         """One uint8 image [height, width, 3] -> Detections with a batch of 1 (NumPy arrays)."""
         network_input, image_scale = self._preprocess(image)
-        boxes, classes, scores, count = self.run(network_input.numpy()[np.newaxis])
+        return self.detect_preprocessed(network_input[tf.newaxis], image_scale[tf.newaxis])
+
+    def detect_preprocessed(self, network_inputs, image_scales) -> Detections:
+        """Pre-processed images [batch, *config.image_size, 3] and their scales [batch] (what
+        `preprocess_images` gives) -> NumPy Detections, image by image."""
+        network_inputs, image_scales = np.asarray(network_inputs), np.asarray(image_scales)
+        return _concatenated([self._detect(network_inputs[i:i + 1], image_scales[i])
+                              for i in range(len(network_inputs))])
+
+    def _detect(self, network_input: np.ndarray, image_scale) -> Detections:
+        """One network input [1, H, W, 3] and its image scale -> Detections with a batch of 1."""
+        boxes, classes, scores, count = self.run(network_input)
         height, width = self.config.image_size
         # Fractions of the network input -> its pixels (clipped to it) -> original pixels.
         boxes = np.clip(boxes, 0.0, 1.0) * np.array([height, width, height, width], np.float32)
         is_detection = np.arange(scores.shape[-1]) < count[:, np.newaxis]
         return Detections(
-            boxes=np.where(is_detection[..., None], boxes * image_scale.numpy(), 0.0),
+            boxes=np.where(is_detection[..., None], boxes * image_scale, 0.0),
             scores=np.where(is_detection, scores, 0.0),
             classes=np.where(is_detection, classes + 1.0, 0.0),
             num_detections=count.astype(np.int32),
@@ -87,8 +98,11 @@ class TfliteDetector:
 
     def __call__(self, images) -> Detections:
         """uint8 images [batch, height, width, 3] (or a list) -> NumPy Detections, one by one."""
-        per_image = [self.detect_one(np.asarray(image)) for image in images]
-        return Detections(*(np.concatenate(field) for field in zip(*per_image)))
+        return _concatenated([self.detect_one(np.asarray(image)) for image in images])
+
+
+def _concatenated(per_image: list[Detections]) -> Detections:
+    return Detections(*(np.concatenate(field) for field in zip(*per_image)))
 
 
 def _output_position(name: str) -> int:
