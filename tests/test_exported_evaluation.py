@@ -9,7 +9,6 @@ relabelled boxes, or lost some, scores lower.
 import json
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
