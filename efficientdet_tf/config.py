@@ -144,7 +144,7 @@ SCHEMA: dict[str, Any] = {
     "num_scales": INT,
     "aspect_ratios": _ListOf(FLOAT),
     "anchor_scale": FLOAT,
-    "fpn_name": _OneOf("bifpn", "fpn", "panet"),
+    "fpn_name": _OneOf("bifpn", "bifpn_dyn", "qufpn", "fpn", "panet"),
     "fpn_weight_method": _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
     "fpn_num_filters": INT,
     "fpn_cell_repeats": INT,
