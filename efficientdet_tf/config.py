@@ -86,10 +86,14 @@ class _OneOf(_Type):
 
 
 class _ListOf(_Type):
+    """A list; also the official command-line form "1.0*2.0*0.5" (`*` separates the items)."""
+
     def __init__(self, inner: _Type, length: int | None = None, min_length: int = 1):
         self.inner, self.length, self.min_length = inner, length, min_length
 
     def check(self, value):
+        if isinstance(value, str) and "*" in value:
+            value = [_parse_value(item.strip()) for item in value.split("*")]
         if not isinstance(value, (list, tuple)):
             raise TypeError
         if self.length is not None and len(value) != self.length:
@@ -100,7 +104,7 @@ class _ListOf(_Type):
 
     def describe(self):
         size = f"{self.length} " if self.length is not None else ""
-        return f"a list of {size}{self.inner.describe()}"
+        return f"a list of {size}{self.inner.describe()} ([a,b] or a*b)"
 
 
 class _ImageSize(_Type):
@@ -111,8 +115,8 @@ class _ImageSize(_Type):
             raise TypeError
         if isinstance(value, int):
             size = (value, value)
-        elif isinstance(value, str) and "x" in value:
-            width, height = (int(v) for v in value.split("x"))
+        elif isinstance(value, str) and "x" in value.lower():
+            width, height = (int(v) for v in value.lower().split("x"))
             size = (height, width)
         elif isinstance(value, (list, tuple)) and len(value) == 2:
             size = tuple(int(v) for v in value)
@@ -157,7 +161,7 @@ _DECLARED_TYPES: dict[str, Any] = {
     "backbone_survival_prob": _Optional(FLOAT),
     "act_type": _OneOf("swish", "silu", "relu", "relu6", "hswish", "gelu", "mish"),
     "image_size": _ImageSize(),
-    "fpn_name": _OneOf("bifpn", "fpn", "panet"),
+    "fpn_name": _OneOf("bifpn", "bifpn_dyn", "qufpn", "fpn", "panet"),
     "fpn_weight_method": _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
     "survival_prob": _Optional(FLOAT),
     "mean_rgb": _ListOf(FLOAT, length=3),
@@ -166,7 +170,7 @@ _DECLARED_TYPES: dict[str, Any] = {
     "autoaugment_policy": _Optional(_OneOf("v0", "randaug")),
     "iou_loss_type": _Optional(_OneOf("iou", "giou", "diou", "ciou")),
     "optimizer": _OneOf("sgd", "adam"),
-    "lr_decay_method": _OneOf("cosine", "stepwise", "polynomial"),
+    "lr_decay_method": _OneOf("cosine", "cosine_after_warmup", "stepwise", "polynomial"),
     "var_freeze_expr": _Optional(STR),
     "nms_configs": {
         "method": _OneOf("gaussian", "hard"),
@@ -288,8 +292,9 @@ def get_config(
 ) -> Config:
     """The official config of `model_name` (or of a saved config YAML file), with `overrides`.
 
-    `overrides` is a string `key=value,nested.key=value,list_key=[1.0,2.0]`, a path to a YAML file,
-    or a dict; every key must already exist.
+    `overrides` is a string `key=value,nested.key=value,list_key=[1.0,2.0]` (the official forms
+    `list_key=1.0*2.0` and `image_size=WxH` too), a path to a YAML file, or a dict; every key must
+    already exist.
     """
     values = _read_yaml(HPARAMS_DIR / "base.yaml")
     _merge(values, _model_values(model_name), SCHEMA, prefix="")

@@ -60,7 +60,43 @@ def test_int_is_accepted_for_a_float_and_image_size_list():
     assert config.image_size == (256, 384)
 
 
+def test_official_override_string_forms():
+    """official hparams_config_test.py::test_config_override, with its strings and values."""
+    assert parse_overrides("a=true,b=ss") == {"a": True, "b": "ss"}
+    assert parse_overrides("a=100,,,b=2.3,") == {"a": 100, "b": 2.3}  # extra ',' is fine
+    assert parse_overrides("a=2x3,b=50") == {"a": "2x3", "b": 50}
+    with pytest.raises(ValueError, match="Invalid hparams item 'invalid_string'"):
+        parse_overrides("a=true,invalid_string")
+
+
+def test_official_nested_override():
+    """official hparams_config_test.py::test_config_override_recursive."""
+    assert parse_overrides("y.y0=2,y.y1=3") == {"y": {"y0": 2, "y1": 3}}
+    config = get_config("efficientdet-d0", "nms_configs.method=hard,nms_configs.sigma=0.3")
+    assert (config.nms_configs.method, config.nms_configs.sigma) == ("hard", 0.3)
+
+
+def test_official_star_separated_list_override():
+    """official hparams_config_test.py::test_config_override_list: `x=3.0*4.0*5.0`."""
+    config = get_config("efficientdet-d0", "aspect_ratios=3.0*4.0*5.0,mean_rgb=1*2*3")
+    assert config.aspect_ratios == [3.0, 4.0, 5.0]
+    assert config.mean_rgb == [1.0, 2.0, 3.0]
+    # Only list-typed keys split at '*': a regex keeps its '*'.
+    assert get_config("efficientdet-d0", "var_freeze_expr=(efficientnet|fpn).*").var_freeze_expr \
+        == "(efficientnet|fpn).*"
+    with pytest.raises(ConfigError, match=r"'mean_rgb' = '1\*2'.*a list of 3 float"):
+        get_config("efficientdet-d0", "mean_rgb=1*2")
+    with pytest.raises(ConfigError, match=r"'aspect_ratios' = '1.0\*wide'.*a list of float"):
+        get_config("efficientdet-d0", "aspect_ratios=1.0*wide")
+
+
+def test_official_image_size_string_is_width_by_height():
+    assert get_config("efficientdet-d0", "image_size=640x480").image_size == (480, 640)
+    assert get_config("efficientdet-d0", "image_size=640X480").image_size == (480, 640)
+
+
 def test_yaml_file_override(tmp_path):
+    """official hparams_config_test.py::test_config_yaml (a YAML file with a nested key)."""
     path = tmp_path / "mine.yaml"
     path.write_text("num_classes: 5\nnms_configs:\n  max_output_size: 50\n")
     config = get_config("efficientdet-d1", str(path))
@@ -127,7 +163,8 @@ def test_the_schema_is_derived_from_base_yaml():
     schema = config_module._schema(defaults, declared)
     described = {key: kind.describe() for key, kind in schema.items() if key != "group"}
     assert described == {"steps": "int", "rate": "float", "flip": "bool", "name": "str",
-                         "ratios": "a list of float", "method": "one of 'hard', 'soft'"}
+                         "ratios": "a list of float ([a,b] or a*b)",
+                         "method": "one of 'hard', 'soft'"}
     assert {k: v.describe() for k, v in schema["group"].items()} == {
         "size": "int", "limit": "float or null"}
     assert set(config_module.SCHEMA) == set(yaml.safe_load(

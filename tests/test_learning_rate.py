@@ -19,14 +19,32 @@ def rate(lr, step):
 
 
 def test_warmup_is_linear_to_the_batch_scaled_rate():
-    lr = schedule("cosine")
+    lr = schedule("stepwise")  # flat at the peak after the warm-up
     assert rate(lr, 0) == pytest.approx(0.008)
     assert rate(lr, 50) == pytest.approx(0.008 + 0.5 * (0.16 - 0.008))
     assert rate(lr, 100) == pytest.approx(0.16)  # 0.08 per 64 images, batch 128
 
 
-def test_cosine_decays_to_zero_at_the_end():
-    lr = schedule("cosine")
+def test_official_cosine_runs_on_the_global_step():
+    """official tf2/train_lib_test.py::test_lr_schedule (cosine): CosineLrSchedule(1e-3, 1e-4,
+    warm-up 1 step, 5 steps in all) at steps 0..4."""
+    config = get_config("efficientdet-d0", "learning_rate=1e-3,lr_warmup_init=1e-4,"
+                        "lr_warmup_epoch=1.0,num_epochs=5,lr_decay_method=cosine")
+    lr = WarmupSchedule(config, global_batch_size=64, steps_per_epoch=1)
+    assert [rate(lr, step) for step in range(5)] == pytest.approx(
+        [1e-4, 8.535534e-4, 5e-4, 1.464466e-4, 0.0], abs=1e-10)
+
+
+def test_official_cosine_reaches_zero_one_warmup_before_the_end():
+    lr = schedule("cosine")  # 100 warm-up steps, 1000 in all
+    assert rate(lr, 450) == pytest.approx(0.08, rel=1e-5)  # 0.5 * 0.16 * (1 + cos(pi / 2))
+    assert rate(lr, 900) == pytest.approx(0.0, abs=1e-7)
+    assert rate(lr, 1000) == pytest.approx(0.08 * (1 + math.cos(math.pi * 1000 / 900)), rel=1e-5)
+
+
+def test_cosine_after_warmup_decays_from_the_peak_to_zero_at_the_end():
+    lr = schedule("cosine_after_warmup")
+    assert rate(lr, 100) == pytest.approx(0.16)
     assert rate(lr, 550) == pytest.approx(0.08, rel=1e-5)  # halfway through the decay
     assert rate(lr, 1000) == pytest.approx(0.0, abs=1e-7)
     assert rate(lr, 1200) == pytest.approx(0.0, abs=1e-7)

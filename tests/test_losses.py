@@ -12,6 +12,7 @@ from efficientdet_tf.training.losses import (
     DetectionLoss,
     focal_loss,
     huber_box_loss,
+    iou_variant,
     l2_regularization,
 )
 
@@ -94,3 +95,42 @@ def test_l2_regularization_covers_kernels_only():
     expected = 4e-5 * sum(float(np.sum(np.square(v.numpy()))) / 2 for v in kernels)
     assert float(l2_regularization(model.trainable_variables, 4e-5)) == pytest.approx(expected, rel=1e-4)
     assert not any(v.path.endswith(("gamma", "beta", "bias", "WSM")) for v in kernels)
+
+
+# The boxes of the official iou_utils_test.py (yxyx).
+OFFICIAL_PRED = [[4.0, 3.0, 7.0, 5.0], [5.0, 6.0, 10.0, 7.0]]
+OFFICIAL_TARGET = [[3.0, 4.0, 6.0, 8.0], [14.0, 14.0, 15.0, 15.0]]
+
+
+@pytest.mark.parametrize("loss_type, expected", [
+    ("iou", [0.875, 1.0]),              # official iou_utils_test.py::test_iou
+    ("ciou", [0.99931306, 1.6415315]),  # ::test_ciou
+    ("diou", [0.9969512, 1.6243094]),   # ::test_diou
+    ("giou", [1.075, 1.933333]),        # ::test_giou
+])
+def test_official_iou_loss_values(loss_type, expected):
+    loss = 1.0 - iou_variant(tf.constant(OFFICIAL_PRED), tf.constant(OFFICIAL_TARGET), loss_type)
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_official_ciou_gradient(compiled):
+    """official iou_utils_test.py::test_ciou_grad: the sums of dL/dtarget and dL/dpred; the
+    per-coordinate values are those of the official iou_utils.py run on the same boxes."""
+    pred, target = tf.constant(OFFICIAL_PRED), tf.constant(OFFICIAL_TARGET)
+
+    def gradients(pred, target):
+        with tf.GradientTape() as tape:
+            tape.watch([pred, target])
+            loss = tf.reduce_sum(1.0 - iou_variant(pred, target, "ciou"))
+        return tape.gradient(loss, [target, pred])
+
+    d_target, d_pred = (tf.function(gradients) if compiled else gradients)(pred, target)
+    assert float(tf.reduce_sum(d_target)) == pytest.approx(0.1476393, abs=1e-6)
+    assert float(tf.reduce_sum(d_pred)) == pytest.approx(-0.14763935, abs=1e-6)
+    np.testing.assert_allclose(d_target.numpy(), [[-0.1403225, 0.24708596, 0.04520506, -0.03900456],
+                                                  [-0.07128273, 0.15415566, 0.07964633, -0.12784389]],
+                               atol=1e-6)
+    np.testing.assert_allclose(d_pred.numpy(), [[0.0789376, -0.04241373, 0.01617984, -0.16566768],
+                                                [0.03031043, 0.01788712, -0.03867403, -0.0441989]],
+                               atol=1e-6)

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.model.bifpn import fuse
@@ -26,7 +27,7 @@ def run(model, batch=2, seed=0):
 @pytest.mark.parametrize(
     "fpn_name, weight_method",
     [("bifpn", m) for m in ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn")]
-    + [("fpn", "fastattn"), ("panet", "attn")],
+    + [("fpn", "fastattn"), ("panet", "attn"), ("qufpn", "fastattn")],
 )
 def test_feature_networks_and_fusion_methods_build_and_run(fpn_name, weight_method):
     config, model = tiny_model(f"fpn_name={fpn_name},fpn_weight_method={weight_method}")
@@ -98,3 +99,38 @@ def test_training_mode_updates_batch_norm_statistics():
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     model(images, training=True)
     assert not np.allclose(before, moving_mean.numpy())
+
+
+def _one_training_step(grad_checkpoint: bool):
+    """Loss, gradients and moving means after one compiled training step of a tiny model built
+    from the same seed (stochastic depth off: recomputation must see the same network)."""
+    keras.utils.set_random_seed(3)
+    _, model = tiny_model(f"box_class_repeats=2,backbone_survival_prob=null,"
+                          f"grad_checkpoint={grad_checkpoint}")
+    images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            class_outputs, box_outputs = model(images, training=True)
+            loss = tf.add_n([tf.reduce_mean(tf.square(o)) for o in class_outputs + box_outputs])
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    loss, gradients = step()
+    moving_means = {v.path: v.numpy() for v in model.weights if v.path.endswith("moving_mean")}
+    return float(loss), [g.numpy() for g in gradients], moving_means
+
+
+def test_grad_checkpoint_gives_the_same_loss_and_gradients():
+    loss, gradients, means = _one_training_step(grad_checkpoint=False)
+    loss_gc, gradients_gc, means_gc = _one_training_step(grad_checkpoint=True)
+    assert loss_gc == pytest.approx(loss, rel=1e-6)
+    assert len(gradients_gc) == len(gradients)
+    for plain, recomputed in zip(gradients, gradients_gc):
+        np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=1e-6)
+    # The recomputation runs the batch norms again, so (as in the official code) a recomputed
+    # one updates its moving mean twice: from 0, (1 - m^2) * mean instead of (1 - m) * mean.
+    recomputed_bn = "efficientnet-b0/blocks_1/tpu_batch_normalization/moving_mean"
+    np.testing.assert_allclose(means_gc[recomputed_bn], 1.99 * means[recomputed_bn], rtol=1e-4)
+    stem_bn = "efficientnet-b0/stem/tpu_batch_normalization/moving_mean"
+    np.testing.assert_allclose(means_gc[stem_bn], means[stem_bn], rtol=1e-6)

@@ -9,6 +9,7 @@ import keras
 import pytest
 
 from efficientdet_tf import build_model, get_config
+from efficientdet_tf.model.checkpoint import checkpoint_name
 from efficientdet_tf.model.summary import count_flops, count_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,20 @@ def test_every_model_builds_at_its_image_size_with_the_official_parameter_count(
     model = build_model(config)
     assert tuple(model.inputs[0].shape[1:3]) == config.image_size
     assert (count_params(model.weights), count_params(model.trainable_weights)) == params
+
+
+def test_d0_with_qufpn_has_the_official_parameter_count_and_names():
+    """The official efficientdet-d0 with fpn_name=qufpn; parameters do not depend on the image
+    size, so a small one keeps the test fast."""
+    keras.backend.clear_session()
+    model = build_model(get_config("efficientdet-d0", "fpn_name=qufpn,image_size=128"))
+    assert (count_params(model.weights), count_params(model.trainable_weights)) == (
+        4_184_314, 4_131_418)
+    names = {checkpoint_name(v) for v in model.weights}
+    # fnode8 is the first node of the bottom-up path from the inputs: P4 from P4 and P3 (40
+    # channels at D0, so projected to 64), with 13 features before it.
+    assert "fpn_cells/cell_0/fnode8/resample_1_0_13/conv2d/kernel" in names
+    assert "fpn_cells/cell_2/fnode20/op_after_combine25/conv/pointwise_kernel" in names
 
 
 @pytest.mark.slow

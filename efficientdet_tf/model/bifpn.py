@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.model.fpn_topology import FpnTopology, get_topology
-from efficientdet_tf.model.layers import NormSettings, activation
+from efficientdet_tf.model.layers import NormSettings, activation, recompute_if
 
 FAST_FUSION_EPSILON = 1e-4  # fast normalized fusion: relu(w) / (sum(relu(w)) + epsilon)
 
@@ -166,21 +166,29 @@ class _ConvNorm(keras.layers.Layer):
 
 
 class FpnCell(keras.layers.Layer):
-    """One repeat of the topology: inputs at levels min..max in, newest feature per level out."""
+    """One repeat of the topology: inputs at levels min..max in, newest feature per level out.
 
-    def __init__(self, topology: FpnTopology, node_factory, **kwargs):
+    With `grad_checkpoint`, training recomputes the cell's activations in the backward pass.
+    """
+
+    def __init__(self, topology: FpnTopology, node_factory, grad_checkpoint: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.topology = topology
+        self.grad_checkpoint = grad_checkpoint
         self.nodes = [
             node_factory(node, topology.num_levels + index, name=f"fnode{index}")
             for index, node in enumerate(topology.nodes)
         ]
 
     def call(self, features, training=None):
-        features = list(features)
-        for node in self.nodes:
-            features.append(node(features, training=training))
-        return [features[i] for i in self.topology.output_ids()]
+        def run_nodes(*features):
+            features = list(features)
+            for node in self.nodes:
+                features.append(node(features, training=training))
+            return [features[i] for i in self.topology.output_ids()]
+
+        return recompute_if(self.grad_checkpoint and training, run_nodes)(*features)
 
 
 class FeatureNetwork(keras.layers.Layer):
@@ -208,7 +216,7 @@ class FeatureNetwork(keras.layers.Layer):
             )
 
         self.cells = [
-            FpnCell(topology, make_node, name=f"cell_{repeat}")
+            FpnCell(topology, make_node, config.grad_checkpoint, name=f"cell_{repeat}")
             for repeat in range(config.fpn_cell_repeats)
         ]
 

@@ -37,6 +37,7 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
         act_type=config.act_type,
         norm=norm,
         survival_prob=config.backbone_survival_prob,
+        grad_checkpoint=config.grad_checkpoint,
     )
     backbone_features = backbone(images)  # levels 1..5
     features = backbone_features[config.min_level - 1:BACKBONE_MAX_LEVEL]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.model.layers import NormSettings, activation, drop_connect
+from efficientdet_tf.model.layers import NormSettings, activation, drop_connect, recompute_if
 
 
 @dataclass(frozen=True)
@@ -193,12 +193,14 @@ class MBConvBlock(keras.layers.Layer):
         act_type: str,
         norm: NormSettings,
         survival_prob: float | None,
+        grad_checkpoint: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.block = block
         self.act = activation(act_type)
         self.survival_prob = survival_prob
+        self.grad_checkpoint = grad_checkpoint
         expanded = block.input_filters * block.expand_ratio
         conv_names = iter(["conv2d", "conv2d_1"])
         norm_names = iter(
@@ -229,13 +231,15 @@ class MBConvBlock(keras.layers.Layer):
         return self.block.strides == 1 and self.block.input_filters == self.block.output_filters
 
     def call(self, inputs, training=None):
-        x = inputs
-        if self.expand_conv is not None:
-            x = self.act(self.expand_norm(self.expand_conv(x), training=training))
-        x = self.act(self.depthwise_norm(self.depthwise_conv(x), training=training))
-        if self.se is not None:
-            x = self.se(x)
-        x = self.project_norm(self.project_conv(x), training=training)
+        def body(x):
+            if self.expand_conv is not None:
+                x = self.act(self.expand_norm(self.expand_conv(x), training=training))
+            x = self.act(self.depthwise_norm(self.depthwise_conv(x), training=training))
+            if self.se is not None:
+                x = self.se(x)
+            return self.project_norm(self.project_conv(x), training=training)
+
+        x = recompute_if(self.grad_checkpoint and training, body)(inputs)
         if not self.has_skip:
             return x
         if training and self.survival_prob:
@@ -248,7 +252,8 @@ class EfficientNet(keras.layers.Layer):
 
     Without top, `call` returns the features at strides 2, 4, 8, 16 and 32 (levels 1-5): the
     output of the last block before each stride-2 block, and of the last block. With
-    `include_top`, it returns the classifier logits instead.
+    `include_top`, it returns the classifier logits instead. With `grad_checkpoint`, training
+    recomputes each block's activations in the backward pass.
     """
 
     def __init__(
@@ -259,6 +264,7 @@ class EfficientNet(keras.layers.Layer):
         survival_prob: float | None = 0.8,
         include_top: bool = False,
         num_classes: int = 1000,
+        grad_checkpoint: bool = False,
         **kwargs,
     ):
         spec = get_spec(spec) if isinstance(spec, str) else spec
@@ -275,6 +281,7 @@ class EfficientNet(keras.layers.Layer):
                 act_type,
                 norm,
                 survival_prob=_block_survival_prob(survival_prob, index, len(blocks)),
+                grad_checkpoint=grad_checkpoint,
                 name=f"blocks_{index}",
             )
             for index, block in enumerate(blocks)

@@ -58,6 +58,9 @@ class _Builder:
         self.ids = {level: [level - min_level] for level in range(min_level, max_level + 1)}
         self.nodes: list[FpnNode] = []
 
+    def input(self, level: int) -> int:
+        return self.ids[level][0]
+
     def last(self, level: int) -> int:
         return self.ids[level][-1]
 
@@ -68,6 +71,9 @@ class _Builder:
         self.nodes.append(FpnNode(level, tuple(input_ids)))
         self.ids[level].append(len(self.ids) + len(self.nodes) - 1)
 
+    def levels(self) -> range:
+        return range(self.min_level, self.max_level + 1)
+
     def topology(self) -> FpnTopology:
         return FpnTopology(self.min_level, self.max_level, tuple(self.nodes))
 
@@ -75,10 +81,36 @@ class _Builder:
 def bifpn(min_level: int, max_level: int) -> FpnTopology:
     """EfficientDet's BiFPN: top-down, then bottom-up with a skip from the same-level input."""
     b = _Builder(min_level, max_level)
-    for level in range(max_level - 1, min_level - 1, -1):
+    _bifpn_paths(b)
+    return b.topology()
+
+
+def _bifpn_paths(b: _Builder) -> None:
+    for level in range(b.max_level - 1, b.min_level - 1, -1):
         b.add(level, [b.last(level), b.last(level + 1)])
-    for level in range(min_level + 1, max_level + 1):
+    for level in range(b.min_level + 1, b.max_level + 1):
         b.add(level, b.all(level) + [b.last(level - 1)])
+
+
+def qufpn(min_level: int, max_level: int) -> FpnTopology:
+    """The official QuFPN (google/automl pull request 580): four paths, then a sum per level.
+
+    BiFPN (top-down then bottom-up) and its mirror image (bottom-up then top-down, each node
+    also reading the same-level input) both start from the cell's inputs; a last node per level,
+    top level first, fuses the two results.
+    """
+    b = _Builder(min_level, max_level)
+    _bifpn_paths(b)
+    bifpn_outputs = {level: b.last(level) for level in b.levels()}
+    for level in range(min_level + 1, max_level + 1):
+        below = b.input(level - 1) if level == min_level + 1 else b.last(level - 1)
+        b.add(level, [b.input(level), below])
+    bottom_up = {level: b.last(level) for level in range(min_level + 1, max_level + 1)}
+    for level in range(max_level - 1, min_level, -1):
+        b.add(level, [b.input(level), bottom_up[level], b.last(level + 1)])
+    b.add(min_level, [b.input(min_level), b.last(min_level + 1)])
+    for level in range(max_level, min_level - 1, -1):
+        b.add(level, [bifpn_outputs[level], b.last(level)])
     return b.topology()
 
 
@@ -106,6 +138,8 @@ def _top_down(b: _Builder) -> None:
 
 TOPOLOGIES: dict[str, Callable[[int, int], FpnTopology]] = {
     "bifpn": bifpn,
+    "bifpn_dyn": bifpn,  # the official legacy name of bifpn
+    "qufpn": qufpn,
     "fpn": fpn,
     "panet": panet,
 }

@@ -11,7 +11,7 @@ import math
 import keras
 
 from efficientdet_tf.anchors import num_anchors_per_location
-from efficientdet_tf.model.layers import NormSettings, activation, drop_connect
+from efficientdet_tf.model.layers import NormSettings, activation, drop_connect, recompute_if
 
 
 class PredictionHead(keras.layers.Layer):
@@ -29,12 +29,14 @@ class PredictionHead(keras.layers.Layer):
         survival_prob: float | None,
         norm: NormSettings,
         bias_initializer="zeros",
+        grad_checkpoint: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.levels = levels
         self.act = activation(act_type)
         self.survival_prob = survival_prob
+        self.grad_checkpoint = grad_checkpoint
         self.convs = [
             _conv(separable_conv, filters, "zeros", name=f"{prefix}-{i}") for i in range(repeats)
         ]
@@ -56,7 +58,11 @@ class PredictionHead(keras.layers.Layer):
         for i, conv in enumerate(self.convs):
             norm = self.norms[i * len(self.levels) + level_index]
             shortcut = x
-            x = self.act(norm(conv(x), training=training))
+
+            def conv_norm_act(x, conv=conv, norm=norm):
+                return self.act(norm(conv(x), training=training))
+
+            x = recompute_if(self.grad_checkpoint and training, conv_norm_act)(x)
             if i > 0 and self.survival_prob:
                 if training:
                     x = drop_connect(x, self.survival_prob)
@@ -105,6 +111,7 @@ def _head(config, norm, prefix, outputs_per_anchor, bias_initializer, name):
         survival_prob=config.survival_prob,
         norm=norm,
         bias_initializer=bias_initializer,
+        grad_checkpoint=config.grad_checkpoint,
         name=name,
     )
 

@@ -48,3 +48,14 @@ def drop_connect(inputs: tf.Tensor, survival_prob: float) -> tf.Tensor:
     batch_size = tf.shape(inputs)[0]
     random = survival_prob + tf.random.uniform([batch_size, 1, 1, 1], dtype=inputs.dtype)
     return inputs / survival_prob * tf.floor(random)
+
+
+def recompute_if(enabled: bool, function):
+    """`function`, or `tf.recompute_grad(function)` when `enabled` (the hparam `grad_checkpoint`).
+
+    Recomputed, `function` keeps none of its inner activations for the backward pass but runs
+    again there: less memory for more time. It must be deterministic (stochastic depth stays
+    outside it), and its batch norms, run twice in training, update their moving statistics
+    twice per step, as in the official code.
+    """
+    return tf.recompute_grad(function) if enabled else function

@@ -1,6 +1,11 @@
 """Learning-rate schedules of the official recipe: linear warm-up, then cosine, steps or polynomial.
 
 The base rate is `learning_rate` for a global batch of 64 images, scaled linearly with the batch.
+The decays run on the global step, as the official ones: `cosine` is
+0.5 * peak * (1 + cos(pi * step / (total_steps - warmup_steps))), so it starts below the peak,
+reaches 0 one warm-up before the end and rises a little in the last warm-up's worth of steps.
+`cosine_after_warmup` starts the cosine when the warm-up ends instead (peak to 0 exactly over
+the remaining steps), which matters only in short runs such as the synthetic demo.
 """
 
 from __future__ import annotations
@@ -34,11 +39,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < self.warmup_steps, warmup, self._decayed(step))
 
     def _decayed(self, step):
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
         if self.method == "cosine":
-            # The cosine starts when the warm-up ends. (The official schedule feeds it the
-            # global step, which over 300 epochs barely matters but in a short run sends the
-            # rate to 0 and back up again.)
-            decay_steps = max(1, self.total_steps - self.warmup_steps)
+            return 0.5 * self.peak * (1 + tf.cos(math.pi * step / decay_steps))
+        if self.method == "cosine_after_warmup":
             progress = tf.minimum((step - self.warmup_steps) / decay_steps, 1.0)
             return 0.5 * self.peak * (1 + tf.cos(math.pi * progress))
         if self.method == "stepwise":

@@ -48,11 +48,16 @@ def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
     predicted = tf.boolean_mask(decode_boxes(box_outputs, anchors), positive)
     target = tf.boolean_mask(decode_boxes(box_targets, anchors), positive)
     # Normalized per box coordinate, like the Huber loss, as the official code.
-    return tf.reduce_sum(1.0 - _iou_variant(predicted, target, loss_type)) / (normalizer * 4.0)
+    return tf.reduce_sum(1.0 - iou_variant(predicted, target, loss_type)) / (normalizer * 4.0)
 
 
-def _iou_variant(pred, target, loss_type):
-    """IoU of [N, 4] yxyx box pairs, with the GIoU / DIoU / CIoU penalty terms."""
+def iou_variant(pred, target, loss_type):
+    """IoU of [N, 4] yxyx box pairs, with the GIoU / DIoU / CIoU penalty terms.
+
+    CIoU's gradient is the official one, not the paper's: the aspect-ratio term v sends its
+    gradient to the target box only (see `_aspect_ratio_gap`), so the prediction gets the DIoU
+    gradient plus that of the trade-off weight v / (1 - IoU + v), which is not detached.
+    """
     p_ymin, p_xmin, p_ymax, p_xmax = tf.unstack(pred, axis=-1)
     t_ymin, t_xmin, t_ymax, t_xmax = tf.unstack(target, axis=-1)
     p_h, p_w = tf.maximum(p_ymax - p_ymin, 0.0), tf.maximum(p_xmax - p_xmin, 0.0)
@@ -74,10 +79,29 @@ def _iou_variant(pred, target, loss_type):
     diou = iou - tf.math.divide_no_nan(center_distance, enclose_h**2 + enclose_w**2)
     if loss_type == "diou":
         return diou
-    aspect_gap = (4 / math.pi**2) * (
-        tf.atan(tf.math.divide_no_nan(t_w, t_h)) - tf.atan(tf.math.divide_no_nan(p_w, p_h))) ** 2
-    trade_off = tf.stop_gradient(tf.math.divide_no_nan(aspect_gap, 1 - iou + aspect_gap))
+    aspect_gap = _aspect_ratio_gap(p_h, p_w, t_h, t_w)
+    trade_off = tf.math.divide_no_nan(aspect_gap, 1 - iou + aspect_gap)
     return diou - trade_off * aspect_gap
+
+
+@tf.custom_gradient
+def _aspect_ratio_gap(p_h, p_w, t_h, t_w):
+    """CIoU's v = 4 / pi^2 * (atan(p_w / p_h) - atan(t_w / t_h))^2, with the official gradient.
+
+    The official code (iou_utils.py `_get_v`) gives v no gradient to the predicted box and, to
+    the target box, the paper's simplified form (the 1 / (w^2 + h^2) factor dropped):
+    dv/dt_w = 8 / pi^2 * gap * t_h and dv/dt_h = -8 / pi^2 * gap * t_w. Reproduced as is; the
+    paper instead applies this form to the predicted box (Zheng et al. 2020, eq. 12).
+    """
+    gap = tf.atan(tf.math.divide_no_nan(p_w, p_h)) - tf.atan(tf.math.divide_no_nan(t_w, t_h))
+    v = 4 / math.pi**2 * gap**2
+
+    def gradient(upstream):
+        scale = upstream * 8 / math.pi**2 * gap
+        no_gradient = tf.zeros_like(upstream)
+        return no_gradient, no_gradient, -scale * t_w, scale * t_h
+
+    return v, gradient
 
 
 class DetectionLoss:
