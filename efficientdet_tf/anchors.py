@@ -29,6 +29,20 @@ def num_anchors_per_location(num_scales: int, aspect_ratios: Sequence[float]) ->
     return num_scales * len(aspect_ratios)
 
 
+def intersection_and_union(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Areas of the intersection and of the union of yxyx boxes [..., 4], broadcast against each
+    other (`boxes_a[:, None]` against `boxes_b[None]` gives every pair). Inverted boxes count as
+    empty."""
+    a_ymin, a_xmin, a_ymax, a_xmax = tf.unstack(boxes_a, axis=-1)
+    b_ymin, b_xmin, b_ymax, b_xmax = tf.unstack(boxes_b, axis=-1)
+    heights = tf.maximum(tf.minimum(a_ymax, b_ymax) - tf.maximum(a_ymin, b_ymin), 0.0)
+    widths = tf.maximum(tf.minimum(a_xmax, b_xmax) - tf.maximum(a_xmin, b_xmin), 0.0)
+    intersection = heights * widths
+    area_a = tf.maximum(a_ymax - a_ymin, 0.0) * tf.maximum(a_xmax - a_xmin, 0.0)
+    area_b = tf.maximum(b_ymax - b_ymin, 0.0) * tf.maximum(b_xmax - b_xmin, 0.0)
+    return intersection, area_a + area_b - intersection
+
+
 def per_anchor(level_output: tf.Tensor, values_per_anchor: int) -> tf.Tensor:
     """A level's output [batch, H, W, anchors * values] -> [batch, H * W * anchors, values], in
     the order of `Anchors.boxes` within the level (the inverse of `Anchors.level_maps`)."""

@@ -1,6 +1,7 @@
 """`--mode=eval`: COCO metrics of a checkpoint, a SavedModel or a TFLite file on a dataset.
 
-Uses --val_file_pattern and --batch_size (shared with train_and_eval), and --ckpt (a checkpoint) or
+Uses --val_file_pattern, --val_json_file, --eval_samples and --batch_size (shared with
+train_and_eval, in `common`), and --ckpt (a checkpoint) or
 --saved_model_dir (a SavedModel directory or a .tflite file, with the --model_name / --hparams it
 was exported with).
 """
@@ -19,9 +20,6 @@ from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 
-flags.DEFINE_string("val_json_file", None,
-                    "COCO ground-truth JSON of --val_file_pattern; default: the dataset's own.")
-flags.DEFINE_integer("eval_samples", None, "Evaluate only the first this many images.")
 flags.DEFINE_string("eval_dir", None,
                     f"Where {RESULTS_FILE_NAME} (COCO results) and TensorBoard metrics go.")
 

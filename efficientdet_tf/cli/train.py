@@ -26,9 +26,11 @@ flags.DEFINE_integer("num_epochs", None, "Overrides hparams num_epochs.")
 flags.DEFINE_integer("num_examples_per_epoch", None,
                      "Images per epoch; default: the dataset's size (TFRecords are counted once).")
 flags.DEFINE_string("pretrained_ckpt", None,
-                    "Detector checkpoint to start from (official layout or one of ours); the "
-                    "class/box heads are skipped when their shapes differ (hparams skip_mismatch).")
-flags.DEFINE_string("backbone_ckpt", None, "EfficientNet checkpoint to start the backbone from.")
+                    "Detector checkpoint to start from (official layout or one of ours, or an "
+                    "official name such as efficientdet-d0); the class/box heads are skipped when "
+                    "their shapes differ (hparams skip_mismatch).")
+flags.DEFINE_string("backbone_ckpt", None, "EfficientNet checkpoint to start the backbone from "
+                    "(a path, or an official name such as efficientnet-b0).")
 flags.DEFINE_enum("strategy", "default", STRATEGIES,
                   "default: one device; gpus: all local GPUs; multi-worker: from TF_CONFIG; "
                   "tpu: a TPU or TPU pod (--tpu).")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from efficientdet_tf.anchors import Anchors, encode_boxes
+from efficientdet_tf.anchors import Anchors, encode_boxes, intersection_and_union
 
 # IoU at which an anchor becomes positive (official AnchorLabeler match_threshold).
 MATCH_THRESHOLD = 0.5
@@ -25,15 +25,8 @@ MATCH_THRESHOLD = 0.5
 
 def pairwise_iou(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tf.Tensor:
     """[N, 4] x [M, 4] yxyx boxes -> [N, M] intersection over union (0 where the union is 0)."""
-    ymin_a, xmin_a, ymax_a, xmax_a = tf.split(boxes_a, 4, axis=1)
-    ymin_b, xmin_b, ymax_b, xmax_b = (tf.transpose(c) for c in tf.split(boxes_b, 4, axis=1))
-    heights = tf.maximum(tf.minimum(ymax_a, ymax_b) - tf.maximum(ymin_a, ymin_b), 0.0)
-    widths = tf.maximum(tf.minimum(xmax_a, xmax_b) - tf.maximum(xmin_a, xmin_b), 0.0)
-    intersections = heights * widths
-    areas_a = (ymax_a - ymin_a) * (xmax_a - xmin_a)
-    areas_b = (ymax_b - ymin_b) * (xmax_b - xmin_b)
-    unions = areas_a + areas_b - intersections
-    return tf.math.divide_no_nan(intersections, unions)
+    intersection, union = intersection_and_union(boxes_a[:, tf.newaxis], boxes_b[tf.newaxis])
+    return tf.math.divide_no_nan(intersection, union)
 
 
 def match_anchors(iou: tf.Tensor, threshold: float = MATCH_THRESHOLD) -> tf.Tensor:

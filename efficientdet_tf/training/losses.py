@@ -11,7 +11,7 @@ import re
 
 import tensorflow as tf
 
-from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
+from efficientdet_tf.anchors import Anchors, decode_boxes, intersection_and_union, per_anchor
 
 # Kernels of convolutions and dense layers get L2 regularization, as in the official code.
 _REGULARIZED = re.compile(r".*(kernel|weight)$")
@@ -60,12 +60,7 @@ def iou_variant(pred, target, loss_type):
     """
     p_ymin, p_xmin, p_ymax, p_xmax = tf.unstack(pred, axis=-1)
     t_ymin, t_xmin, t_ymax, t_xmax = tf.unstack(target, axis=-1)
-    p_h, p_w = tf.maximum(p_ymax - p_ymin, 0.0), tf.maximum(p_xmax - p_xmin, 0.0)
-    t_h, t_w = tf.maximum(t_ymax - t_ymin, 0.0), tf.maximum(t_xmax - t_xmin, 0.0)
-    inter_h = tf.maximum(tf.minimum(p_ymax, t_ymax) - tf.maximum(p_ymin, t_ymin), 0.0)
-    inter_w = tf.maximum(tf.minimum(p_xmax, t_xmax) - tf.maximum(p_xmin, t_xmin), 0.0)
-    intersection = inter_h * inter_w
-    union = p_h * p_w + t_h * t_w - intersection
+    intersection, union = intersection_and_union(pred, target)
     iou = tf.math.divide_no_nan(intersection, union)
     if loss_type == "iou":
         return iou
@@ -79,7 +74,9 @@ def iou_variant(pred, target, loss_type):
     diou = iou - tf.math.divide_no_nan(center_distance, enclose_h**2 + enclose_w**2)
     if loss_type == "diou":
         return diou
-    aspect_gap = _aspect_ratio_gap(p_h, p_w, t_h, t_w)
+    aspect_gap = _aspect_ratio_gap(
+        tf.maximum(p_ymax - p_ymin, 0.0), tf.maximum(p_xmax - p_xmin, 0.0),
+        tf.maximum(t_ymax - t_ymin, 0.0), tf.maximum(t_xmax - t_xmin, 0.0))
     trade_off = tf.math.divide_no_nan(aspect_gap, 1 - iou + aspect_gap)
     return diou - trade_off * aspect_gap
 
