@@ -8,12 +8,13 @@ call (a TFLite file has batch 1), so its batch figure is --benchmark_batch_size 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
+from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
@@ -24,6 +25,8 @@ from efficientdet_tf.export.tflite import convert, export_tflite, tflite_network
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
+
+log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SHAPE = (480, 640, 3)
 
@@ -56,7 +59,7 @@ def run(flag_values) -> None:
 def _detector(config, flag_values) -> Detector:
     if flag_values.ckpt:
         return Detector.from_checkpoint(config, flag_values.ckpt, flag_values.postprocess_mode)
-    logging.warning("No --ckpt: timing randomly initialized weights.")
+    log.warning("No --ckpt: timing randomly initialized weights.")
     return Detector(config, mode=flag_values.postprocess_mode)
 
 

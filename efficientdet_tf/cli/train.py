@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import tensorflow as tf
-from absl import flags, logging
+from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.config import Config, ConfigError, get_config
@@ -14,6 +15,8 @@ from efficientdet_tf.data.pipeline import source_from_spec
 from efficientdet_tf.evaluation.model_evaluation import evaluate
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
 from efficientdet_tf.training.trainer import Trainer, TrainSettings
+
+log = logging.getLogger(__name__)
 
 flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and config.yaml go; "
                     "a run started again with the same model_dir resumes.")
@@ -115,7 +118,7 @@ def save_run_config(config: Config, model_dir: str) -> None:
         previous = get_config(path)
         changed = sorted(k for k in config.keys() if config[k] != previous[k])
         if changed:
-            logging.warning("model_dir %s was started with other values of %s; config.yaml now "
+            log.warning("model_dir %s was started with other values of %s; config.yaml now "
                             "holds the new ones.", model_dir, ", ".join(changed))
     config.save(path)
 

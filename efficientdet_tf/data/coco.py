@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
-from absl import logging
 
 from efficientdet_tf.data.annotations import ImageAnnotations, clean_boxes
 from efficientdet_tf.data.sources import AnnotatedImagesSource
+
+log = logging.getLogger(__name__)
 
 
 class CocoJson:
@@ -95,10 +97,10 @@ class CocoJsonSource(AnnotatedImagesSource):
         if not images:
             raise ValueError(f"{self.coco.path} lists no images.")
         if missing:
-            logging.warning("%d images of %s are missing from %s and skipped, e.g. %s",
+            log.warning("%d images of %s are missing from %s and skipped, e.g. %s",
                             len(missing), self.coco.path, image_dir, missing[:5])
         for reason, count in box_changes.items():
-            logging.info("%s: %d boxes %s", self.coco.path, count, reason)
+            log.info("%s: %d boxes %s", self.coco.path, count, reason)
         return images
 
     def coco_groundtruth(self) -> dict:

@@ -41,10 +41,9 @@ Each batch is (images, labels): images float32 [B, height, width, 3]; labels a d
 
 from __future__ import annotations
 
-import sys
+import logging
 
 import tensorflow as tf
-from absl import logging
 
 from efficientdet_tf.data import augment, autoaugment
 from efficientdet_tf.data.coco import CocoJsonSource
@@ -55,6 +54,8 @@ from efficientdet_tf.data.preprocess import normalize_image, preprocess_image
 from efficientdet_tf.data.sources import Source, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
+
+log = logging.getLogger(__name__)
 
 _OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
 
@@ -157,7 +158,7 @@ class ExampleParser:
         self.output_size = tuple(config.image_size)
         self.labeler = AnchorLabeler.from_config(config)
         if is_training and config.autoaugment_policy:
-            logging.info("Training with AutoAugment policy %s", config.autoaugment_policy)
+            log.info("Training with AutoAugment policy %s", config.autoaugment_policy)
 
     def __call__(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         objects = _objects_with_known_classes(
@@ -212,9 +213,9 @@ class ExampleParser:
         max_instances = self.config.max_instances_per_image
         count = tf.shape(objects["classes"])[0]
         if count > max_instances:  # a tensor condition: autograph makes it a tf.cond
-            tf.print("WARNING: image", source_id, "has", count, "objects; groundtruth_data keeps",
-                     max_instances, "(raise max_instances_per_image to keep all)",
-                     output_stream=sys.stderr)
+            _log_warning_in_graph(
+                "image %s has %s objects; groundtruth_data keeps %s (raise "
+                "max_instances_per_image to keep all)", source_id, count, max_instances)
         columns = tf.concat(
             [
                 objects["boxes"] * image_scale,
@@ -228,6 +229,17 @@ class ExampleParser:
         padding = tf.tile(padding_row, [max_instances - tf.shape(columns)[0], 1])
         return tf.ensure_shape(tf.concat([columns, padding], axis=0), [max_instances, 7])
 
+
+
+def _log_warning_in_graph(message: str, *values) -> None:
+    """`log.warning(message, *values)` from inside the input graph, when the graph runs this op
+    (in a branch taken only for the rare examples it reports)."""
+
+    def log_warning(*tensors):
+        log.warning(message, *(tensor.numpy() for tensor in tensors))
+        return []
+
+    tf.py_function(log_warning, [tf.convert_to_tensor(value) for value in values], Tout=[])
 
 
 def _to_images_and_labels(batch: dict[str, tf.Tensor]):
@@ -245,7 +257,6 @@ def _select(objects: dict[str, tf.Tensor], keep: tf.Tensor) -> dict[str, tf.Tens
 def _objects_with_known_classes(objects, num_classes: int, source_id) -> dict[str, tf.Tensor]:
     known = (objects["classes"] >= 1) & (objects["classes"] <= num_classes)
     if not tf.reduce_all(known):
-        tf.print("WARNING: image", source_id, "has class ids outside 1 ..", num_classes,
-                 "; dropped those boxes:", tf.boolean_mask(objects["classes"], ~known),
-                 output_stream=sys.stderr)
+        _log_warning_in_graph("image %s has class ids outside 1 .. %s; dropped those boxes: %s",
+                              source_id, num_classes, tf.boolean_mask(objects["classes"], ~known))
     return _select(objects, known)

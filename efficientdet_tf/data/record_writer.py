@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import multiprocessing
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from efficientdet_tf.data.annotations import ImageAnnotations, clean_boxes
 from efficientdet_tf.data.images import BadImageError, EncodedImage, read_image_for_record
 from efficientdet_tf.data.tfrecord_format import make_example
+
+log = logging.getLogger(__name__)
 
 # Jobs a worker takes at a time: enough to amortize inter-process traffic, small enough to keep
 # the progress bar moving.
@@ -135,7 +137,7 @@ def write_tfrecords(
     try:
         for seen, record in enumerate(records, start=1):
             if record.skip_reason:
-                logging.warning("Skipped %s", record.skip_detail or record.skip_reason)
+                log.warning("Skipped %s", record.skip_detail or record.skip_reason)
             else:
                 example = make_example(record.image, record.annotations, class_names)
                 writers[summary.images_written % num_shards].write(example.SerializeToString())

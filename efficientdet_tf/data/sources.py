@@ -12,15 +12,17 @@ files or indices, repeating, and dropping examples whose image cannot be decoded
 from __future__ import annotations
 
 import abc
+import logging
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
 from efficientdet_tf.data.images import decode_image
 from efficientdet_tf.data.tfrecord_format import parse_example
+
+log = logging.getLogger(__name__)
 
 # The official shuffle buffer of records after interleaving the (shuffled) files.
 _RECORD_SHUFFLE_BUFFER = 64
@@ -87,7 +89,7 @@ class TFRecordSource(Source):
                     "'/data/coco/train-*.tfrecord'."
                 )
             self.files += sorted(matched)
-        logging.info("Reading %d TFRecord files from %s", len(self.files), file_pattern)
+        log.info("Reading %d TFRecord files from %s", len(self.files), file_pattern)
 
     def count_examples(self) -> int:
         """The records in the files (read, not decoded)."""

@@ -16,13 +16,15 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from absl import logging
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+log = logging.getLogger(__name__)
 
 # COCOeval.stats in order.
 METRIC_NAMES = (
@@ -104,7 +106,7 @@ class CocoEvaluator:
                 f"{sorted(unknown)[:5]}): the ground-truth JSON does not belong to this dataset."
             )
         if not self._results:
-            logging.warning("No detection at all in %d images: every metric is 0.",
+            log.warning("No detection at all in %d images: every metric is 0.",
                             len(set(self._image_ids)))
             return {name: 0.0 for name in METRIC_NAMES}
         # loadRes adds keys to the dicts it gets: give it copies.
@@ -112,7 +114,7 @@ class CocoEvaluator:
         coco_eval = COCOeval(coco_groundtruth, coco_detections, iouType="bbox")
         coco_eval.params.imgIds = sorted(set(self._image_ids))
         _, summary = _captured(_run, coco_eval)
-        logging.info("COCO metrics on %d images:\n%s", len(coco_eval.params.imgIds), summary)
+        log.info("COCO metrics on %d images:\n%s", len(coco_eval.params.imgIds), summary)
         metrics = dict(zip(METRIC_NAMES, (float(value) for value in coco_eval.stats)))
         metrics.update(self._per_class_ap(coco_eval, coco_groundtruth))
         return metrics

@@ -9,17 +9,19 @@ through `Detector`, an exported SavedModel or TFLite file through its runner
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import keras
 import tensorflow as tf
-from absl import logging
 
 from efficientdet_tf.label_map import read_label_map
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8
 RESULTS_FILE_NAME = "detections.json"
@@ -78,7 +80,7 @@ def evaluate(
             evaluator.add_groundtruth(labels["source_ids"], labels["groundtruth_data"])
         if remaining is not None and remaining <= 0:
             break
-    logging.info("Evaluated %d images of %s", len(evaluator.image_ids), dataset)
+    log.info("Evaluated %d images of %s", len(evaluator.image_ids), dataset)
     metrics = evaluator.evaluate()
     if results_file:
         evaluator.write_results(results_file)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import tensorflow as tf
-from absl import logging
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "gpus", "multi-worker", "tpu")
 
@@ -41,5 +44,5 @@ def set_mixed_precision(enabled: bool, strategy: tf.distribute.Strategy) -> str:
     else:
         policy = "mixed_float16"
     keras.config.set_dtype_policy(policy)
-    logging.info("Dtype policy: %s", policy)
+    log.info("Dtype policy: %s", policy)
     return policy
