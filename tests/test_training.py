@@ -68,6 +68,54 @@ def test_two_replicas_update_like_one_device(tmp_path):
         np.testing.assert_allclose(ema_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
 
 
+# A loss whose gradient is known: norm 1000 on one tensor, 3 and 4 on two others, 0 elsewhere.
+# Clipping at 10, each tensor first: 10, 3, 4; then the global norm sqrt(125) > 10 scales all by
+# 10 / sqrt(125). (Global clipping alone would leave the small ones at 0.03 and 0.04.)
+GRADIENT_NORMS = {"class_net/class-predict/bias": 1000.0, "box_net/box-predict/bias": 3.0,
+                  "class_net/class-0/bias": 4.0}
+CLIPPED_NORMS = {path: min(norm, 10.0) * 10.0 / np.sqrt(125.0)
+                 for path, norm in GRADIENT_NORMS.items()}
+
+
+def use_linear_loss(trainer):
+    """Replaces the loss by one with gradient GRADIENT_NORMS (each tensor along all-ones).
+
+    Every replica's share is its part of the global batch, so the sum over replicas is the whole.
+    The detection loss times 0 keeps every variable in the graph, with a zero gradient.
+    """
+    real_loss, variables = trainer.loss, {v.path: v for v in trainer.trainable}
+
+    def linear_loss(class_outputs, box_outputs, labels, num_positives):
+        parts = real_loss(class_outputs, box_outputs, labels, num_positives)
+        share = tf.cast(tf.shape(class_outputs[0])[0] / trainer.settings.global_batch_size,
+                        tf.float32)
+        linear = tf.add_n([norm / np.sqrt(variables[path].shape.num_elements())
+                           * tf.reduce_sum(variables[path]) for path, norm in GRADIENT_NORMS.items()])
+        return {**parts, "det_loss": 0.0 * parts["det_loss"] + share * linear}
+
+    trainer.loss = linear_loss
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_gradients_are_clipped_per_tensor_then_globally_on_their_sum(tmp_path, replicas):
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
+    strategy = tf.distribute.MirroredStrategy(cpus) if replicas > 1 else None
+    trainer = make_trainer(tmp_path, strategy, overrides="weight_decay=0,clip_gradients_norm=10")
+    trainer.restore_or_initialize()
+    use_linear_loss(trainer)
+    before = {v.path: v.numpy() for v in trainer.trainable}
+    learning_rate = float(trainer.optimizer.learning_rate)
+    trainer._train_steps(iter(trainer.distributed_dataset("synthetic:train:8", seed=0)),
+                         tf.constant(1))
+    for variable in trainer.trainable:
+        # The first SGD step with momentum moves the weights by -learning_rate * gradient.
+        step = (before[variable.path] - variable.numpy()) / learning_rate
+        size = variable.shape.num_elements()
+        expected = CLIPPED_NORMS.get(variable.path, 0.0) / np.sqrt(size)
+        np.testing.assert_allclose(step, np.full(variable.shape, expected), rtol=1e-4,
+                                   atol=1e-6, err_msg=variable.path)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, steps_per_epoch=6, save_checkpoints_steps=2)
     real_loss = trainer.loss
