@@ -125,9 +125,9 @@ def load_training_start(
     optimizer's average slots. `path`, `skip_mismatch` and `only_scope` are as in `load_weights`,
     whose default (the averages into the model) is the one for inference and evaluation.
     """
-    skipped = load_weights(model, path, skip_mismatch, use_ema=False, only_scope=only_scope)
-    average.reset()
     prefix = resolve_checkpoint(path)
+    skipped = load_weights(model, prefix, skip_mismatch, use_ema=False, only_scope=only_scope)
+    average.reset()
     reader = tf.train.load_checkpoint(prefix)
     stored_shapes = reader.get_variable_to_shape_map()
     if _OBJECT_GRAPH_KEY in stored_shapes:
