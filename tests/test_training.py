@@ -1,4 +1,5 @@
-"""The training loop: learning, replica equivalence, non-finite losses, resumption, multi-worker."""
+"""The training loop: learning, clipping, replica equivalence, starting from a checkpoint,
+non-finite losses, resumption, multi-worker."""
 
 import json
 import os
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf import get_config, load_weights, build_model
+from efficientdet_tf import build_model, get_config, load_weights, save_weights
 from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.trainer import NonFiniteLossError, Trainer, TrainSettings
+from official_fixture import FIXTURE_DIR, requires_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 # Small and without random augmentation, so that runs can be compared exactly.
@@ -67,6 +70,143 @@ def test_two_replicas_update_like_one_device(tmp_path):
         np.testing.assert_allclose(weights_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
     for path, value in ema_one.items():
         np.testing.assert_allclose(ema_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
+
+
+# A loss whose gradient is known: norm 1000 on one tensor, 3 and 4 on two others, 0 elsewhere.
+# Clipping at 10, each tensor first: 10, 3, 4; then the global norm sqrt(125) > 10 scales all by
+# 10 / sqrt(125). (Global clipping alone would leave the small ones at 0.03 and 0.04.)
+GRADIENT_NORMS = {"class_net/class-predict/bias": 1000.0, "box_net/box-predict/bias": 3.0,
+                  "class_net/class-0/bias": 4.0}
+CLIPPED_NORMS = {path: min(norm, 10.0) * 10.0 / np.sqrt(125.0)
+                 for path, norm in GRADIENT_NORMS.items()}
+
+
+def use_linear_loss(trainer):
+    """Replaces the loss by one with gradient GRADIENT_NORMS (each tensor along all-ones).
+
+    Every replica's share is its part of the global batch, so the sum over replicas is the whole.
+    The detection loss times 0 keeps every variable in the graph, with a zero gradient.
+    """
+    real_loss, variables = trainer.loss, {v.path: v for v in trainer.trainable}
+
+    def linear_loss(class_outputs, box_outputs, labels, num_positives):
+        parts = real_loss(class_outputs, box_outputs, labels, num_positives)
+        share = tf.cast(tf.shape(class_outputs[0])[0] / trainer.settings.global_batch_size,
+                        tf.float32)
+        linear = tf.add_n([norm / np.sqrt(variables[path].shape.num_elements())
+                           * tf.reduce_sum(variables[path]) for path, norm in GRADIENT_NORMS.items()])
+        return {**parts, "det_loss": 0.0 * parts["det_loss"] + share * linear}
+
+    trainer.loss = linear_loss
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_gradients_are_clipped_per_tensor_then_globally_on_their_sum(tmp_path, replicas):
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
+    strategy = tf.distribute.MirroredStrategy(cpus) if replicas > 1 else None
+    trainer = make_trainer(tmp_path, strategy, overrides="weight_decay=0,clip_gradients_norm=10")
+    trainer.restore_or_initialize()
+    use_linear_loss(trainer)
+    before = {v.path: v.numpy() for v in trainer.trainable}
+    learning_rate = float(trainer.optimizer.learning_rate)
+    trainer._train_steps(iter(trainer.distributed_dataset("synthetic:train:8", seed=0)),
+                         tf.constant(1))
+    for variable in trainer.trainable:
+        # The first SGD step with momentum moves the weights by -learning_rate * gradient.
+        step = (before[variable.path] - variable.numpy()) / learning_rate
+        size = variable.shape.num_elements()
+        expected = CLIPPED_NORMS.get(variable.path, 0.0) / np.sqrt(size)
+        np.testing.assert_allclose(step, np.full(variable.shape, expected), rtol=1e-4,
+                                   atol=1e-6, err_msg=variable.path)
+
+
+def test_float16_gradients_are_clipped_by_their_unscaled_norms(tmp_path):
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        trainer = Trainer(get_config("efficientdet-d0", TINY), TrainSettings(
+            model_dir=str(tmp_path), global_batch_size=8, steps_per_epoch=4, num_epochs=1))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    # float16 training scales the loss, so the gradients, by 2**15 until the optimizer unscales.
+    scale = float(trainer.optimizer.dynamic_scale)
+    assert scale == 2.0**15
+    gradients = [tf.fill(v.shape, np.float32(scale * GRADIENT_NORMS.get(v.path, 0.0)
+                                             / np.sqrt(v.shape.num_elements())))
+                 for v in trainer.trainable]
+    clipped = trainer._clip_gradients(gradients, tf.distribute.get_replica_context())
+    for variable, gradient in zip(trainer.trainable, clipped):
+        np.testing.assert_allclose(np.linalg.norm(gradient.numpy()) / scale,
+                                   CLIPPED_NORMS.get(variable.path, 0.0), rtol=1e-5,
+                                   err_msg=variable.path)
+
+
+@requires_fixture
+def test_training_from_the_official_fixture_starts_from_its_plain_values(tmp_path):
+    keras.backend.clear_session()
+    config = get_config("efficientdet-d0", "image_size=64")  # the fixture's variables, small input
+    trainer = Trainer(config, TrainSettings(
+        model_dir=str(tmp_path), global_batch_size=2, steps_per_epoch=1, num_epochs=1,
+        pretrained_ckpt=str(FIXTURE_DIR / "ckpt")))
+    assert trainer.restore_or_initialize() == 0
+    reader = tf.train.load_checkpoint(str(FIXTURE_DIR / "ckpt"))
+    for variable in trainer.model.weights:
+        plain = reader.get_tensor(checkpoint_name(variable))
+        np.testing.assert_array_equal(variable.numpy(), plain, err_msg=variable.path)
+    assert len(trainer.ema.shadows) == len(trainer.model.trainable_variables)
+    differ = 0
+    for variable in trainer.model.trainable_variables:
+        shadow = reader.get_tensor(checkpoint_name(variable) + EMA_SUFFIX)
+        np.testing.assert_array_equal(trainer.ema.shadows[variable.path].numpy(), shadow,
+                                      err_msg=variable.path)
+        differ += not np.array_equal(shadow, variable.numpy())
+    assert differ == len(trainer.model.trainable_variables)  # so the test tells them apart
+    assert int(trainer.ema.num_updates) == 0
+
+
+def _checkpoint_to_start_from(tmp_path, start):
+    """Settings naming a checkpoint whose averages differ from its plain values, and both
+    {variable path: value}."""
+    if start == "training run":
+        trainer = make_trainer(tmp_path / "earlier_run")
+        for variable in trainer.model.weights:
+            variable.assign(variable + 0.5)
+        for variable in trainer.trainable:
+            trainer.ema.shadows[variable.path].assign(variable + 0.5)
+        trainer.ema.num_updates.assign(7)
+        trainer.save()
+        plain = {v.path: v.numpy() for v in trainer.model.weights}
+        averages = {path: shadow.numpy() for path, shadow in trainer.ema.shadows.items()}
+        return dict(pretrained_ckpt=str(tmp_path / "earlier_run")), plain, averages
+    keras.backend.clear_session()
+    model = build_model(get_config("efficientdet-d0", TINY.replace("num_classes=3", "num_classes=5")))
+    plain = {v.path: v.numpy() + 0.5 for v in model.weights}
+    averages = {path: value + 0.5 for path, value in plain.items()}
+    for variable in model.weights:
+        variable.assign(plain[variable.path])
+    prefix = str(save_weights(model, tmp_path / "official" / "ckpt", ema_values={
+        checkpoint_name(v): averages[v.path] for v in model.weights}))
+    return {"backbone_ckpt" if start == "backbone" else "pretrained_ckpt": prefix}, plain, averages
+
+
+@pytest.mark.parametrize("start", ["official layout", "backbone", "training run"])
+def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average(tmp_path, start):
+    settings, plain, averages = _checkpoint_to_start_from(tmp_path, start)
+    trainer = make_trainer(tmp_path / "run", **settings)
+    initial = {v.path: v.numpy() for v in trainer.model.weights}
+    assert trainer.restore_or_initialize() == 0
+    for variable in trainer.model.weights:
+        path = variable.path
+        if start == "backbone":
+            loaded = path.startswith("efficientnet-b0/")
+        else:  # the 5-class head of the official-layout checkpoint does not fit: skipped
+            loaded = initial[path].shape == plain[path].shape
+        np.testing.assert_array_equal(variable.numpy(), plain[path] if loaded else initial[path],
+                                      err_msg=path)
+        if path in trainer.ema.shadows:
+            np.testing.assert_array_equal(trainer.ema.shadows[path].numpy(),
+                                          averages[path] if loaded else initial[path], err_msg=path)
+    assert int(trainer.ema.num_updates) == 0
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -93,7 +93,7 @@ def load_weights(
     missing, mismatched, matches = [], [], []
     for variable in model.weights:
         name = checkpoint_name(variable)
-        if only_scope and not name.startswith(only_scope.rstrip("/") + "/"):
+        if not _in_scope(name, only_scope):
             continue
         key = name + EMA_SUFFIX if use_ema and name + EMA_SUFFIX in stored_shapes else name
         if key not in stored_shapes:
@@ -112,6 +112,45 @@ def load_weights(
     for variable, key in matches:
         variable.assign(reader.get_tensor(key).astype(variable.dtype))
     return [entry.split(":")[0] for entry in mismatched]
+
+
+def load_training_start(
+    model: keras.Model,
+    average: WeightAverage,
+    path: str | os.PathLike,
+    skip_mismatch: bool = False,
+    only_scope: str | None = None,
+) -> list[str]:
+    """Loads a checkpoint to train from, as the official trainers do; returns the names skipped.
+
+    The checkpoint's plain values go into `model`, so that the weights that were trained go on
+    training, and its moving averages seed `average` (restarted at update 0); a variable without
+    one (or skipped) starts its average at its own value. So does the official
+    `util_keras.restore_ckpt`, which puts the `ExponentialMovingAverage` shadows into the
+    optimizer's average slots. `path`, `skip_mismatch` and `only_scope` are as in `load_weights`,
+    whose default (the averages into the model) is the one for inference and evaluation.
+    """
+    prefix = resolve_checkpoint(path)
+    skipped = load_weights(model, prefix, skip_mismatch, use_ema=False, only_scope=only_scope)
+    average.reset()
+    reader = tf.train.load_checkpoint(prefix)
+    stored_shapes = reader.get_variable_to_shape_map()
+    if _OBJECT_GRAPH_KEY in stored_shapes:
+        tf.train.Checkpoint(ema=average).read(prefix).expect_partial()
+        average.num_updates.assign(0)
+        return skipped
+    for variable in model.weights:
+        shadow = average.shadows.get(variable.path)
+        name = checkpoint_name(variable)
+        key = name + EMA_SUFFIX
+        if (shadow is not None and _in_scope(name, only_scope) and key in stored_shapes
+                and tuple(stored_shapes[key]) == tuple(shadow.shape)):
+            shadow.assign(reader.get_tensor(key).astype(shadow.dtype.as_numpy_dtype))
+    return skipped
+
+
+def _in_scope(name: str, scope: str | None) -> bool:
+    return not scope or name.startswith(scope.rstrip("/") + "/")
 
 
 class VariablesByPath(tf.Module):

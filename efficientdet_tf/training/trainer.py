@@ -2,9 +2,10 @@
 
 One step: every replica runs the network on its part of the global batch and computes its share
 of the loss (normalized by the positives of the whole global batch) and its gradients; these are
-scaled by the clip factor of the summed gradient, summed across replicas by the optimizer and
-applied, then the weight average is updated. So N replicas give the same update as one device
-with the same global batch.
+clipped with the factors of the summed gradient (`clip_factors`), summed across replicas by the
+optimizer and applied, then the weight average is updated. So N replicas give the same update as
+one device with the same global batch. (The official TPU trainer clipped each replica's gradient
+before the cross-replica sum, so its update depended on the number of replicas.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import (
     CheckpointMismatchError,
     VariablesByPath,
-    load_weights,
+    load_training_start,
 )
 from efficientdet_tf.model.weight_average import WeightAverage
 from efficientdet_tf.training.learning_rate import WarmupSchedule
@@ -114,12 +115,13 @@ class Trainer:
             self._last_saved_step = self.step
             return self.step
         if self.settings.pretrained_ckpt:
-            load_weights(self.model, self.settings.pretrained_ckpt,
-                         skip_mismatch=self.config.skip_mismatch)
+            load_training_start(self.model, self.ema, self.settings.pretrained_ckpt,
+                                skip_mismatch=self.config.skip_mismatch)
         elif self.settings.backbone_ckpt:
-            load_weights(self.model, self.settings.backbone_ckpt,
-                         only_scope=self.config.backbone_name)
-        self.ema.reset()
+            load_training_start(self.model, self.ema, self.settings.backbone_ckpt,
+                                only_scope=self.config.backbone_name)
+        else:
+            self.ema.reset()
         return 0
 
     # --- the step ------------------------------------------------------------------------------
@@ -138,24 +140,24 @@ class Trainer:
             parts["loss"] = parts["det_loss"] + parts["reg_l2_loss"]
             scaled_loss = _scale_loss(self.optimizer, parts["loss"])
         gradients = tape.gradient(scaled_loss, self.trainable)
-        gradients = self._clip_by_global_norm(gradients, context)
+        gradients = self._clip_gradients(gradients, context)
         self.optimizer.apply_gradients(zip(gradients, self.trainable))  # sums over replicas
         self.ema.update()
         return context.all_reduce(tf.distribute.ReduceOp.SUM, parts)
 
-    def _clip_by_global_norm(self, gradients, context):
-        """Scales every replica's gradients by the clip factor of their sum.
+    def _clip_gradients(self, gradients, context):
+        """Scales every replica's gradients by the clip factors of their sum.
 
-        The optimizer then sums them over replicas, giving exactly the clipped global gradient
+        The optimizer then sums them over replicas, giving exactly the clipped summed gradient
         (Keras's own clipping would clip each replica's share before the sum).
         """
         clip_norm = self.config.clip_gradients_norm
         if clip_norm <= 0:
             return gradients
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        norm = tf.linalg.global_norm(total) / _loss_scale(self.optimizer)
-        factor = tf.minimum(1.0, clip_norm / norm)
-        return [g * tf.cast(factor, g.dtype) for g in gradients]
+        norms = tf.stack([tf.norm(g) for g in total]) / _loss_scale(self.optimizer)
+        factors = tf.unstack(clip_factors(norms, clip_norm))
+        return [g * tf.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
 
     def _train_steps_fn(self, iterator, num_steps):
         """Runs up to `num_steps` steps; stops after the first non-finite loss."""
@@ -269,7 +271,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def make_optimizer(config: Config, settings: TrainSettings) -> keras.optimizers.Optimizer:
     """SGD with momentum (or Adam, momentum as beta_1), with loss scaling for float16.
 
-    Gradient clipping happens in the step (`Trainer._clip_by_global_norm`), on the global sum.
+    Gradient clipping happens in the step (`Trainer._clip_gradients`), on the global sum.
     """
     schedule = WarmupSchedule(config, settings.global_batch_size, settings.steps_per_epoch)
     if config.optimizer == "sgd":
@@ -279,6 +281,18 @@ def make_optimizer(config: Config, settings: TrainSettings) -> keras.optimizers.
     if keras.config.dtype_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def clip_factors(norms: tf.Tensor, clip_norm: float) -> tf.Tensor:
+    """The factor for each gradient tensor, from their norms, of the official two-stage clipping.
+
+    As the official trainers (tf2/train_lib.py `train_step`, det_model_fn.py): every tensor is
+    clipped to norm `clip_norm` (`tf.clip_by_norm`), then all of them together to global norm
+    `clip_norm` (`tf.clip_by_global_norm`). Both stages only scale tensors, hence factors.
+    """
+    per_tensor = clip_norm / tf.maximum(norms, clip_norm)
+    global_norm = tf.norm(norms * per_tensor)
+    return per_tensor * (clip_norm / tf.maximum(global_norm, clip_norm))
 
 
 def trainable_variables(model: keras.Model, freeze_expr: str | None) -> list:
