@@ -61,7 +61,8 @@ def test_save_then_load_round_trip_with_ema(tmp_path):
 
 
 def test_wrong_shapes_fail_with_the_list_unless_skipped(tmp_path, caplog):
-    prefix = save_weights(tiny_model("num_classes=3"), tmp_path / "three_classes")
+    three_classes = tiny_model("num_classes=3")
+    prefix = save_weights(three_classes, tmp_path / "three_classes")
     model = tiny_model("num_classes=90")
     with pytest.raises(CheckpointMismatchError) as error:
         load_weights(model, prefix)
@@ -77,6 +78,10 @@ def test_wrong_shapes_fail_with_the_list_unless_skipped(tmp_path, caplog):
     assert "class_net/class-predict/pointwise_kernel" in caplog.text
     bias_after = next(v for v in model.weights if v.path == "class_net/class-predict/bias").numpy()
     np.testing.assert_array_equal(bias_before, bias_after)
+    saved = {checkpoint_name(v): v.numpy() for v in three_classes.weights}
+    for variable in model.weights:  # all the others are loaded
+        if checkpoint_name(variable) not in skipped:
+            np.testing.assert_array_equal(variable.numpy(), saved[checkpoint_name(variable)])
 
 
 def test_missing_variables_are_listed(tmp_path):

@@ -59,7 +59,9 @@ def test_writes_records_and_coco_json_that_match_the_generator(tmp_path):
     assert len(groundtruth["annotations"]) == sum(a.num_boxes for a in all_annotations(dataset))
 
     source = TFRecordSource(str(tmp_path / "shapes-*.tfrecord"))
-    for example in source.examples(shuffle=False, repeat=False):
+    examples = list(source.examples(shuffle=False, repeat=False))
+    assert sorted(int(example["source_id"]) for example in examples) == [1, 2, 3, 4, 5]
+    for example in examples:
         index = int(example["source_id"]) - 1
         np.testing.assert_array_equal(example["image"].numpy(), dataset.render(index))
         expected = dataset.annotations(index)

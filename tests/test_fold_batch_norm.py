@@ -43,6 +43,7 @@ def test_folded_network_gives_the_same_outputs(overrides):
     images = tf.random.stateless_normal([2, *config.image_size, 3], seed=[1, 2])
     expected = tf.nest.flatten(model(images, training=False))
     actual = tf.nest.flatten(folded(images))
+    assert len(actual) == len(expected) == 10  # class and box outputs of levels 3..7
     for want, got in zip(expected, actual):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-4)
     batch_norms = [w for w in model.weights if w.path.endswith("/moving_variance")]

@@ -59,4 +59,6 @@ def test_stepwise_drops_tenfold_twice():
 def test_polynomial_decay():
     lr = schedule("polynomial")
     assert rate(lr, 500) == pytest.approx(0.16 * 0.5**0.9, rel=1e-5)
-    assert math.isfinite(rate(lr, 2000))
+    assert rate(lr, 900) == pytest.approx(0.16 * math.pow(0.1, 0.9), rel=1e-5)
+    # Then 0 (the official formula, a power of a negative number past the end, gives NaN).
+    assert rate(lr, 1000) == 0.0 and rate(lr, 2000) == 0.0

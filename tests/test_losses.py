@@ -73,7 +73,14 @@ def test_detection_loss_combines_parts_with_the_official_weights():
     # |0.1| <= delta: quadratic; |0.2| > delta: linear; the tw target 0 is not counted.
     expected_box = (2 * 0.5 * 0.1**2 + 0.1 * (0.2 - 0.5 * 0.1)) / 8.0
     assert float(parts["box_loss"]) == pytest.approx(expected_box, rel=1e-4)
-    assert float(parts["iou_loss"]) > 0
+    # GIoU of the prediction, the anchor [-12, -12, 20, 20], and the target: centre (7.2, 0.8),
+    # 32 e^0.2 high (it covers the anchor's rows) and 32 wide: columns -15.2 .. 16.8.
+    target_height = 32 * math.exp(0.2)
+    intersection = 32 * (16.8 + 12)
+    union = 32 * 32 + target_height * 32 - intersection
+    enclosure = target_height * (20 + 15.2)
+    giou = intersection / union - (enclosure - union) / enclosure
+    assert float(parts["iou_loss"]) == pytest.approx((1 - giou) / 8.0, rel=1e-4)
     assert float(parts["det_loss"]) == pytest.approx(
         float(parts["cls_loss"]) + 50 * float(parts["box_loss"]) + float(parts["iou_loss"]),
         rel=1e-5)

@@ -80,16 +80,27 @@ def test_rectangular_images():
                                                              (1, 1)]
 
 
-def test_mixed_precision_policy_builds_and_runs():
+def test_mixed_precision_computes_in_float16_with_float32_variables():
+    _, float32_model = tiny_model()  # clears the session, which also resets the dtype policy
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        _, model = tiny_model()
-        class_outputs, box_outputs = run(model)
-        assert all(np.isfinite(np.asarray(o, np.float32)).all() for o in class_outputs)
-        assert all(v.dtype == "float32" for v in model.weights)
+        config = get_config("efficientdet-d0", TINY)
+        model = build_model(config)
     finally:
         keras.config.set_dtype_policy(previous)
+    assert {v.dtype for v in model.weights} == {"float32"}
+    stages = model.layers[1:]  # backbone, extra levels, feature network, heads
+    assert {layer.compute_dtype for layer in stages} == {"float16"}
+    assert {t.dtype for layer in stages for t in keras.tree.flatten(layer.output)} == {"float16"}
+    model.set_weights(float32_model.get_weights())
+    (class_outputs, box_outputs), (expected, _) = run(model), run(float32_model)
+    assert {o.dtype.name for o in class_outputs + box_outputs} == {"float16"}
+    # The same weights give float32's logits (about -4.6, the prior) to float16 precision.
+    for output, want in zip(class_outputs, expected):
+        output = np.asarray(output, np.float32)
+        np.testing.assert_allclose(output, want, atol=0.05)
+        assert not np.array_equal(output, want)
 
 
 def test_training_mode_updates_batch_norm_statistics():

@@ -19,9 +19,21 @@ def test_dynamic_decay_follows_early_updates_closely():
     variable.assign([11.0, 12.0])
     average.update()
     np.testing.assert_allclose(average.values_by_path()["layer/kernel"], [10.0, 11.0])
-    for _ in range(100_000):
-        average.num_updates.assign_add(1)
+    average.num_updates.assign(90)
+    assert float(average.current_decay()) == pytest.approx(0.91)  # (1 + 90) / (10 + 90)
+    average.num_updates.assign(100_000)
     assert float(average.current_decay()) == pytest.approx(0.9998)
+
+
+def test_a_step_the_optimizer_skipped_leaves_the_average():
+    variable, average = make()
+    variable.assign([11.0, 12.0])
+    average.update(applied=tf.constant(False))
+    np.testing.assert_array_equal(average.values_by_path()["layer/kernel"], [1.0, 2.0])
+    assert int(average.num_updates) == 0
+    average.update(applied=tf.constant(True))
+    np.testing.assert_allclose(average.values_by_path()["layer/kernel"], [10.0, 11.0])
+    assert int(average.num_updates) == 1
 
 
 def test_averaged_weights_are_swapped_in_and_out():

@@ -47,11 +47,13 @@ class WeightAverage(tf.Module):
         n = tf.cast(self.num_updates, tf.float32)
         return tf.minimum(tf.cast(self.decay, tf.float32), (1.0 + n) / (10.0 + n))
 
-    def update(self) -> None:
-        decay = self.current_decay()
+    def update(self, applied=True) -> None:
+        """One averaging step; none where `applied` (a bool tensor) is False, as for an optimizer
+        step skipped by float16 loss scaling."""
+        decay = tf.where(applied, self.current_decay(), 1.0)
         for shadow, variable in self._pairs():
             shadow.assign(decay * shadow + (1.0 - decay) * tf.cast(variable, shadow.dtype))
-        self.num_updates.assign_add(1)
+        self.num_updates.assign_add(tf.cast(applied, tf.int64))
 
     def reset(self) -> None:
         """Restarts the average at the variables' current values."""

@@ -141,8 +141,11 @@ class Trainer:
             scaled_loss = _scale_loss(self.optimizer, parts["loss"])
         gradients = tape.gradient(scaled_loss, self.trainable)
         gradients = self._clip_gradients(gradients, context)
+        step = tf.identity(self.optimizer.iterations)
         self.optimizer.apply_gradients(zip(gradients, self.trainable))  # sums over replicas
-        self.ema.update()
+        # Loss scaling skips a step whose gradients overflow; the average skips it too, as in the
+        # official trainer (its average sits inside the loss scale optimizer).
+        self.ema.update(applied=self.optimizer.iterations > step)
         return context.all_reduce(tf.distribute.ReduceOp.SUM, parts)
 
     def _clip_gradients(self, gradients, context):
