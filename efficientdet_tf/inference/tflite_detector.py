@@ -1,9 +1,11 @@
 """Running an exported TFLite detection model with LiteRT: uint8 images in, detections out.
 
-The file is one that `export.tflite` writes: the network input in, TFLite's detection op out. This
-runner does what the TFLite model leaves out: the official pre-processing before it, and after it
-the boxes back to original-image pixels (clipped to the network input first, as the `global`
-mode does) and 1-based classes.
+The file is one that `export.tflite` writes, of either input layout, told apart by the file's
+input tensor: uint8 without quantization parameters takes raw pixels (normalized in the graph);
+float32, or uint8 with a scale (int8 files), takes the normalized image of the official export.
+This runner does what the TFLite model leaves out: the official pre-processing before it (resize
+keeping the aspect ratio, pad), and after it the boxes back to original-image pixels (clipped to
+the network input first, as the `global` mode does) and 1-based classes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from efficientdet_tf.inference.postprocess import Detections
-from efficientdet_tf.inference.preprocess import preprocess_image
+from efficientdet_tf.inference.preprocess import preprocess_image, to_pixels
 
 
 class TfliteDetector:
@@ -41,9 +43,14 @@ class TfliteDetector:
         self._input_name = next(iter(self._runner.get_input_details()))
         self._check_input_size(path)
         self._preprocess = tf.function(
-            lambda image: preprocess_image(image, config),
-            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
-        )
+            self._file_input_of_image, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+
+    def _file_input_of_image(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """uint8 image -> (the file's input [1, H, W, 3], image scale); int8 quantizes later."""
+        network_input, image_scale = preprocess_image(image, self.config)
+        if self.takes_pixels:
+            return to_pixels(network_input, self.config)[tf.newaxis], image_scale
+        return network_input[tf.newaxis], image_scale
 
     def _check_input_size(self, path: Path) -> None:
         _, height, width, _ = self._input["shape"]
@@ -54,14 +61,30 @@ class TfliteDetector:
                 "--hparams the file was exported with."
             )
 
+    @property
+    def takes_pixels(self) -> bool:
+        """Whether the file takes raw uint8 pixels (True) or the normalized image (False)."""
+        scale, _ = self._input["quantization"]
+        return self._input["dtype"] == np.uint8 and not scale
+
     def run(self, network_input: np.ndarray) -> list[np.ndarray]:
-        """The TFLite model's outputs (dequantized) for one network input [1, H, W, 3]."""
-        outputs = self._runner(**{self._input_name: self._quantize(network_input)})
+        """The TFLite model's outputs (dequantized) for one network input [1, H, W, 3], the
+        normalized image that `preprocess_image` makes, whatever the file's input layout."""
+        if self.takes_pixels:
+            return self._invoke(to_pixels(network_input, self.config).numpy())
+        return self._invoke(network_input)
+
+    def _invoke(self, file_input: np.ndarray) -> list[np.ndarray]:
+        """Outputs for the file's input: pixels, or the normalized image (quantized here)."""
+        if not self.takes_pixels:
+            file_input = self._quantize(file_input)
+        outputs = self._runner(**{self._input_name: file_input})
         details = self._runner.get_output_details()
         names = sorted(outputs, key=_output_position)
         return [_dequantize(outputs[name], details[name]) for name in names]
 
     def _quantize(self, network_input: np.ndarray) -> np.ndarray:
+        """The normalized image as the file's input: float32, or quantized (int8 files)."""
         dtype = self._input["dtype"]
         if dtype == np.float32:
             return np.asarray(network_input, np.float32)
@@ -72,8 +95,8 @@ class TfliteDetector:
 
     def detect_one(self, image: np.ndarray) -> Detections:
         """One uint8 image [height, width, 3] -> Detections with a batch of 1 (NumPy arrays)."""
-        network_input, image_scale = self._preprocess(image)
-        boxes, classes, scores, count = self.run(network_input.numpy()[np.newaxis])
+        file_input, image_scale = self._preprocess(image)
+        boxes, classes, scores, count = self._invoke(file_input.numpy())
         height, width = self.config.image_size
         # Fractions of the network input -> its pixels (clipped to it) -> original pixels.
         boxes = np.clip(boxes, 0.0, 1.0) * np.array([height, width, height, width], np.float32)
