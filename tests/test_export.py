@@ -76,12 +76,14 @@ def test_tflite_float16_and_int8_run_with_litert(small_detector, tmp_path):
         quantization: export_tflite(
             small_detector.model, config, tmp_path / f"{quantization}.tflite", quantization,
             dataset=str(tmp_path / "calibration-*.tfrecord"), num_calibration_images=4,
+            metadata=False,
         )
         for quantization in ("float32", "float16", "int8")
     }
     runners = {name: TfliteDetector(path, config) for name, path in files.items()}
-    assert runners["float16"].interpreter.get_input_details()[0]["dtype"] == np.float32
-    assert runners["int8"].interpreter.get_input_details()[0]["dtype"] == np.uint8
+    for runner in runners.values():  # raw pixels in, whatever the precision
+        assert runner.interpreter.get_input_details()[0]["dtype"] == np.uint8
+        assert runner.takes_pixels
     int8_tensors = [t for t in runners["int8"].interpreter.get_tensor_details()
                     if t["dtype"] == np.int8]
     assert len(int8_tensors) > 100  # the network itself runs in int8
@@ -95,6 +97,25 @@ def test_tflite_float16_and_int8_run_with_litert(small_detector, tmp_path):
     float32_scores = runners["float32"].run(network_input)[2]
     np.testing.assert_allclose(runners["float16"].run(network_input)[2], float32_scores,
                                atol=2e-3)
+
+
+def test_tflite_runner_reads_both_input_layouts_alike(small_detector, tmp_path):
+    """Raw pixels in (normalized in the graph) or the official normalized image in: the runner
+    tells them apart from the file and gives the same detections."""
+    config = small_detector.config
+    image = SyntheticShapes(1, (90, 120), seed=4).render(0)
+    runners = {
+        layout: TfliteDetector(export_tflite(
+            small_detector.model, config, tmp_path / f"{layout}.tflite", input_layout=layout,
+            metadata=False), config)
+        for layout in ("pixels", "normalized")
+    }
+    assert runners["pixels"].takes_pixels and not runners["normalized"].takes_pixels
+    assert runners["normalized"].interpreter.get_input_details()[0]["dtype"] == np.float32
+    pixels, normalized = (runner([image]) for runner in runners.values())
+    np.testing.assert_allclose(pixels.scores, normalized.scores, atol=1e-3)
+    np.testing.assert_array_equal(pixels.classes, normalized.classes)
+    np.testing.assert_allclose(pixels.boxes, normalized.boxes, atol=0.5)
 
 
 @requires_fixture
@@ -111,7 +132,8 @@ def test_saved_model_and_tflite_reproduce_keras_on_input_png(tmp_path):
 
     saved_model = SavedModelDetector(
         export_saved_model(Detector(config, model, "global"), tmp_path / "saved_model"))
-    tflite = TfliteDetector(export_tflite(model, config, tmp_path / "model.tflite"), config)
+    tflite = TfliteDetector(
+        export_tflite(model, config, tmp_path / "model.tflite", metadata=False), config)
     hard = get_config(FIXTURE_MODEL, {"nms_configs.method": "hard"})
     for name, detector, reference_config in (
         ("saved_model", saved_model, config), ("tflite", tflite, hard),
