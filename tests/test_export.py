@@ -13,7 +13,7 @@ from detection_matching import match_detections
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.export.saved_model import export_saved_model
-from efficientdet_tf.export.tflite import convert, export_tflite, tflite_network_function
+from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector
 from efficientdet_tf.inference.loading import SavedModelDetector, open_detector
 from efficientdet_tf.inference.preprocess import preprocess_image
@@ -97,22 +97,6 @@ def test_tflite_float16_and_int8_run_with_litert(small_detector, tmp_path):
     float32_scores = runners["float32"].run(network_input)[2]
     np.testing.assert_allclose(runners["float16"].run(network_input)[2], float32_scores,
                                atol=2e-3)
-
-
-def test_tflite_runner_reads_both_input_layouts_alike(small_detector, tmp_path):
-    """Raw pixels in (normalized in the graph) or the official normalized image in: the runner
-    tells them apart from the file and the network gives the same outputs."""
-    config, model = small_detector.config, small_detector.model
-    network_input = preprocess_image(SyntheticShapes(1, (90, 120), seed=4).render(0), config)[0]
-    outputs = {}
-    for layout in ("pixels", "normalized"):
-        path = tmp_path / f"{layout}.tflite"
-        path.write_bytes(convert(tflite_network_function(model, config, layout), model))
-        runner = TfliteDetector(path, config)
-        assert runner.takes_pixels == (layout == "pixels")
-        outputs[layout] = runner.run(network_input.numpy()[np.newaxis])
-    for pixels, normalized in zip(outputs["pixels"], outputs["normalized"]):
-        np.testing.assert_allclose(pixels, normalized, atol=0.05)
 
 
 @requires_fixture

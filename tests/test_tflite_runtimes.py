@@ -58,6 +58,24 @@ def test_class_names_are_the_label_maps_for_0_based_classes():
 
 
 @pytest.mark.slow
+def test_runner_reads_both_input_layouts_alike(trained, tmp_path):
+    """Raw pixels in (normalized in the graph) or the official normalized image in: the runner
+    tells the files apart by their input tensor and gives the same detections."""
+    model, config = trained
+    image = SyntheticShapes.split("train", config.image_size, 8).render(0)
+    found = {}
+    for layout in ("pixels", "normalized"):
+        runner = TfliteDetector(export_tflite(
+            model, config, tmp_path / f"{layout}.tflite", input_layout=layout, metadata=False),
+            config)
+        assert runner.takes_pixels == (layout == "pixels")
+        found[layout] = runner([image])
+    np.testing.assert_allclose(found["pixels"].scores, found["normalized"].scores, atol=1e-3)
+    np.testing.assert_array_equal(found["pixels"].classes, found["normalized"].classes)
+    np.testing.assert_allclose(found["pixels"].boxes, found["normalized"].boxes, atol=0.1)
+
+
+@pytest.mark.slow
 def test_mediapipe_object_detector_gives_our_runners_detections(trained, tmp_path):
     _requires_metadata_writer()
     vision = pytest.importorskip(
