@@ -49,7 +49,8 @@ def detection_functions(model, config, image: np.ndarray, directory: Path):
     """{path: function of no argument} for the TF and TFLite paths of one config."""
     tf_detect = Detector(config, model).inference_function()
     images = tf.constant(image[np.newaxis])
-    tflite = TfliteDetector(export_tflite(model, config, directory / "model.tflite"), config)
+    tflite = TfliteDetector(
+        export_tflite(model, config, directory / "model.tflite", metadata=False), config)
     return {"tf": lambda: tf_detect(images), "tflite": lambda: tflite.detect_one(image)}
 
 

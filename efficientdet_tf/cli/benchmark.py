@@ -73,10 +73,10 @@ def _timed_functions(detector: Detector, config, image, batch_size: int, directo
             tf.TensorSpec([None, *config.image_size, 3], tf.float32)))
     end_to_end = detector.inference_function()
     tflite_detector = TfliteDetector(
-        export_tflite(detector.model, config, directory / "detector.tflite"), config)
+        export_tflite(detector.model, config, directory / "detector.tflite", metadata=False), config)
     network_file = directory / "network.tflite"
-    network_file.write_bytes(
-        convert(tflite_network_function(detector.model, config), detector.model))
+    network_file.write_bytes(convert(
+        tflite_network_function(detector.model, config, "normalized"), detector.model))
     tflite_network = TfliteDetector(network_file, config)
     functions = {}
     for n in (1, batch_size):

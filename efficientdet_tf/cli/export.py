@@ -10,11 +10,16 @@ from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.export.saved_model import export_saved_model
-from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, QUANTIZATIONS, export_tflite
+from efficientdet_tf.export.tflite import (
+    DEFAULT_CALIBRATION_STEPS, INPUT_LAYOUTS, QUANTIZATIONS, export_tflite)
 from efficientdet_tf.inference.detector import Detector
 
 flags.DEFINE_enum("tflite", None, QUANTIZATIONS,
                   "Also write <saved_model_dir>/<tflite>.tflite with this precision.")
+flags.DEFINE_enum("tflite_input", "pixels", INPUT_LAYOUTS,
+                  "Input of the TFLite file: 'pixels', raw uint8 RGB normalized in the graph (what "
+                  "MediaPipe, the Task Library and the mobile apps feed); 'normalized', the "
+                  "official automl layout (the normalized image, quantized in int8 files).")
 flags.DEFINE_string("file_pattern", None,
                     "int8 calibration images: a dataset spec (TFRecord glob, "
                     "'coco:<annotations.json>:<image_dir>', 'synthetic').")
@@ -42,5 +47,6 @@ def run(flag_values) -> None:
                 flag_values.tflite,
                 dataset=flag_values.file_pattern,
                 num_calibration_images=flag_values.num_calibration_steps,
+                input_layout=flag_values.tflite_input,
             )
             print(f"TFLite ({flag_values.tflite}) written to {path}")

@@ -71,3 +71,12 @@ def normalize_image(
     image -= tf.constant(mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
     image /= tf.constant(stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
     return image
+
+
+def to_pixels(images: tf.Tensor, config) -> tf.Tensor:
+    """Network inputs (normalized) -> the uint8 RGB pixels that `normalize_image` maps to them, to
+    the nearest: the input of TFLite files that normalize inside. Zero padding becomes mean_rgb."""
+    mean = tf.constant(config.mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
+    stddev = tf.constant(config.stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
+    pixels = tf.round(tf.convert_to_tensor(images, tf.float32) * stddev + mean)
+    return tf.cast(tf.clip_by_value(pixels, 0.0, 255.0), tf.uint8)

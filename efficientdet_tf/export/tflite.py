@@ -1,9 +1,12 @@
 """TFLite export: the network and TFLite's detection post-processing op, float32, float16 or int8.
 
-The TFLite model takes the network input and gives the standard TFLite detection outputs:
-  input  'images': float32 [1, height, width, 3] at config.image_size, what `preprocess_image`
-         makes of an image (normalized, resized keeping the aspect ratio, zero-padded); int8 models
-         take it quantized with the input tensor's scale and zero point.
+The TFLite model has the interface of the EfficientDet-Lite files on TF Hub, which MediaPipe's
+ObjectDetector, the TFLite Task Library and the mobile example apps read unchanged:
+  input  'images': uint8 [1, height, width, 3] at config.image_size, raw RGB pixels (an image
+         resized keeping its aspect ratio and padded); the graph normalizes them with
+         config.mean_rgb / config.stddev_rgb. With input_layout='normalized' (the official automl
+         export, for its eval_tflite flow) it takes what `preprocess_image` makes of an image
+         instead: float32, quantized with the input tensor's scale and zero point in int8 files.
   outputs (TFLite_Detection_PostProcess, in this order):
     boxes   float32 [1, tflite_max_detections, 4]: ymin, xmin, ymax, xmax as fractions of the
             network input;
@@ -14,7 +17,8 @@ The op's NMS is TFLite's fast NMS: each anchor keeps its best class, then one cl
 NMS with nms_configs.iou_thresh / score_thresh, i.e. the `global` mode with method 'hard'. With
 nms_configs.max_nms_inputs > 0 only that many anchors, those with the best class logits, go to the
 op (a pre-NMS top-k over anchors: the op keeps one class per anchor anyway).
-`inference.tflite_detector.TfliteDetector` runs such a file with LiteRT.
+`export_tflite` embeds TFLite metadata (`export.tflite_metadata`): labels, normalization, output
+tensors. `inference.tflite_detector.TfliteDetector` runs either layout with LiteRT.
 """
 
 from __future__ import annotations
@@ -27,23 +31,29 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.data.pipeline import build_dataset
+from efficientdet_tf.data.preprocess import normalize_image, to_pixels
+from efficientdet_tf.export.tflite_metadata import add_metadata
 from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
 
 QUANTIZATIONS = ("float32", "float16", "int8")
+INPUT_LAYOUTS = ("pixels", "normalized")
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 DEFAULT_CALIBRATION_STEPS = 100
 
 
-def tflite_detection_function(model, config) -> tf.types.experimental.ConcreteFunction:
-    """Network input [1, H, W, 3] -> (boxes, classes, scores, count) of the TFLite NMS op."""
+def tflite_detection_function(
+    model, config, input_layout: str = "pixels"
+) -> tf.types.experimental.ConcreteFunction:
+    """Input [1, H, W, 3] of `input_layout` -> (boxes, classes, scores, count) of the NMS op."""
+    network = _network(model, config, input_layout)
     postprocessor = Postprocessor(config, "global")
     anchors = _center_size_anchors(postprocessor.anchors.boxes, config.image_size)
     nms = _detection_postprocess_op(config)
     max_nms_inputs = min(config.nms_configs.max_nms_inputs, len(postprocessor.anchors))
 
-    @tf.function(input_signature=[_input_spec(config)])
+    @tf.function(input_signature=[_input_spec(config, input_layout)])
     def detect(images):
-        class_outputs, box_outputs = model(images, training=False)
+        class_outputs, box_outputs = network(images)
         logits, box_regressions = postprocessor.merge_levels(class_outputs, box_outputs)
         if max_nms_inputs:
             logits, box_regressions, kept_anchors = _top_anchors(
@@ -65,19 +75,38 @@ def _top_anchors(logits, box_regressions, anchors, count: int):
     )
 
 
-def tflite_network_function(model, config) -> tf.types.experimental.ConcreteFunction:
-    """Network input [1, H, W, 3] -> the raw class and box outputs of every level (benchmarks)."""
+def tflite_network_function(
+    model, config, input_layout: str = "pixels"
+) -> tf.types.experimental.ConcreteFunction:
+    """Input [1, H, W, 3] -> the raw class and box outputs of every level (benchmarks)."""
+    network = _network(model, config, input_layout)
 
-    @tf.function(input_signature=[_input_spec(config)])
-    def network(images):
-        class_outputs, box_outputs = model(images, training=False)
+    @tf.function(input_signature=[_input_spec(config, input_layout)])
+    def outputs(images):
+        class_outputs, box_outputs = network(images)
         return [*class_outputs, *box_outputs]
 
-    return network.get_concrete_function()
+    return outputs.get_concrete_function()
 
 
-def _input_spec(config) -> tf.TensorSpec:
-    return tf.TensorSpec([1, *config.image_size, 3], tf.float32, name="images")
+def _network(model, config, input_layout: str) -> Callable:
+    """The model on inputs of `input_layout`: raw pixels are normalized first, in the graph."""
+    _check_input_layout(input_layout)
+    if input_layout == "normalized":
+        return lambda images: model(images, training=False)
+    return lambda pixels: model(
+        normalize_image(pixels, config.mean_rgb, config.stddev_rgb), training=False)
+
+
+def _input_spec(config, input_layout: str) -> tf.TensorSpec:
+    dtype = tf.uint8 if input_layout == "pixels" else tf.float32
+    return tf.TensorSpec([1, *config.image_size, 3], dtype, name="images")
+
+
+def _check_input_layout(input_layout: str) -> None:
+    if input_layout not in INPUT_LAYOUTS:
+        raise ValueError(f"Unknown TFLite input layout {input_layout!r}: use one of "
+                         f"{', '.join(INPUT_LAYOUTS)}.")
 
 
 def _center_size_anchors(boxes: np.ndarray, image_size) -> tf.Tensor:
@@ -162,14 +191,16 @@ def convert(
     return converter.convert()
 
 
-def representative_images(dataset, config, num_images: int = DEFAULT_CALIBRATION_STEPS):
-    """Calibration data for int8: network inputs of the first `num_images` of a dataset spec
-    (TFRecord glob, 'coco:<json>:<image_dir>', 'synthetic:...'; see `data.pipeline`)."""
+def representative_images(
+    dataset, config, num_images: int = DEFAULT_CALIBRATION_STEPS, input_layout: str = "pixels"
+):
+    """Calibration data for int8: inputs of `input_layout` of the first `num_images` of a dataset
+    spec (TFRecord glob, 'coco:<json>:<image_dir>', 'synthetic:...'; see `data.pipeline`)."""
     images = build_dataset(dataset, config, is_training=False, batch_size=1).take(num_images)
 
     def generate():
         for network_input, _ in images:
-            yield [network_input]
+            yield [to_pixels(network_input, config) if input_layout == "pixels" else network_input]
 
     return generate
 
@@ -181,13 +212,21 @@ def export_tflite(
     quantization: str = "float32",
     dataset=None,
     num_calibration_images: int = DEFAULT_CALIBRATION_STEPS,
+    input_layout: str = "pixels",
+    metadata: bool = True,
 ) -> Path:
-    """Writes the TFLite detection model of `model` to `path`; int8 calibrates on `dataset`."""
+    """Writes the TFLite detection model of `model` to `path`; int8 calibrates on `dataset`.
+
+    `metadata=False` leaves out the TFLite metadata (and the need for its writer): for files that
+    only this package runs, such as the benchmarks'.
+    """
     calibration = None
     if quantization == "int8" and dataset is not None:
-        calibration = representative_images(dataset, config, num_calibration_images)
-    function = tflite_detection_function(model, config)
+        calibration = representative_images(dataset, config, num_calibration_images, input_layout)
+    function = tflite_detection_function(model, config, input_layout)
     flatbuffer = convert(function, model, quantization, calibration)
+    if metadata:
+        flatbuffer = add_metadata(flatbuffer, config, input_layout)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)

@@ -1,9 +1,11 @@
 """Running an exported TFLite detection model with LiteRT: uint8 images in, detections out.
 
-The file is one that `export.tflite` writes: the network input in, TFLite's detection op out. This
-runner does what the TFLite model leaves out: the official pre-processing before it, and after it
-the boxes back to original-image pixels (clipped to the network input first, as the `global`
-mode does) and 1-based classes.
+The file is one that `export.tflite` writes, of either input layout, told apart by the file's
+input tensor: uint8 without quantization parameters takes raw pixels (normalized in the graph);
+float32, or uint8 with a scale (int8 files), takes the normalized image of the official export.
+This runner does what the TFLite model leaves out: the official pre-processing before it (resize
+keeping the aspect ratio, pad), and after it the boxes back to original-image pixels (clipped to
+the network input first, as the `global` mode does) and 1-based classes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from efficientdet_tf.data.preprocess import preprocess_image
+from efficientdet_tf.data.preprocess import preprocess_image, to_pixels
 from efficientdet_tf.inference.postprocess import Detections
 
 
@@ -54,14 +56,26 @@ class TfliteDetector:
                 "--hparams the file was exported with."
             )
 
+    @property
+    def takes_pixels(self) -> bool:
+        """Whether the file takes raw uint8 pixels (True) or the normalized image (False)."""
+        scale, _ = self._input["quantization"]
+        return self._input["dtype"] == np.uint8 and not scale
+
     def run(self, network_input: np.ndarray) -> list[np.ndarray]:
-        """The TFLite model's outputs (dequantized) for one network input [1, H, W, 3]."""
-        outputs = self._runner(**{self._input_name: self._quantize(network_input)})
+        """The TFLite model's outputs (dequantized) for one network input [1, H, W, 3], the
+        normalized image that `preprocess_image` makes, whatever the file's input layout."""
+        if self.takes_pixels:
+            file_input = to_pixels(network_input, self.config).numpy()
+        else:
+            file_input = self._quantize(network_input)
+        outputs = self._runner(**{self._input_name: file_input})
         details = self._runner.get_output_details()
         names = sorted(outputs, key=_output_position)
         return [_dequantize(outputs[name], details[name]) for name in names]
 
     def _quantize(self, network_input: np.ndarray) -> np.ndarray:
+        """The normalized image as the file's input: float32, or quantized (int8 files)."""
         dtype = self._input["dtype"]
         if dtype == np.float32:
             return np.asarray(network_input, np.float32)

@@ -1,0 +1,144 @@
+"""TFLite files run unchanged in MediaPipe's ObjectDetector, with the metadata it needs.
+
+MediaPipe gets whole-pixel boxes and feeds the raw pixels itself; the images are at the network
+size, so neither side resizes and both feed the same pixels. Each of MediaPipe's 10 best detections
+must be one of our runner's: same class, score within 0.01, box IoU >= 0.9. Boxes crossing the
+image's edge are left out: MediaPipe does not clip them to the image (it only moves a negative
+origin to 0), our runner does, as the official post-processing does.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.export import tflite_metadata
+from efficientdet_tf.export.tflite import export_tflite
+from efficientdet_tf.inference.tflite_detector import TfliteDetector
+from efficientdet_tf.training.trainer import Trainer, TrainSettings
+
+TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,label_map=synthetic,"
+        "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0,learning_rate=0.64")
+TRAIN_DATA = "synthetic:train:8"
+MAX_RESULTS = 10
+
+
+def _requires_metadata_writer():
+    try:
+        tflite_metadata._metadata_writers()
+    except tflite_metadata.MetadataWriterMissingError as error:
+        pytest.skip(f"TFLite metadata writer unavailable: {error}")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny D0 fitted to 8 synthetic images (80 steps): confident, distinct scores."""
+    keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(1)
+    config = get_config("efficientdet-d0", TINY)
+    settings = TrainSettings(model_dir=str(tmp_path_factory.mktemp("run")), global_batch_size=8,
+                             steps_per_epoch=20, num_epochs=4, steps_per_execution=10)
+    trainer = Trainer(config, settings)
+    trainer.fit(TRAIN_DATA, seed=0, verbose=False)
+    return trainer.model, config
+
+
+def test_missing_metadata_writer_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "tensorflow_lite_support.metadata", None)
+    with pytest.raises(tflite_metadata.MetadataWriterMissingError,
+                       match=r"pip install --no-deps tflite-support==0\.4\.4.*libusb-1\.0-0"):
+        tflite_metadata._metadata_writers()
+
+
+def test_class_names_are_the_label_maps_for_0_based_classes():
+    config = get_config("efficientdet-d0", "num_classes=4,label_map=synthetic")
+    assert tflite_metadata.class_names(config) == ["circle", "square", "triangle", "class 4"]
+
+
+@pytest.mark.slow
+def test_runner_reads_both_input_layouts_alike(trained, tmp_path):
+    """Raw pixels in (normalized in the graph) or the official normalized image in: the runner
+    tells the files apart by their input tensor and gives the same detections."""
+    model, config = trained
+    image = SyntheticShapes.split("train", config.image_size, 8).render(0)
+    found = {}
+    for layout in ("pixels", "normalized"):
+        runner = TfliteDetector(export_tflite(
+            model, config, tmp_path / f"{layout}.tflite", input_layout=layout, metadata=False),
+            config)
+        assert runner.takes_pixels == (layout == "pixels")
+        found[layout] = runner([image])
+    np.testing.assert_allclose(found["pixels"].scores, found["normalized"].scores, atol=1e-3)
+    np.testing.assert_array_equal(found["pixels"].classes, found["normalized"].classes)
+    np.testing.assert_allclose(found["pixels"].boxes, found["normalized"].boxes, atol=0.1)
+
+
+@pytest.mark.slow
+def test_mediapipe_object_detector_gives_our_runners_detections(trained, tmp_path):
+    _requires_metadata_writer()
+    vision = pytest.importorskip(
+        "mediapipe.tasks.python.vision",
+        reason="mediapipe is not installed (PyPI has no wheel for this platform?): "
+               "pip install '.[tflite]'")
+    import mediapipe  # noqa: PLC0415
+
+    model, config = trained
+    images = [SyntheticShapes.split("train", config.image_size, 8).render(i) for i in range(4)]
+    for quantization in ("float32", "int8"):
+        path = export_tflite(model, config, tmp_path / f"{quantization}.tflite", quantization,
+                             dataset=TRAIN_DATA, num_calibration_images=8)
+        ours = TfliteDetector(path, config)
+        options = vision.ObjectDetectorOptions(
+            base_options=mediapipe.tasks.BaseOptions(model_asset_path=str(path)),
+            max_results=MAX_RESULTS)
+        with vision.ObjectDetector.create_from_options(options) as theirs:
+            for index, image in enumerate(images):
+                found = theirs.detect(mediapipe.Image(
+                    image_format=mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+                expected = _ours(ours, image, config)
+                assert len(found.detections) == MAX_RESULTS
+                inside = [d for d in found.detections if _inside(_yxyx(d.bounding_box), image)]
+                assert inside, f"{quantization} image {index}: no box to compare"
+                for detection in inside:
+                    category = detection.categories[0]
+                    box = _yxyx(detection.bounding_box)
+                    assert any(
+                        name == category.category_name and abs(score - category.score) <= 0.01
+                        and _iou(box, our_box) >= 0.9 for our_box, score, name in expected
+                    ), (f"{quantization} image {index}: MediaPipe's {category} at {box} is none "
+                        f"of ours: {[d for d in expected if _iou(box, d[0]) > 0.5]}")
+
+
+def _ours(runner, image, config):
+    """(box yxyx in pixels, score, class name) of each of our runner's detections."""
+    names = tflite_metadata.class_names(config)
+    found = runner([image])
+    keep = np.arange(found.scores.shape[1]) < found.num_detections[0]
+    return [(_whole_pixels(box), score, names[int(class_id) - 1]) for box, score, class_id in
+            zip(found.boxes[0][keep], found.scores[0][keep], found.classes[0][keep])]
+
+
+def _whole_pixels(box) -> np.ndarray:
+    """A yxyx box rounded as MediaPipe rounds its boxes: origin and size truncated."""
+    ymin, xmin = int(box[0]), int(box[1])
+    return np.array([ymin, xmin, ymin + int(box[2] - box[0]), xmin + int(box[3] - box[1])],
+                    np.float32)
+
+
+def _inside(box, image) -> bool:
+    return box[0] > 0 and box[1] > 0 and box[2] < image.shape[0] and box[3] < image.shape[1]
+
+
+def _yxyx(box) -> np.ndarray:
+    return np.array([box.origin_y, box.origin_x, box.origin_y + box.height,
+                     box.origin_x + box.width], np.float32)
+
+
+def _iou(a, b) -> float:
+    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    intersection = height * width
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    return intersection / (area(a) + area(b) - intersection)
