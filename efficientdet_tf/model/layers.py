@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import keras
 import tensorflow as tf
@@ -41,6 +41,18 @@ class NormSettings:
             synchronized=self.synchronized,
             name=name,
         )
+
+    def get_config(self) -> dict:
+        return asdict(self)
+
+
+def from_plain(config: dict, **types) -> dict:
+    """A saved layer config with the named entries rebuilt from their plain dicts.
+
+    Layers save dataclass arguments (`NormSettings`, specs) as dicts; `from_config` calls this
+    with e.g. `norm=NormSettings` to turn them back into the objects the constructor takes.
+    """
+    return {**config, **{key: kind(**config[key]) for key, kind in types.items()}}
 
 
 def drop_connect(inputs: tf.Tensor, survival_prob: float) -> tf.Tensor:
