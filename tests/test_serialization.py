@@ -1,5 +1,7 @@
 """Keras serialization: the network saves as `.keras` and loads back with the same outputs."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -36,7 +38,9 @@ def test_keras_file_round_trip_keeps_outputs_and_variable_paths(tmp_path, overri
     expected = outputs(model)
     model.save(tmp_path / "m.keras")
 
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras's "build() was called ... unbuilt state"
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
 
     assert [v.path for v in loaded.weights] == [v.path for v in model.weights]
     for got, want in zip(outputs(loaded), expected, strict=True):

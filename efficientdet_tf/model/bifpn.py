@@ -12,7 +12,8 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.model.fpn_topology import FpnNode, FpnTopology, get_topology
-from efficientdet_tf.model.layers import NormSettings, activation, from_plain, recompute_if
+from efficientdet_tf.model.layers import (
+    CompositeLayer, NormSettings, activation, from_plain, recompute_if)
 
 FAST_FUSION_EPSILON = 1e-4  # fast normalized fusion: relu(w) / (sum(relu(w)) + epsilon)
 
@@ -268,7 +269,7 @@ class FpnCell(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class FeatureNetwork(keras.layers.Layer):
+class FeatureNetwork(CompositeLayer):
     """`cell_repeats` cells of one topology (BiFPN by default); see `FpnCell` for the rest."""
 
     def __init__(self, topology: FpnTopology, feature_sizes: dict[int, tuple[int, int]],

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.model.layers import (
-    NormSettings, activation, drop_connect, from_plain, recompute_if)
+    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if)
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ class MBConvBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class EfficientNet(keras.layers.Layer):
+class EfficientNet(CompositeLayer):
     """EfficientNet as a layer named like the official scope (e.g. `efficientnet-b0`).
 
     Without top, `call` returns the features at strides 2, 4, 8, 16 and 32 (levels 1-5): the

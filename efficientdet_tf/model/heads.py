@@ -12,11 +12,11 @@ import keras
 
 from efficientdet_tf.anchors import num_anchors_per_location
 from efficientdet_tf.model.layers import (
-    NormSettings, activation, drop_connect, from_plain, recompute_if)
+    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class PredictionHead(keras.layers.Layer):
+class PredictionHead(CompositeLayer):
     """`repeats` x (conv, per-level BN, act) then a conv to `outputs_per_anchor` x anchors."""
 
     def __init__(

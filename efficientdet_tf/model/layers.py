@@ -71,3 +71,14 @@ def recompute_if(enabled: bool, function):
     twice per step, as in the official code.
     """
     return tf.recompute_grad(function) if enabled else function
+
+
+class CompositeLayer(keras.layers.Layer):
+    """A layer made only of sublayers, which build on its first call.
+
+    Its `build` has nothing to do; defining it tells Keras so, which keeps loading a `.keras`
+    file (it calls `build(input_shape)` on each layer of the model's graph) free of warnings.
+    """
+
+    def build(self, input_shape):
+        del input_shape  # the sublayers build when `call` runs them
