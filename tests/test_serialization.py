@@ -1,5 +1,6 @@
 """Keras serialization: the network saves as `.keras` and loads back with the same outputs."""
 
+import inspect
 import warnings
 
 import keras
@@ -32,6 +33,11 @@ def custom_layers(model):
     ]
 
 
+def constructor_arguments(cls):
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD}
+
+
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_keras_file_round_trip_keeps_outputs_and_variable_paths(tmp_path, overrides):
     model = tiny_model(overrides)
@@ -59,6 +65,7 @@ def test_every_custom_layer_round_trips_its_config(overrides):
         assert cls.get_config is not keras.layers.Layer.get_config, cls.__name__
         assert keras.saving.get_registered_object(f"efficientdet_tf>{cls.__name__}") is cls
         config = layer.get_config()
+        assert constructor_arguments(cls) <= set(config), cls.__name__
         rebuilt = cls.from_config(config)
         assert type(rebuilt) is cls
         assert rebuilt.get_config() == config, cls.__name__
@@ -71,6 +78,7 @@ def test_classifier_head_round_trips_its_config():
     backbone = build_classifier("efficientnet-lite0", image_size=32, num_classes=5).layers[-1]
     head = backbone.head
     rebuilt = type(head).from_config(head.get_config())
+    assert constructor_arguments(type(head)) <= set(head.get_config())
     assert rebuilt.get_config() == head.get_config()
     assert (rebuilt.num_classes, rebuilt.act_type) == (5, "relu6")
     assert type(backbone).from_config(backbone.get_config()).get_config() == backbone.get_config()
