@@ -6,15 +6,19 @@ Layer names follow the official checkpoints: `fpn_cells/cell_0/fnode1/resample_0
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.model.fpn_topology import FpnTopology, get_topology
-from efficientdet_tf.model.layers import NormSettings, activation, recompute_if
+from efficientdet_tf.model.fpn_topology import FpnNode, FpnTopology, get_topology
+from efficientdet_tf.model.layers import (
+    CompositeLayer, NormSettings, activation, from_plain, recompute_if)
 
 FAST_FUSION_EPSILON = 1e-4  # fast normalized fusion: relu(w) / (sum(relu(w)) + epsilon)
 
 
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class ResampleFeatureMap(keras.layers.Layer):
     """Brings a feature to a target size and width.
 
@@ -78,7 +82,18 @@ class ResampleFeatureMap(keras.layers.Layer):
             x = tf.cast(resized, x.dtype)
         return x
 
+    def get_config(self):
+        return {**super().get_config(), "target_size": list(self.target_size),
+                "filters": self.filters, "apply_bn": self.apply_bn,
+                "conv_after_downsample": self.conv_after_downsample,
+                "norm": self.norm.get_config()}
 
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, norm=NormSettings))
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class FusionNode(keras.layers.Layer):
     """One fused feature: resample its inputs, fuse them with learned weights, act, conv, BN."""
 
@@ -98,11 +113,18 @@ class FusionNode(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.input_ids = input_ids
+        self.input_ids = tuple(input_ids)
+        self.num_features = num_features
+        self.target_size = tuple(target_size)
         self.filters = filters
         self.weight_method = weight_method
+        self.act_type = act_type
         self.act = activation(act_type)
+        self.separable_conv = separable_conv
+        self.apply_bn_for_resampling = apply_bn_for_resampling
+        self.conv_after_downsample = conv_after_downsample
         self.conv_bn_act_pattern = conv_bn_act_pattern
+        self.norm = norm
         self.resamplers = [
             ResampleFeatureMap(
                 target_size, filters, apply_bn_for_resampling, conv_after_downsample, norm,
@@ -110,11 +132,9 @@ class FusionNode(keras.layers.Layer):
             )
             for i, input_id in enumerate(input_ids)
         ]
-        conv_layer = keras.layers.SeparableConv2D if separable_conv else keras.layers.Conv2D
         # The official layer is named after the number of features that exist before it.
-        self.op_after_combine = _ConvNorm(
-            conv_layer(filters, 3, padding="same", use_bias=not conv_bn_act_pattern, name="conv"),
-            norm.make("bn"),
+        self.op_after_combine = ConvNorm(
+            filters, separable_conv, use_bias=not conv_bn_act_pattern, norm=norm,
             name=f"op_after_combine{num_features}",
         )
 
@@ -139,6 +159,26 @@ class FusionNode(keras.layers.Layer):
         fused = self.op_after_combine(fused, training=training)
         return self.act(fused) if self.conv_bn_act_pattern else fused
 
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_ids": list(self.input_ids),
+            "num_features": self.num_features,
+            "target_size": list(self.target_size),
+            "filters": self.filters,
+            "weight_method": self.weight_method,
+            "act_type": self.act_type,
+            "separable_conv": self.separable_conv,
+            "apply_bn_for_resampling": self.apply_bn_for_resampling,
+            "conv_after_downsample": self.conv_after_downsample,
+            "conv_bn_act_pattern": self.conv_bn_act_pattern,
+            "norm": self.norm.get_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, norm=NormSettings))
+
 
 def fuse(inputs: list[tf.Tensor], weights: list[tf.Variable], method: str) -> tf.Tensor:
     """Weighted sum of same-shaped features (EfficientDet paper, section 3.3)."""
@@ -156,28 +196,56 @@ def fuse(inputs: list[tf.Tensor], weights: list[tf.Variable], method: str) -> tf
     raise ValueError(f"Unknown fpn_weight_method {method!r}.")
 
 
-class _ConvNorm(keras.layers.Layer):
-    def __init__(self, conv, norm, **kwargs):
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+class ConvNorm(keras.layers.Layer):
+    """3x3 convolution (separable or not) then batch norm, as `conv` and `bn`."""
+
+    def __init__(self, filters: int, separable_conv: bool, use_bias: bool, norm: NormSettings,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.conv, self.norm = conv, norm
+        self.filters, self.separable_conv, self.use_bias = filters, separable_conv, use_bias
+        self.norm_settings = norm
+        conv_layer = keras.layers.SeparableConv2D if separable_conv else keras.layers.Conv2D
+        self.conv = conv_layer(filters, 3, padding="same", use_bias=use_bias, name="conv")
+        self.norm = norm.make("bn")
 
     def call(self, x, training=None):
         return self.norm(self.conv(x), training=training)
 
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "separable_conv": self.separable_conv, "use_bias": self.use_bias,
+                "norm": self.norm_settings.get_config()}
 
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, norm=NormSettings))
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class FpnCell(keras.layers.Layer):
     """One repeat of the topology: inputs at levels min..max in, newest feature per level out.
 
-    With `grad_checkpoint`, training recomputes the cell's activations in the backward pass.
+    `fusion` holds the `FusionNode` arguments shared by every node (filters, weight_method, ...,
+    norm); `feature_sizes` maps each level to its [height, width]. With `grad_checkpoint`,
+    training recomputes the cell's activations in the backward pass.
     """
 
-    def __init__(self, topology: FpnTopology, node_factory, grad_checkpoint: bool = False,
-                 **kwargs):
+    def __init__(self, topology: FpnTopology, feature_sizes: dict[int, tuple[int, int]],
+                 fusion: dict, grad_checkpoint: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.topology = topology
+        self.feature_sizes = {int(level): tuple(size) for level, size in feature_sizes.items()}
+        self.fusion = fusion
         self.grad_checkpoint = grad_checkpoint
         self.nodes = [
-            node_factory(node, topology.num_levels + index, name=f"fnode{index}")
+            FusionNode(
+                node.input_ids,
+                topology.num_levels + index,
+                target_size=self.feature_sizes[node.level],
+                **fusion,
+                name=f"fnode{index}",
+            )
             for index, node in enumerate(topology.nodes)
         ]
 
@@ -190,37 +258,84 @@ class FpnCell(keras.layers.Layer):
 
         return recompute_if(self.grad_checkpoint and training, run_nodes)(*features)
 
+    def get_config(self):
+        return {**super().get_config(),
+                **_plain_cell_args(self.topology, self.feature_sizes, self.fusion,
+                                   self.grad_checkpoint)}
 
-class FeatureNetwork(keras.layers.Layer):
-    """`fpn_cell_repeats` cells of the configured topology (BiFPN by default)."""
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_cell_args_from_plain(config))
 
-    def __init__(self, config, feature_sizes: dict[int, tuple[int, int]], norm: NormSettings,
-                 **kwargs):
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+class FeatureNetwork(CompositeLayer):
+    """`cell_repeats` cells of one topology (BiFPN by default); see `FpnCell` for the rest."""
+
+    def __init__(self, topology: FpnTopology, feature_sizes: dict[int, tuple[int, int]],
+                 fusion: dict, cell_repeats: int, grad_checkpoint: bool = False, **kwargs):
         super().__init__(name=kwargs.pop("name", "fpn_cells"), **kwargs)
-        topology = get_topology(config.fpn_name, config.min_level, config.max_level)
-
-        def make_node(node, num_features, name):
-            return FusionNode(
-                node.input_ids,
-                num_features,
-                target_size=feature_sizes[node.level],
-                filters=config.fpn_num_filters,
-                weight_method=config.fpn_weight_method,
-                act_type=config.act_type,
-                separable_conv=config.separable_conv,
-                apply_bn_for_resampling=config.apply_bn_for_resampling,
-                conv_after_downsample=config.conv_after_downsample,
-                conv_bn_act_pattern=config.conv_bn_act_pattern,
-                norm=norm,
-                name=name,
-            )
-
+        self.topology, self.feature_sizes, self.fusion = topology, feature_sizes, fusion
+        self.cell_repeats, self.grad_checkpoint = cell_repeats, grad_checkpoint
         self.cells = [
-            FpnCell(topology, make_node, config.grad_checkpoint, name=f"cell_{repeat}")
-            for repeat in range(config.fpn_cell_repeats)
+            FpnCell(topology, feature_sizes, fusion, grad_checkpoint, name=f"cell_{repeat}")
+            for repeat in range(cell_repeats)
         ]
 
     def call(self, features, training=None):
         for cell in self.cells:
             features = cell(features, training=training)
         return features
+
+    def get_config(self):
+        return {**super().get_config(), "cell_repeats": self.cell_repeats,
+                **_plain_cell_args(self.topology, self.feature_sizes, self.fusion,
+                                   self.grad_checkpoint)}
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_cell_args_from_plain(config))
+
+
+def feature_network(config, feature_sizes: dict[int, tuple[int, int]],
+                    norm: NormSettings) -> FeatureNetwork:
+    """The feature network the hparams `config` describe."""
+    fusion = dict(
+        filters=config.fpn_num_filters,
+        weight_method=config.fpn_weight_method,
+        act_type=config.act_type,
+        separable_conv=config.separable_conv,
+        apply_bn_for_resampling=config.apply_bn_for_resampling,
+        conv_after_downsample=config.conv_after_downsample,
+        conv_bn_act_pattern=config.conv_bn_act_pattern,
+        norm=norm,
+    )
+    return FeatureNetwork(
+        get_topology(config.fpn_name, config.min_level, config.max_level),
+        feature_sizes,
+        fusion,
+        cell_repeats=config.fpn_cell_repeats,
+        grad_checkpoint=config.grad_checkpoint,
+    )
+
+
+def _plain_cell_args(topology, feature_sizes, fusion, grad_checkpoint) -> dict:
+    """The arguments of `FpnCell` as plain values for a layer config."""
+    return {
+        "topology": asdict(topology),
+        # JSON object keys are strings: `FpnCell` turns the levels back into ints.
+        "feature_sizes": {str(level): list(size) for level, size in feature_sizes.items()},
+        "fusion": {**fusion, "norm": fusion["norm"].get_config()},
+        "grad_checkpoint": grad_checkpoint,
+    }
+
+
+def _cell_args_from_plain(config: dict) -> dict:
+    """`config` with the `FpnCell` arguments of `_plain_cell_args` turned back into objects."""
+    topology = config["topology"]
+    nodes = tuple(FpnNode(node["level"], tuple(node["input_ids"])) for node in topology["nodes"])
+    return {
+        **config,
+        "topology": FpnTopology(topology["min_level"], topology["max_level"], nodes),
+        "fusion": from_plain(config["fusion"], norm=NormSettings),
+    }

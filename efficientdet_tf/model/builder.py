@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 
 from efficientdet_tf.anchors import feature_sizes
-from efficientdet_tf.model.bifpn import FeatureNetwork, ResampleFeatureMap
+from efficientdet_tf.model.bifpn import ResampleFeatureMap, feature_network
 from efficientdet_tf.model.efficientnet import EfficientNet
 from efficientdet_tf.model.heads import box_head, class_head
 from efficientdet_tf.model.layers import NormSettings
@@ -52,7 +52,7 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
                 name=f"resample_p{level}",
             )(features[-1])
         )
-    features = FeatureNetwork(config, sizes, norm)(features)
+    features = feature_network(config, sizes, norm)(features)
     class_outputs = class_head(config, norm)(features)
     box_outputs = box_head(config, norm)(features)
     return keras.Model(images, (class_outputs, box_outputs), name=config.name)

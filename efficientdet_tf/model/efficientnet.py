@@ -9,12 +9,13 @@ official weights load by name.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.model.layers import NormSettings, activation, drop_connect, recompute_if
+from efficientdet_tf.model.layers import (
+    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if)
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,13 @@ def expand_blocks(stages: list[BlockSpec]) -> list[BlockSpec]:
     return blocks
 
 
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class SqueezeExcite(keras.layers.Layer):
     """Channel gating from globally pooled features (reduce 1x1 conv, act, expand, sigmoid)."""
 
     def __init__(self, reduced_filters: int, filters: int, act_type: str, **kwargs):
         super().__init__(**kwargs)
+        self.reduced_filters, self.filters, self.act_type = reduced_filters, filters, act_type
         self.act = activation(act_type)
         self.reduce = keras.layers.Conv2D(reduced_filters, 1, name="conv2d")
         self.expand = keras.layers.Conv2D(filters, 1, name="conv2d_1")
@@ -144,12 +147,18 @@ class SqueezeExcite(keras.layers.Layer):
         gate = self.expand(self.act(self.reduce(squeezed)))
         return tf.sigmoid(gate) * inputs
 
+    def get_config(self):
+        return {**super().get_config(), "reduced_filters": self.reduced_filters,
+                "filters": self.filters, "act_type": self.act_type}
 
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class Stem(keras.layers.Layer):
     """3x3 stride-2 convolution, batch norm, activation."""
 
     def __init__(self, filters: int, act_type: str, norm: NormSettings, **kwargs):
         super().__init__(**kwargs)
+        self.filters, self.act_type, self.norm_settings = filters, act_type, norm
         self.act = activation(act_type)
         self.conv = keras.layers.Conv2D(
             filters, 3, strides=2, padding="same", use_bias=False,
@@ -160,13 +169,24 @@ class Stem(keras.layers.Layer):
     def call(self, images, training=None):
         return self.act(self.norm(self.conv(images), training=training))
 
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "act_type": self.act_type,
+                "norm": self.norm_settings.get_config()}
 
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, norm=NormSettings))
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class ClassifierHead(keras.layers.Layer):
     """1x1 convolution to the head width, batch norm, activation, pooling, dropout, dense."""
 
     def __init__(self, filters: int, num_classes: int, dropout_rate: float, act_type: str,
                  norm: NormSettings, **kwargs):
         super().__init__(**kwargs)
+        self.filters, self.num_classes, self.dropout_rate = filters, num_classes, dropout_rate
+        self.act_type, self.norm_settings = act_type, norm
         self.act = activation(act_type)
         self.conv = _conv1x1(filters, "conv2d")
         self.norm = norm.make("tpu_batch_normalization")
@@ -183,7 +203,17 @@ class ClassifierHead(keras.layers.Layer):
         x = tf.reduce_mean(x, axis=[1, 2])
         return self.dense(self.dropout(x, training=training))
 
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "num_classes": self.num_classes,
+                "dropout_rate": self.dropout_rate, "act_type": self.act_type,
+                "norm": self.norm_settings.get_config()}
 
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, norm=NormSettings))
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
 class MBConvBlock(keras.layers.Layer):
     """Mobile inverted bottleneck: expand 1x1, depthwise kxk, SE, project 1x1, identity skip."""
 
@@ -198,6 +228,7 @@ class MBConvBlock(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.block = block
+        self.act_type, self.norm_settings = act_type, norm
         self.act = activation(act_type)
         self.survival_prob = survival_prob
         self.grad_checkpoint = grad_checkpoint
@@ -246,8 +277,18 @@ class MBConvBlock(keras.layers.Layer):
             x = drop_connect(x, self.survival_prob)
         return x + inputs
 
+    def get_config(self):
+        return {**super().get_config(), "block": asdict(self.block), "act_type": self.act_type,
+                "norm": self.norm_settings.get_config(), "survival_prob": self.survival_prob,
+                "grad_checkpoint": self.grad_checkpoint}
 
-class EfficientNet(keras.layers.Layer):
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, block=BlockSpec, norm=NormSettings))
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+class EfficientNet(CompositeLayer):
     """EfficientNet as a layer named like the official scope (e.g. `efficientnet-b0`).
 
     Without top, `call` returns the features at strides 2, 4, 8, 16 and 32 (levels 1-5): the
@@ -271,6 +312,9 @@ class EfficientNet(keras.layers.Layer):
         super().__init__(name=kwargs.pop("name", spec.name), **kwargs)
         self.spec = spec
         act_type = act_type or spec.default_activation
+        self.act_type, self.norm_settings, self.survival_prob = act_type, norm, survival_prob
+        self.include_top, self.num_classes = include_top, num_classes
+        self.grad_checkpoint = grad_checkpoint
         stem_filters = STEM_FILTERS if spec.lite else round_filters(
             STEM_FILTERS, spec.width_coefficient)
         self.stem = Stem(stem_filters, act_type, norm, name="stem")
@@ -308,6 +352,16 @@ class EfficientNet(keras.layers.Layer):
         if self.head is None:
             return features
         return self.head(x, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "spec": asdict(self.spec), "act_type": self.act_type,
+                "norm": self.norm_settings.get_config(), "survival_prob": self.survival_prob,
+                "include_top": self.include_top, "num_classes": self.num_classes,
+                "grad_checkpoint": self.grad_checkpoint}
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, spec=EfficientNetSpec, norm=NormSettings))
 
 
 def _block_survival_prob(survival_prob: float | None, index: int, num_blocks: int):

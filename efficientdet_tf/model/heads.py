@@ -11,10 +11,12 @@ import math
 import keras
 
 from efficientdet_tf.anchors import num_anchors_per_location
-from efficientdet_tf.model.layers import NormSettings, activation, drop_connect, recompute_if
+from efficientdet_tf.model.layers import (
+    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if)
 
 
-class PredictionHead(keras.layers.Layer):
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+class PredictionHead(CompositeLayer):
     """`repeats` x (conv, per-level BN, act) then a conv to `outputs_per_anchor` x anchors."""
 
     def __init__(
@@ -23,7 +25,7 @@ class PredictionHead(keras.layers.Layer):
         outputs_per_location: int,
         filters: int,
         repeats: int,
-        levels: range,
+        levels: list[int],
         act_type: str,
         separable_conv: bool,
         survival_prob: float | None,
@@ -33,9 +35,17 @@ class PredictionHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.levels = levels
+        self.prefix = prefix
+        self.outputs_per_location = outputs_per_location
+        self.filters = filters
+        self.repeats = repeats
+        self.levels = list(levels)
+        self.act_type = act_type
         self.act = activation(act_type)
+        self.separable_conv = separable_conv
         self.survival_prob = survival_prob
+        self.norm_settings = norm
+        self.bias_initializer = keras.initializers.get(bias_initializer)
         self.grad_checkpoint = grad_checkpoint
         self.convs = [
             _conv(separable_conv, filters, "zeros", name=f"{prefix}-{i}") for i in range(repeats)
@@ -45,7 +55,7 @@ class PredictionHead(keras.layers.Layer):
             norm.make(f"{prefix}-{i}-bn-{level}") for i in range(repeats) for level in levels
         ]
         self.predict = _conv(
-            separable_conv, outputs_per_location, bias_initializer, name=f"{prefix}-predict")
+            separable_conv, outputs_per_location, self.bias_initializer, name=f"{prefix}-predict")
 
     def call(self, features, training=None):
         return [
@@ -54,7 +64,7 @@ class PredictionHead(keras.layers.Layer):
         ]
 
     def _predict_level(self, x, level, training):
-        level_index = level - self.levels.start
+        level_index = level - self.levels[0]
         for i, conv in enumerate(self.convs):
             norm = self.norms[i * len(self.levels) + level_index]
             shortcut = x
@@ -68,6 +78,26 @@ class PredictionHead(keras.layers.Layer):
                     x = drop_connect(x, self.survival_prob)
                 x = x + shortcut
         return self.predict(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "prefix": self.prefix,
+            "outputs_per_location": self.outputs_per_location,
+            "filters": self.filters,
+            "repeats": self.repeats,
+            "levels": list(self.levels),
+            "act_type": self.act_type,
+            "separable_conv": self.separable_conv,
+            "survival_prob": self.survival_prob,
+            "norm": self.norm_settings.get_config(),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "grad_checkpoint": self.grad_checkpoint,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(from_plain(config, norm=NormSettings))
 
 
 def _conv(separable: bool, filters: int, bias_initializer, name: str):
@@ -105,7 +135,7 @@ def _head(config, norm, prefix, outputs_per_anchor, bias_initializer, name):
         outputs_per_anchor * num_anchors_per_location(config.num_scales, config.aspect_ratios),
         filters=config.fpn_num_filters,
         repeats=config.box_class_repeats,
-        levels=range(config.min_level, config.max_level + 1),
+        levels=list(range(config.min_level, config.max_level + 1)),
         act_type=config.act_type,
         separable_conv=config.separable_conv,
         survival_prob=config.survival_prob,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import keras
 import tensorflow as tf
@@ -42,6 +42,18 @@ class NormSettings:
             name=name,
         )
 
+    def get_config(self) -> dict:
+        return asdict(self)
+
+
+def from_plain(config: dict, **types) -> dict:
+    """A saved layer config with the named entries rebuilt from their plain dicts.
+
+    Layers save dataclass arguments (`NormSettings`, specs) as dicts; `from_config` calls this
+    with e.g. `norm=NormSettings` to turn them back into the objects the constructor takes.
+    """
+    return {**config, **{key: kind(**config[key]) for key, kind in types.items()}}
+
 
 def drop_connect(inputs: tf.Tensor, survival_prob: float) -> tf.Tensor:
     """Stochastic depth: drops the whole residual branch per example, rescaling the kept ones."""
@@ -59,3 +71,14 @@ def recompute_if(enabled: bool, function):
     twice per step, as in the official code.
     """
     return tf.recompute_grad(function) if enabled else function
+
+
+class CompositeLayer(keras.layers.Layer):
+    """A layer made only of sublayers, which build on its first call.
+
+    Its `build` has nothing to do; defining it tells Keras so, which keeps loading a `.keras`
+    file (it calls `build(input_shape)` on each layer of the model's graph) free of warnings.
+    """
+
+    def build(self, input_shape):
+        del input_shape  # the sublayers build when `call` runs them
