@@ -131,7 +131,7 @@ class _ImageSize(_Type):
 
 
 class _LabelMap(_Type):
-    """A label map spec ('coco', a file path, see `data.label_map`) or the {id: name} mapping
+    """A label map spec ('coco', a file path, see `efficientdet_tf.label_map`) or the {id: name} mapping
     itself (as a training run records the classes it found); the mapping is stored read-only."""
 
     def check(self, value):

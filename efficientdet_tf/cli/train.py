@@ -119,7 +119,7 @@ def save_run_config(config: Config, model_dir: str) -> None:
         changed = sorted(k for k in config.keys() if config[k] != previous[k])
         if changed:
             log.warning("model_dir %s was started with other values of %s; config.yaml now "
-                            "holds the new ones.", model_dir, ", ".join(changed))
+                        "holds the new ones.", model_dir, ", ".join(changed))
     config.save(path)
 
 

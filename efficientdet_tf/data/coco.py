@@ -98,7 +98,7 @@ class CocoJsonSource(AnnotatedImagesSource):
             raise ValueError(f"{self.coco.path} lists no images.")
         if missing:
             log.warning("%d images of %s are missing from %s and skipped, e.g. %s",
-                            len(missing), self.coco.path, image_dir, missing[:5])
+                        len(missing), self.coco.path, image_dir, missing[:5])
         for reason, count in box_changes.items():
             log.info("%s: %d boxes %s", self.coco.path, count, reason)
         return images

@@ -21,7 +21,6 @@ from pathlib import Path
 from absl import app, flags
 
 from efficientdet_tf.data.annotations import to_coco_json
-from efficientdet_tf.label_map import read_label_map, write_label_map
 from efficientdet_tf.data.pascal import (
     class_names_found,
     image_path,
@@ -30,6 +29,7 @@ from efficientdet_tf.data.pascal import (
     to_image_annotations,
 )
 from efficientdet_tf.data.record_writer import ConversionSummary, prepare_records, write_tfrecords
+from efficientdet_tf.label_map import read_label_map, write_label_map
 
 FLAGS = flags.FLAGS
 

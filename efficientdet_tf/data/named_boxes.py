@@ -20,9 +20,9 @@ from pathlib import Path
 
 from efficientdet_tf.data.annotations import clean_boxes
 from efficientdet_tf.data.images import BadImageError, image_size
-from efficientdet_tf.label_map import read_label_map
 from efficientdet_tf.data.pascal import VocAnnotation, class_names_found, to_image_annotations
 from efficientdet_tf.data.sources import AnnotatedImagesSource
+from efficientdet_tf.label_map import read_label_map
 
 HOLD_OUT_PARTS = ("train", "val")
 _EXAMPLES_SHOWN = 3  # skipped files named per reason in the report
@@ -109,7 +109,7 @@ class NamedBoxesSource(AnnotatedImagesSource):
         unknown (then read from the image file).
       image_dir: the folder of the images.
       skipped: what the reader already left out (unparsable files or rows).
-      label_map: the config's `label_map` (see `data.label_map`), or None for the names found.
+      label_map: the config's `label_map` (see `efficientdet_tf.label_map`), or None for the names found.
       hold_out: keep only this part of the images.
       boxes_normalized: whether boxes are fractions of the image size rather than pixels.
     """

@@ -107,7 +107,7 @@ class CocoEvaluator:
             )
         if not self._results:
             log.warning("No detection at all in %d images: every metric is 0.",
-                            len(set(self._image_ids)))
+                        len(set(self._image_ids)))
             return {name: 0.0 for name in METRIC_NAMES}
         # loadRes adds keys to the dicts it gets: give it copies.
         coco_detections, _ = _captured(coco_groundtruth.loadRes, [dict(r) for r in self._results])

@@ -16,10 +16,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.label_map import read_label_map
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
+from efficientdet_tf.label_map import read_label_map
 
 log = logging.getLogger(__name__)
 
