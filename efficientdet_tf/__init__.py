@@ -1,6 +1,11 @@
 """EfficientDet (Tan, Pang & Le, CVPR 2020) for TensorFlow 2 / Keras 3.
 
     import efficientdet_tf as edet
+    detector = edet.ObjectDetector.from_pretrained("efficientdet-lite0", num_classes=3)
+    detector.fit("voc:annotations:images", epochs=20, batch_size=16)  # see `object_detector`
+
+or, the network alone:
+
     config = edet.get_config("efficientdet-d0", "num_classes=3")
     model = edet.build_model(config)
     edet.load_weights(model, "efficientdet-d0", skip_mismatch=True)  # official weights by name
@@ -19,6 +24,7 @@ _EXPORTS = {
     "CheckpointMismatchError": "efficientdet_tf.model.checkpoint",
     "Config": "efficientdet_tf.config",
     "ConfigError": "efficientdet_tf.config",
+    "ObjectDetector": "efficientdet_tf.object_detector",
     "available_models": "efficientdet_tf.config",
     "build_model": "efficientdet_tf.model.builder",
     "get_config": "efficientdet_tf.config",
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from efficientdet_tf.config import Config, ConfigError, available_models, get_config
     from efficientdet_tf.model.builder import build_model
     from efficientdet_tf.model.checkpoint import CheckpointMismatchError, load_weights, save_weights
+    from efficientdet_tf.object_detector import ObjectDetector
 
 
 def __getattr__(name: str):

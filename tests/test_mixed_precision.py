@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf import get_config
-from efficientdet_tf.training.trainer import Trainer, TrainSettings
+from efficientdet_tf import ObjectDetector
 
 TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
         "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0")
@@ -14,53 +13,64 @@ HARMLESS_SCALE = 1.0  # float16 gradients of this tiny model stay far below 6550
 OVERFLOWING_SCALE = 1e30  # representable in the float32 scale, inf in any float16 gradient
 
 
-@pytest.fixture
-def float16_trainer(tmp_path):
-    keras.backend.clear_session()  # before the policy: clearing the session resets it
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    tf.keras.utils.set_random_seed(1)
-    try:
-        settings = TrainSettings(model_dir=str(tmp_path), global_batch_size=2, steps_per_epoch=4,
-                                 num_epochs=1)
-        trainer = Trainer(get_config("efficientdet-d0", TINY), settings)
-        trainer.restore_or_initialize()
-        yield trainer
-    finally:
-        keras.config.set_dtype_policy(previous)
+class LossScalesAndStates(keras.callbacks.Callback):
+    """Sets the loss scale before each step and records the state around it."""
+
+    def __init__(self, scales):
+        super().__init__()
+        self.scales = list(scales)
+        self.steps = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.dynamic_scale.assign(self.scales[len(self.steps)])
+        self.before = _state(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(dict(before=self.before, after=_state(self.model), logs=dict(logs),
+                               scale=float(self.model.optimizer.dynamic_scale.numpy())))
 
 
-def _state(trainer):
-    return ([v.numpy() for v in trainer.trainable],
-            {path: value.numpy() for path, value in trainer.ema.values_by_path().items()})
+def _state(detector):
+    return dict(
+        weights=[v.numpy() for v in detector.recipe.trainable],
+        averages=[v.numpy() for v in detector.weight_average.values_by_path().values()],
+        step=int(detector.optimizer.iterations.numpy()),
+    )
 
 
 def _changed(before, after):
     return [not np.array_equal(b, a) for b, a in zip(before, after)]
 
 
-def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves(float16_trainer):
-    trainer = float16_trainer
-    optimizer = trainer.optimizer
-    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    assert trainer.model.get_layer("class_net").compute_dtype == "float16"
-    assert all(v.dtype == "float32" for v in trainer.model.weights)
-    iterator = iter(trainer.distributed_dataset("synthetic:train:4", seed=0))
+@pytest.fixture
+def float16_detector():
+    keras.backend.clear_session()  # before the policy: clearing the session resets it
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    tf.keras.utils.set_random_seed(1)
+    try:
+        yield ObjectDetector("efficientdet-d0", TINY)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
-    optimizer.dynamic_scale.assign(HARMLESS_SCALE)
-    weights, averages = _state(trainer)
-    logs = trainer.run_steps(iterator, 1)
-    assert trainer.step == 1 and np.isfinite(logs["loss"])
-    moved = _changed(weights, _state(trainer)[0])
+
+def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves(float16_detector):
+    detector = float16_detector
+    assert detector.network.get_layer("class_net").compute_dtype == "float16"
+    assert all(v.dtype == "float32" for v in detector.network.weights)
+    record = LossScalesAndStates([HARMLESS_SCALE, OVERFLOWING_SCALE])
+    detector.fit("synthetic:train:4", epochs=1, batch_size=2, steps_per_epoch=2, seed=0,
+                 verbose=0, callbacks=[record])
+    assert isinstance(detector.optimizer, keras.optimizers.LossScaleOptimizer)
+    harmless, overflowing = record.steps
+
+    assert harmless["after"]["step"] == 1 and np.isfinite(harmless["logs"]["loss"])
+    moved = _changed(harmless["before"]["weights"], harmless["after"]["weights"])
     assert sum(moved) > 0.8 * len(moved)  # at scale 1 some tiny float16 gradients underflow to 0
-    assert float(optimizer.dynamic_scale) == HARMLESS_SCALE  # raised only after 2000 good steps
+    assert harmless["scale"] == HARMLESS_SCALE  # raised only after 2000 good steps
 
-    optimizer.dynamic_scale.assign(OVERFLOWING_SCALE)
-    weights, averages = _state(trainer)
-    logs = trainer.run_steps(iterator, 1)  # the loss itself is finite: training goes on
-    assert np.isfinite(logs["loss"])
-    assert trainer.step == 1  # not counted
-    new_weights, new_averages = _state(trainer)
-    assert not any(_changed(weights, new_weights))
-    assert not any(_changed(list(averages.values()), list(new_averages.values())))
-    assert float(optimizer.dynamic_scale) == pytest.approx(OVERFLOWING_SCALE / 2)
+    assert np.isfinite(overflowing["logs"]["loss"])  # the loss itself is finite: training goes on
+    assert overflowing["after"]["step"] == 1  # not counted
+    assert not any(_changed(overflowing["before"]["weights"], overflowing["after"]["weights"]))
+    assert not any(_changed(overflowing["before"]["averages"], overflowing["after"]["averages"]))
+    assert overflowing["scale"] == pytest.approx(OVERFLOWING_SCALE / 2)

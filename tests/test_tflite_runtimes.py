@@ -17,7 +17,7 @@ from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.export import tflite_metadata
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
-from efficientdet_tf.training.trainer import Trainer, TrainSettings
+from efficientdet_tf.object_detector import ObjectDetector
 
 TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,label_map=synthetic,"
         "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0,learning_rate=0.64")
@@ -33,16 +33,14 @@ def _requires_metadata_writer():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained():
     """A tiny D0 fitted to 8 synthetic images (80 steps): confident, distinct scores."""
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
-    config = get_config("efficientdet-d0", TINY)
-    settings = TrainSettings(model_dir=str(tmp_path_factory.mktemp("run")), global_batch_size=8,
-                             steps_per_epoch=20, num_epochs=4, steps_per_execution=10)
-    trainer = Trainer(config, settings)
-    trainer.fit(TRAIN_DATA, seed=0, verbose=False)
-    return trainer.model, config
+    detector = ObjectDetector("efficientdet-d0", TINY)
+    detector.compile(steps_per_execution=10)
+    detector.fit(TRAIN_DATA, epochs=4, batch_size=8, steps_per_epoch=20, seed=0, verbose=0)
+    return detector.network, detector.config
 
 
 def test_missing_metadata_writer_names_the_install_command(monkeypatch):

@@ -1,5 +1,5 @@
-"""The training loop: learning, clipping, replica equivalence, starting from a checkpoint,
-non-finite losses, resumption, multi-worker."""
+"""Training through `ObjectDetector.fit` (the command line's path too): learning, clipping, replica
+equivalence, starting from a checkpoint, non-finite losses, resumption, multi-worker."""
 
 import json
 import os
@@ -18,7 +18,9 @@ import tensorflow as tf
 from efficientdet_tf import build_model, get_config, load_weights, save_weights
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
-from efficientdet_tf.training.trainer import NonFiniteLossError, Trainer, TrainSettings
+from efficientdet_tf.object_detector import ObjectDetector
+from efficientdet_tf.training.callbacks import NonFiniteLossError, TrainingCheckpoints
+from efficientdet_tf.training.step import make_optimizer
 from official_fixture import FIXTURE_DIR, requires_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,44 +30,90 @@ TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
 TRAIN_DATA = "synthetic:train:64"
 
 
-def make_trainer(model_dir, strategy=None, overrides="", **settings):
+class Snapshots(keras.callbacks.Callback):
+    """Records the learning rate before the first step, and the weights, averages and logs after
+    each step (before `fit` puts the averages into the weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_steps = []
+
+    def on_train_begin(self, logs=None):
+        self.at_start = _state(self.model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.after_steps:
+            self.first_learning_rate = float(np.asarray(self.model.optimizer.learning_rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_steps.append((*_state(self.model), dict(logs)))
+
+
+class StartReached(Exception):
+    pass
+
+
+class StopAtStart(Snapshots):
+    """Records the state fit starts from, then stops before the first step."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        raise StartReached
+
+
+def _state(detector):
+    """({path: weight}, {path: averaged weight}, steps of the average)."""
+    average = detector.weight_average
+    return ({v.path: v.numpy() for v in detector.network.weights},
+            {path: value.numpy() for path, value in average.values_by_path().items()},
+            int(average.num_updates.numpy()))
+
+
+def make_detector(strategy=None, overrides=""):
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
-    config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
-    defaults = dict(model_dir=str(model_dir), global_batch_size=8, steps_per_epoch=4,
-                    num_epochs=1)
-    return Trainer(config, TrainSettings(**{**defaults, **settings}), strategy)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return ObjectDetector("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
 
 
-def test_the_model_fits_a_small_set_of_images(tmp_path):
-    trainer = make_trainer(tmp_path, overrides="learning_rate=0.64", steps_per_epoch=10,
-                           num_epochs=3, steps_per_execution=5)
-    history = trainer.fit("synthetic:train:8", seed=0, verbose=False)
-    assert trainer.step == 30
-    assert history[-1]["det_loss"] < 0.5 * history[0]["det_loss"]
+def fit(detector, data=TRAIN_DATA, **options):
+    defaults = dict(epochs=1, batch_size=8, steps_per_epoch=4, seed=0, verbose=0)
+    return detector.fit(data, **{**defaults, **options})
 
 
-def test_two_replicas_update_like_one_device(tmp_path):
+def start_of_fit(detector, **options):
+    """The state `fit` starts training from."""
+    stop = StopAtStart()
+    with pytest.raises(StartReached):
+        fit(detector, callbacks=[stop], **options)
+    return stop.at_start
+
+
+def test_the_model_fits_a_small_set_of_images():
+    detector = make_detector(overrides="learning_rate=0.64")
+    detector.compile(steps_per_execution=5)
+    history = fit(detector, "synthetic:train:8", steps_per_epoch=10, epochs=3)
+    assert int(detector.optimizer.iterations.numpy()) == 30
+    assert history.history["det_loss"][-1] < 0.5 * history.history["det_loss"][0]
+
+
+def test_two_replicas_update_like_one_device():
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(cpus) == 2, "conftest.py configures two logical CPU devices"
     results, initial_weights = [], None
-    for name, strategy in [("one", None), ("two", tf.distribute.MirroredStrategy(cpus))]:
-        trainer = make_trainer(tmp_path / name, strategy, overrides="learning_rate=0.64")
-        trainer.restore_or_initialize()
+    for strategy in [None, tf.distribute.MirroredStrategy(cpus)]:
+        detector = make_detector(strategy, overrides="learning_rate=0.64")
         if initial_weights is None:
-            initial_weights = {v.path: v.numpy() for v in trainer.model.weights}
+            initial_weights = {v.path: v.numpy() for v in detector.network.weights}
         else:  # start both runs from the same weights, whatever the initializers drew
-            for variable in trainer.model.weights:
+            for variable in detector.network.weights:
                 variable.assign(initial_weights[variable.path])
-            trainer.ema.reset()
+        snapshots = Snapshots()
         # 8 images and a global batch of 8: both runs see the same images, in whatever order.
-        iterator = iter(trainer.distributed_dataset("synthetic:train:8", seed=0))
-        parts, _ = trainer._train_steps(iterator, tf.constant(1))
-        weights = {v.path: v.numpy() for v in trainer.model.weights}
-        averages = {k: v.numpy() for k, v in trainer.ema.values_by_path().items()}
-        results.append((float(parts["loss"]), weights, averages))
-    (loss_one, weights_one, ema_one), (loss_two, weights_two, ema_two) = results
-    assert loss_two == pytest.approx(loss_one, rel=1e-4)
+        fit(detector, "synthetic:train:8", steps_per_epoch=1, callbacks=[snapshots])
+        results.append(snapshots.after_steps[0])
+    (weights_one, ema_one, _, logs_one), (weights_two, ema_two, _, logs_two) = results
+    assert logs_two["loss"] == pytest.approx(logs_one["loss"], rel=1e-4)
     for path, value in weights_one.items():
         np.testing.assert_allclose(weights_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
     for path, value in ema_one.items():
@@ -81,103 +129,101 @@ CLIPPED_NORMS = {path: min(norm, 10.0) * 10.0 / np.sqrt(125.0)
                  for path, norm in GRADIENT_NORMS.items()}
 
 
-def use_linear_loss(trainer):
+def use_linear_loss(detector, global_batch_size=8):
     """Replaces the loss by one with gradient GRADIENT_NORMS (each tensor along all-ones).
 
     Every replica's share is its part of the global batch, so the sum over replicas is the whole.
     The detection loss times 0 keeps every variable in the graph, with a zero gradient.
     """
-    real_loss, variables = trainer.loss, {v.path: v for v in trainer.trainable}
+    real_loss = detector.recipe.loss
+    variables = {v.path: v for v in detector.recipe.trainable}
 
     def linear_loss(class_outputs, box_outputs, labels, num_positives):
         parts = real_loss(class_outputs, box_outputs, labels, num_positives)
-        share = tf.cast(tf.shape(class_outputs[0])[0] / trainer.settings.global_batch_size,
-                        tf.float32)
+        share = tf.cast(tf.shape(class_outputs[0])[0] / global_batch_size, tf.float32)
         linear = tf.add_n([norm / np.sqrt(variables[path].shape.num_elements())
                            * tf.reduce_sum(variables[path]) for path, norm in GRADIENT_NORMS.items()])
         return {**parts, "det_loss": 0.0 * parts["det_loss"] + share * linear}
 
-    trainer.loss = linear_loss
+    detector.recipe.loss = linear_loss
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_gradients_are_clipped_per_tensor_then_globally_on_their_sum(tmp_path, replicas):
+def test_gradients_are_clipped_per_tensor_then_globally_on_their_sum(replicas):
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:replicas]
     strategy = tf.distribute.MirroredStrategy(cpus) if replicas > 1 else None
-    trainer = make_trainer(tmp_path, strategy, overrides="weight_decay=0,clip_gradients_norm=10")
-    trainer.restore_or_initialize()
-    use_linear_loss(trainer)
-    before = {v.path: v.numpy() for v in trainer.trainable}
-    learning_rate = float(trainer.optimizer.learning_rate)
-    trainer._train_steps(iter(trainer.distributed_dataset("synthetic:train:8", seed=0)),
-                         tf.constant(1))
-    for variable in trainer.trainable:
+    detector = make_detector(strategy, overrides="weight_decay=0,clip_gradients_norm=10")
+    use_linear_loss(detector)
+    snapshots = Snapshots()
+    fit(detector, "synthetic:train:8", steps_per_epoch=1, callbacks=[snapshots])
+    before, after = snapshots.at_start[0], snapshots.after_steps[0][0]
+    for variable in detector.recipe.trainable:
         # The first SGD step with momentum moves the weights by -learning_rate * gradient.
-        step = (before[variable.path] - variable.numpy()) / learning_rate
+        step = (before[variable.path] - after[variable.path]) / snapshots.first_learning_rate
         size = variable.shape.num_elements()
         expected = CLIPPED_NORMS.get(variable.path, 0.0) / np.sqrt(size)
         np.testing.assert_allclose(step, np.full(variable.shape, expected), rtol=1e-4,
                                    atol=1e-6, err_msg=variable.path)
 
 
-def test_float16_gradients_are_clipped_by_their_unscaled_norms(tmp_path):
+def test_float16_gradients_are_clipped_by_their_unscaled_norms():
     keras.backend.clear_session()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        trainer = Trainer(get_config("efficientdet-d0", TINY), TrainSettings(
-            model_dir=str(tmp_path), global_batch_size=8, steps_per_epoch=4, num_epochs=1))
+        detector = ObjectDetector("efficientdet-d0", TINY)
+        optimizer = make_optimizer(detector.config, 8, 4, 1)
+        optimizer.build(detector.recipe.trainable)
     finally:
         keras.config.set_dtype_policy("float32")
     # float16 training scales the loss, so the gradients, by 2**15 until the optimizer unscales.
-    scale = float(trainer.optimizer.dynamic_scale)
+    scale = float(optimizer.dynamic_scale)
     assert scale == 2.0**15
+    trainable = detector.recipe.trainable
     gradients = [tf.fill(v.shape, np.float32(scale * GRADIENT_NORMS.get(v.path, 0.0)
                                              / np.sqrt(v.shape.num_elements())))
-                 for v in trainer.trainable]
-    clipped = trainer._clip_gradients(gradients, tf.distribute.get_replica_context())
-    for variable, gradient in zip(trainer.trainable, clipped):
+                 for v in trainable]
+    clipped = detector.recipe.clip_gradients(gradients, optimizer,
+                                             tf.distribute.get_replica_context())
+    for variable, gradient in zip(trainable, clipped):
         np.testing.assert_allclose(np.linalg.norm(gradient.numpy()) / scale,
                                    CLIPPED_NORMS.get(variable.path, 0.0), rtol=1e-5,
                                    err_msg=variable.path)
 
 
 @requires_fixture
-def test_training_from_the_official_fixture_starts_from_its_plain_values(tmp_path):
+def test_training_from_the_official_fixture_starts_from_its_plain_values():
     keras.backend.clear_session()
-    config = get_config("efficientdet-d0", "image_size=64")  # the fixture's variables, small input
-    trainer = Trainer(config, TrainSettings(
-        model_dir=str(tmp_path), global_batch_size=2, steps_per_epoch=1, num_epochs=1,
-        pretrained_ckpt=str(FIXTURE_DIR / "ckpt")))
-    assert trainer.restore_or_initialize() == 0
+    # The fixture's variables, small input.
+    detector = ObjectDetector.from_pretrained(
+        "efficientdet-d0", hparams="image_size=64", checkpoint=FIXTURE_DIR / "ckpt")
     reader = tf.train.load_checkpoint(str(FIXTURE_DIR / "ckpt"))
-    for variable in trainer.model.weights:
+    weights, averages, num_updates = start_of_fit(detector, batch_size=2, steps_per_epoch=1)
+    for variable in detector.network.weights:
         plain = reader.get_tensor(checkpoint_name(variable))
-        np.testing.assert_array_equal(variable.numpy(), plain, err_msg=variable.path)
-    assert len(trainer.ema.shadows) == len(trainer.model.trainable_variables)
+        np.testing.assert_array_equal(weights[variable.path], plain, err_msg=variable.path)
+    trainable = detector.network.trainable_variables
+    assert len(averages) == len(trainable)
     differ = 0
-    for variable in trainer.model.trainable_variables:
+    for variable in trainable:
         shadow = reader.get_tensor(checkpoint_name(variable) + EMA_SUFFIX)
-        np.testing.assert_array_equal(trainer.ema.shadows[variable.path].numpy(), shadow,
-                                      err_msg=variable.path)
-        differ += not np.array_equal(shadow, variable.numpy())
-    assert differ == len(trainer.model.trainable_variables)  # so the test tells them apart
-    assert int(trainer.ema.num_updates) == 0
+        np.testing.assert_array_equal(averages[variable.path], shadow, err_msg=variable.path)
+        differ += not np.array_equal(shadow, weights[variable.path])
+    assert differ == len(trainable)  # so the test tells them apart
+    assert num_updates == 0
 
 
 def _checkpoint_to_start_from(tmp_path, start):
-    """Settings naming a checkpoint whose averages differ from its plain values, and both
+    """The checkpoint to start from, with averages that differ from its plain values, and both
     {variable path: value}."""
     if start == "training run":
-        trainer = make_trainer(tmp_path / "earlier_run")
-        for variable in trainer.model.weights:
-            variable.assign(variable + 0.5)
-        for variable in trainer.trainable:
-            trainer.ema.shadows[variable.path].assign(variable + 0.5)
-        trainer.ema.num_updates.assign(7)
-        trainer.save()
-        plain = {v.path: v.numpy() for v in trainer.model.weights}
-        averages = {path: shadow.numpy() for path, shadow in trainer.ema.shadows.items()}
-        return dict(pretrained_ckpt=str(tmp_path / "earlier_run")), plain, averages
+        detector = make_detector()
+        fit(detector, steps_per_epoch=1, callbacks=[TrainingCheckpoints(tmp_path / "run")])
+        reader = tf.train.load_checkpoint(str(tmp_path / "run"))
+        plain = {v.path: reader.get_tensor(_saved_key("model/by_path", v.path))
+                 for v in detector.network.weights}
+        averages = {v.path: reader.get_tensor(_saved_key("ema/shadows", v.path))
+                    for v in detector.network.trainable_variables}
+        return str(tmp_path / "run"), plain, averages
     keras.backend.clear_session()
     model = build_model(get_config("efficientdet-d0", TINY.replace("num_classes=3", "num_classes=5")))
     plain = {v.path: v.numpy() + 0.5 for v in model.weights}
@@ -186,45 +232,87 @@ def _checkpoint_to_start_from(tmp_path, start):
         variable.assign(plain[variable.path])
     prefix = str(save_weights(model, tmp_path / "official" / "ckpt", ema_values={
         checkpoint_name(v): averages[v.path] for v in model.weights}))
-    return {"backbone_ckpt" if start == "backbone" else "pretrained_ckpt": prefix}, plain, averages
+    return prefix, plain, averages
+
+
+def _saved_key(prefix, path):
+    """The key of a variable in a training checkpoint."""
+    return f"{prefix}/{path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 @pytest.mark.parametrize("start", ["official layout", "backbone", "training run"])
 def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average(tmp_path, start):
-    settings, plain, averages = _checkpoint_to_start_from(tmp_path, start)
-    trainer = make_trainer(tmp_path / "run", **settings)
-    initial = {v.path: v.numpy() for v in trainer.model.weights}
-    assert trainer.restore_or_initialize() == 0
-    for variable in trainer.model.weights:
-        path = variable.path
+    checkpoint, plain, averages = _checkpoint_to_start_from(tmp_path, start)
+    detector = make_detector()
+    initial = {v.path: v.numpy() for v in detector.network.weights}
+    detector.load_pretrained(checkpoint,
+                             only_scope="efficientnet-b0" if start == "backbone" else None)
+    weights, shadows, num_updates = start_of_fit(detector)
+    for path, value in weights.items():
         if start == "backbone":
             loaded = path.startswith("efficientnet-b0/")
         else:  # the 5-class head of the official-layout checkpoint does not fit: skipped
             loaded = initial[path].shape == plain[path].shape
-        np.testing.assert_array_equal(variable.numpy(), plain[path] if loaded else initial[path],
+        np.testing.assert_array_equal(value, plain[path] if loaded else initial[path],
                                       err_msg=path)
-        if path in trainer.ema.shadows:
-            np.testing.assert_array_equal(trainer.ema.shadows[path].numpy(),
-                                          averages[path] if loaded else initial[path], err_msg=path)
-    assert int(trainer.ema.num_updates) == 0
+        if path in shadows:
+            np.testing.assert_array_equal(shadows[path], averages[path] if loaded else initial[path],
+                                          err_msg=path)
+    assert num_updates == 0
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = make_trainer(tmp_path, steps_per_epoch=6, save_checkpoints_steps=2)
-    real_loss = trainer.loss
+    detector = make_detector()
+    real_loss = detector.recipe.loss
 
     def loss_turning_nan_at_step_4(*args):
         parts = real_loss(*args)
-        poison = tf.where(trainer.optimizer.iterations >= 3, np.nan, 0.0)
+        poison = tf.where(detector.optimizer.iterations >= 3, np.nan, 0.0)
         return {**parts, "det_loss": parts["det_loss"] + poison}
 
-    trainer.loss = loss_turning_nan_at_step_4
+    detector.recipe.loss = loss_turning_nan_at_step_4
     with pytest.raises(NonFiniteLossError, match=r"at step 4 .*lower learning_rate.*checking the dataset's boxes"):
-        trainer.fit(TRAIN_DATA, seed=0, verbose=False)
+        fit(detector, steps_per_epoch=6, callbacks=[TrainingCheckpoints(tmp_path, 2)])
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
-    model = build_model(trainer.config)
+    model = build_model(detector.config)
     load_weights(model, tmp_path)
     assert all(np.isfinite(v.numpy()).all() for v in model.weights)
+
+
+class Interruption(Exception):
+    pass
+
+
+class InterruptAtStep(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise Interruption
+
+
+def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_count(tmp_path):
+    with pytest.raises(Interruption):
+        fit(make_detector(), epochs=2, steps_per_epoch=3,
+            callbacks=[TrainingCheckpoints(tmp_path, save_checkpoints_steps=2),
+                       InterruptAtStep(4)])
+    saved = tf.train.load_checkpoint(str(tmp_path / "ckpt-4"))
+    detector = make_detector()
+    snapshots = Snapshots()
+    history = fit(detector, epochs=2, steps_per_epoch=3,
+                  callbacks=[TrainingCheckpoints(tmp_path), snapshots])
+    weights, averages, num_updates = snapshots.at_start
+    assert num_updates == 4
+    for path, value in weights.items():
+        np.testing.assert_array_equal(value, saved.get_tensor(_saved_key("model/by_path", path)))
+    for path, value in averages.items():
+        np.testing.assert_array_equal(value, saved.get_tensor(_saved_key("ema/shadows", path)))
+    # Step 4 is the first of epoch 2 (3 steps each): its last 2 steps, then the run ends.
+    assert len(snapshots.after_steps) == 2 and int(detector.optimizer.iterations.numpy()) == 6
+    assert history.epoch == [1]
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
 
 
 def _train_command(model_dir, *extra):
@@ -272,27 +360,16 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     saved_step = int(latest.rsplit("-", 1)[1])
     assert saved_step >= 6
     reader = tf.train.load_checkpoint(latest)  # complete and readable
-    saved_ema = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-                 if k.startswith("ema/shadows/")}
-
-    trainer = make_trainer(tmp_path, steps_per_epoch=16, num_epochs=4)
-    assert trainer.restore_or_initialize() == saved_step
-    assert int(trainer.ema.num_updates) == saved_step
-    saved_weights = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-                     if k.startswith("model/by_path/")}
-    assert len(saved_weights) == len(trainer.model.weights)  # every weight, not a few
-    for variable in trainer.model.weights:
-        key = f"model/by_path/{variable.path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
-        np.testing.assert_array_equal(variable.numpy(), saved_weights[key])
-    assert len(trainer.ema.shadows) == len(saved_ema)
-    for key, value in saved_ema.items():
-        path = key[len("ema/shadows/"):].split("/.ATTRIBUTES")[0].replace(".S", "/")
-        np.testing.assert_array_equal(trainer.ema.shadows[path].numpy(), value)
+    saved_ema = [k for k in reader.get_variable_to_shape_map() if k.startswith("ema/shadows/")]
+    assert int(reader.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE")) == saved_step
+    assert len(saved_ema) == len(build_model(get_config("efficientdet-d0", TINY)).trainable_weights)
 
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resumed from {latest} at step {saved_step}" in result.stderr
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-64")
+    final = tf.train.load_checkpoint(str(tmp_path / "ckpt-64"))
+    assert int(final.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE")) == 64  # continued
 
 
 def _free_port():

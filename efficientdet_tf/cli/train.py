@@ -11,10 +11,15 @@ from absl import flags
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.config import Config, ConfigError, get_config
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
-from efficientdet_tf.data.pipeline import source_from_spec
-from efficientdet_tf.evaluation.model_evaluation import evaluate
+from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
+from efficientdet_tf.evaluation.coco_validation import CocoValidation
+from efficientdet_tf.object_detector import ObjectDetector
+from efficientdet_tf.training.callbacks import (
+    StepSummaries,
+    TrainingCheckpoints,
+    is_chief,
+)
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
-from efficientdet_tf.training.trainer import Trainer, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +70,28 @@ def run(flag_values) -> None:
     for data in (source, val_source):
         if isinstance(data, NamedBoxesSource):
             print(data.report())
-    settings = TrainSettings(
-        model_dir=flag_values.model_dir,
-        global_batch_size=flag_values.batch_size,
-        steps_per_epoch=_steps_per_epoch(flag_values, source),
-        num_epochs=config.num_epochs,
-        steps_per_execution=flag_values.steps_per_execution,
-        save_checkpoints_steps=flag_values.save_checkpoints_steps,
-        keep_checkpoint_max=flag_values.keep_checkpoint_max,
-        pretrained_ckpt=flag_values.pretrained_ckpt,
-        backbone_ckpt=flag_values.backbone_ckpt,
-    )
-    trainer = Trainer(config, settings, strategy)
-    if trainer.is_chief:
-        save_run_config(config, flag_values.model_dir)
-    trainer.fit(source, evaluate=validation(flag_values, config, val_source) if evaluating
-                else None, seed=flag_values.tf_random_seed)
-
-
-def with_class_names_of(source, config: Config) -> Config:
-    """The config with the class names of the training data as its label_map, unless it has one:
-    config.yaml then records the class ids given to names (validation data gets the same ones),
-    and inference draws the names."""
-    if config.label_map is not None or not source.class_names:
-        return config
-    return config.override({"label_map": source.class_names})
+    steps_per_epoch = _steps_per_epoch(flag_values, source)
+    with strategy.scope():
+        detector = ObjectDetector(config)
+    model_dir = flag_values.model_dir
+    if not tf.train.latest_checkpoint(model_dir):
+        if flag_values.pretrained_ckpt:
+            detector.load_pretrained(flag_values.pretrained_ckpt)
+        elif flag_values.backbone_ckpt:
+            detector.load_pretrained(flag_values.backbone_ckpt, only_scope=config.backbone_name)
+    if is_chief(strategy):
+        save_run_config(config, model_dir)
+    callbacks = [
+        TrainingCheckpoints(model_dir, flag_values.save_checkpoints_steps,
+                            flag_values.keep_checkpoint_max),
+        StepSummaries(os.path.join(model_dir, "train")),
+    ]
+    if evaluating:
+        callbacks.append(validation(flag_values, config, val_source))
+    detector.compile(steps_per_execution=flag_values.steps_per_execution)
+    detector.fit(source, epochs=config.num_epochs, batch_size=flag_values.batch_size,
+                 steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                 seed=flag_values.tf_random_seed)
 
 
 def _require(flag_values, *names: str) -> None:
@@ -123,21 +125,16 @@ def save_run_config(config: Config, model_dir: str) -> None:
     config.save(path)
 
 
-def validation(flag_values, config: Config, val_source):
-    """The evaluation inside train_and_eval: COCO metrics on `val_source`, the validation data
-    (EMA weights), logged to TensorBoard in model_dir/eval."""
-    summary_dir = os.path.join(flag_values.model_dir, "eval")
-
-    def run_evaluation(trainer: Trainer, epoch: int) -> dict[str, float]:
-        metrics = evaluate(
-            trainer.model, config, val_source,
-            batch_size=flag_values.batch_size,
-            eval_samples=flag_values.eval_samples,
-            val_json_file=flag_values.val_json_file,
-            summary_writer=summary_dir,
-            step=trainer.step,
-        )
-        print(f"Epoch {epoch}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("AP", "AP50")))
-        return metrics
-
-    return run_evaluation
+def validation(flag_values, config: Config, val_source) -> CocoValidation:
+    """The evaluation inside train_and_eval: COCO metrics of the averaged weights on the
+    validation data every hparams map_freq epochs and after the last, logged to TensorBoard in
+    model_dir/eval."""
+    return CocoValidation(
+        val_source,
+        every=config.map_freq,
+        last_epoch=config.num_epochs,
+        batch_size=flag_values.batch_size,
+        eval_samples=flag_values.eval_samples,
+        val_json_file=flag_values.val_json_file,
+        summary_writer=os.path.join(flag_values.model_dir, "eval"),
+    )

@@ -12,6 +12,8 @@ Dataset specs (`source_from_spec`):
   'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg): `voc_folder`.
   'csv:<file.csv>:<images_dir>[:<SET>]'  boxes as CSV rows, see `csv_annotations`.
   anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
+A `Source` passes through, and a `tf.data.Dataset` of images and pixel boxes becomes a
+`sources.TFDatasetSource`.
 The voc: and csv: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the
 data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`); their
 class names get the ids of config.label_map, else 1..K in sorted order.
@@ -51,7 +53,7 @@ from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
 from efficientdet_tf.data.named_boxes import split_hold_out
 from efficientdet_tf.data.preprocess import normalize_image, preprocess_image
-from efficientdet_tf.data.sources import Source, TFRecordSource
+from efficientdet_tf.data.sources import Source, TFDatasetSource, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
 
@@ -60,10 +62,12 @@ log = logging.getLogger(__name__)
 _OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
 
 
-def source_from_spec(spec: str | Source, config) -> Source:
+def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
     """A `Source` from a dataset spec (see the module docstring); a `Source` passes through."""
     if isinstance(spec, Source):
         return spec
+    if isinstance(spec, tf.data.Dataset):
+        return TFDatasetSource(spec)
     kind, _, rest = spec.partition(":")
     if kind == "synthetic":
         split, _, count = rest.partition(":")
@@ -81,6 +85,15 @@ def source_from_spec(spec: str | Source, config) -> Source:
     if kind in ("voc", "csv"):
         return _named_boxes_source(spec, kind, rest, config)
     return TFRecordSource(spec)
+
+
+def with_class_names_of(source: Source, config):
+    """The config with the class names of the training data as its label_map, unless it has one:
+    the saved config then records the class ids given to names (validation data gets the same
+    ones), and inference draws the names."""
+    if config.label_map is not None or not source.class_names:
+        return config
+    return config.override({"label_map": source.class_names})
 
 
 _NAMED_BOXES_USAGE = {

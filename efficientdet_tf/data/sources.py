@@ -165,6 +165,57 @@ class AnnotatedImagesSource(Source):
         return skip_undecodable(dataset.map(_read_example, num_parallel_calls=tf.data.AUTOTUNE))
 
 
+class TFDatasetSource(Source):
+    """A `tf.data.Dataset` of unbatched `(image, {"boxes": ..., "classes": ...})`: uint8 images
+    [H, W, 3], float boxes [N, 4] (ymin, xmin, ymax, xmax) in pixels, int class ids [N].
+
+    Images are numbered 1, 2, ... in dataset order (their COCO image ids in evaluation); shuffling
+    uses a buffer of `shuffle_buffer` examples.
+    """
+
+    def __init__(self, dataset: tf.data.Dataset, shuffle_buffer: int = _RECORD_SHUFFLE_BUFFER):
+        _check_image_and_boxes_spec(dataset.element_spec)
+        self.dataset = dataset
+        self.shuffle_buffer = shuffle_buffer
+        cardinality = int(dataset.cardinality())
+        self.num_examples = cardinality if cardinality >= 0 else None
+
+    def examples(self, *, shuffle, repeat, input_context=None, seed=None):
+        dataset = shard_for_input_pipeline(self.dataset.enumerate(start=1), input_context)
+        if shuffle:
+            dataset = dataset.shuffle(self.shuffle_buffer, seed=seed)
+        if repeat:
+            dataset = dataset.repeat()
+        return dataset.map(_decoded_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _check_image_and_boxes_spec(spec) -> None:
+    expected = ("a tf.data.Dataset of unbatched (image, {'boxes': ..., 'classes': ...}): uint8 "
+                "[height, width, 3], float [N, 4] (ymin, xmin, ymax, xmax in pixels), int [N]")
+    if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)
+            and {"boxes", "classes"} <= spec[1].keys()):
+        raise ValueError(f"Expected {expected}; got elements {spec}.")
+    image, objects = spec
+    if image.shape.rank != 3 or objects["boxes"].shape.rank != 2 or image.dtype != tf.uint8:
+        raise ValueError(f"Expected {expected}; got image {image} and boxes {objects['boxes']} "
+                         "(batched? then call .unbatch() first).")
+
+
+def _decoded_example(index, element) -> dict[str, tf.Tensor]:
+    image, objects = element
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    boxes = tf.reshape(tf.cast(objects["boxes"], tf.float32), [-1, 4])
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return {
+        "image": image,
+        "source_id": index,
+        "boxes": boxes / tf.tile(size, [2]),
+        "classes": tf.cast(tf.reshape(objects["classes"], [-1]), tf.int32),
+        "is_crowd": tf.zeros(tf.shape(boxes)[:1], tf.bool),
+        "areas": heights * widths,
+    }
+
+
 def _read_example(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     example = {key: tf.convert_to_tensor(value) for key, value in columns.items() if key != "path"}
     example["image"] = decode_image(tf.io.read_file(columns["path"]))

@@ -45,6 +45,7 @@ class SyntheticShapes(Source):
     """The synthetic dataset of `num_images` images of `image_size` (height, width) from `seed`."""
 
     max_class_id = max(SYNTHETIC_CLASS_NAMES)
+    class_names = SYNTHETIC_CLASS_NAMES
 
     def __init__(
         self,

@@ -21,12 +21,14 @@ REFERENCE_BATCH_SIZE = 64
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from `warmup_init` to the scaled rate over `warmup_steps`, then decay."""
 
-    def __init__(self, config, global_batch_size: int, steps_per_epoch: int):
+    def __init__(self, config, global_batch_size: int, steps_per_epoch: int,
+                 num_epochs: int | None = None):
+        """`num_epochs`: the length of the run, config.num_epochs when None."""
         self.method = config.lr_decay_method
         self.peak = config.learning_rate * global_batch_size / REFERENCE_BATCH_SIZE
         self.warmup_init = config.lr_warmup_init
         self.warmup_steps = max(1, int(config.lr_warmup_epoch * steps_per_epoch))
-        self.total_steps = max(1, int(config.num_epochs * steps_per_epoch))
+        self.total_steps = max(1, int((num_epochs or config.num_epochs) * steps_per_epoch))
         self.drop_steps = (
             int(config.first_lr_drop_epoch * steps_per_epoch),
             int(config.second_lr_drop_epoch * steps_per_epoch),

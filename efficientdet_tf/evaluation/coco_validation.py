@@ -1,0 +1,36 @@
+"""Validation inside `fit`: COCO metrics of the averaged weights, in Keras's epoch logs."""
+
+from __future__ import annotations
+
+import keras
+
+from efficientdet_tf.evaluation.model_evaluation import evaluate
+
+
+class CocoValidation(keras.callbacks.Callback):
+    """COCO metrics of the averaged weights on a validation source, in the epoch logs as
+    `val_AP`, `val_AP50`, ... every `every` epochs and after epoch `last_epoch` (1-based).
+
+    `evaluation_options` go to `evaluation.model_evaluation.evaluate` (batch_size,
+    eval_samples, val_json_file, summary_writer: TensorBoard scalars at the optimizer's step).
+    """
+
+    def __init__(self, source, every: int = 1, last_epoch: int | None = None,
+                 **evaluation_options):
+        super().__init__()
+        self.source = source
+        self.every = every
+        self.last_epoch = last_epoch
+        self.evaluation_options = evaluation_options
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        if not (epoch == self.last_epoch or (self.every > 0 and epoch % self.every == 0)):
+            return
+        detector = self.model
+        with detector.weight_average.averaged_weights():
+            metrics = evaluate(detector.network, detector.config, self.source,
+                               step=int(detector.optimizer.iterations.numpy()),
+                               **self.evaluation_options)
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in metrics.items()})

@@ -1,0 +1,315 @@
+"""`ObjectDetector`: EfficientDet as one Keras model that fine-tunes, evaluates, predicts, saves
+and exports.
+
+    detector = ObjectDetector.from_pretrained("efficientdet-lite0", num_classes=3)
+    detector.fit("voc:annotations:images:train:10%", epochs=20, batch_size=16,
+                 validation_data="voc:annotations:images:val:10%")
+    detector.evaluate("voc:annotations:images:val:10%")   # {'AP': ..., 'AP50': ..., ...}
+    detector.predict([image])                              # {'detection_boxes': ..., ...}
+    detector.export("exported")                            # SavedModel and TFLite files
+    detector.save("detector.keras")                        # keras.saving.load_model reads it
+
+`fit` is Keras's own loop around the official training step (`training.step.RecipeStep`), with
+the official optimizer and schedule over the epochs given to `fit`, under the strategy the
+detector was built in. As with Keras's `use_ema` optimizers, the averaged weights replace the
+trained ones when `fit` ends; during `fit`, validation uses them. The command line trains
+through the same `fit`, with the callbacks of `training.callbacks` for its model_dir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from efficientdet_tf.config import Config, ConfigError, get_config, validate
+from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
+from efficientdet_tf.data.preprocess import preprocess_images
+from efficientdet_tf.evaluation.coco_validation import CocoValidation
+from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
+from efficientdet_tf.export.saved_model import export_saved_model
+from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, export_tflite
+from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import load_training_start, load_weights
+from efficientdet_tf.model.weight_average import WeightAverage
+from efficientdet_tf.training.callbacks import NonFiniteLossGuard, TrainingCheckpoints
+from efficientdet_tf.training.step import RecipeStep, make_optimizer, trainable_variables
+
+EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+class ObjectDetector(keras.Model):
+    """EfficientDet with its official training recipe, evaluation, pre- and post-processing.
+
+    Args:
+      model_name: an official model name (`efficientdet_tf.available_models()`), a saved config
+        YAML, or a `Config`.
+      hparams: overrides, as `get_config` takes them: 'key=value,...', a dict or a YAML path.
+
+    Build it inside `strategy.scope()` to train on several devices. Calling it on normalized
+    images gives the network's raw outputs, as `build_model`'s network.
+    """
+
+    def __init__(self, model_name: str | os.PathLike | Config = "efficientdet-d0",
+                 hparams: str | dict | os.PathLike | None = None, **kwargs):
+        config = (model_name.override(hparams) if isinstance(model_name, Config)
+                  else get_config(model_name, hparams))
+        super().__init__(name=kwargs.pop("name", config.name), **kwargs)
+        self.config = config
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.network = build_model(config, synchronized_batch_norm=replicas > 1)
+        trainable = trainable_variables(self.network, config.var_freeze_expr)
+        self.weight_average = WeightAverage(trainable, config.moving_average_decay)
+        self.recipe = RecipeStep(config, self.network, trainable, self.weight_average)
+        self._training_start = None
+        self._chosen_optimizer = None
+        self._compile_options = {"steps_per_execution": 1, "jit_compile": False}
+        self._representative_data = None
+        self._detect_function = None
+        self.built = True
+
+    @classmethod
+    def from_pretrained(cls, model_name: str = "efficientdet-d0", num_classes: int | None = None,
+                        hparams=None, checkpoint: str | os.PathLike | None = None):
+        """A detector with the weights of `checkpoint`: by default the official COCO weights of
+        `model_name`, downloaded once (see `model.official_weights`).
+
+        With another `num_classes` the class prediction layer does not fit and keeps its new
+        initial values (a warning names it); every other weight is the checkpoint's. The loaded
+        weights are its averaged ones (those of the official evaluation), and `fit` starts from
+        its plain ones with its averages seeding the weight average, as the official trainer.
+        """
+        config = get_config(model_name, hparams)
+        if num_classes is not None:
+            config = config.override({"num_classes": num_classes})
+        detector = cls(config)
+        detector.load_pretrained(checkpoint or model_name)
+        return detector
+
+    def load_pretrained(self, checkpoint: str | os.PathLike, only_scope: str | None = None):
+        """Loads `checkpoint` (a path or an official name) as `from_pretrained` does; returns the
+        names of the variables that did not fit (a warning names them too). `only_scope` (e.g.
+        the backbone's name) loads only the variables under it, such as an EfficientNet
+        classification checkpoint."""
+        skipped = load_weights(self.network, checkpoint, skip_mismatch=self.config.skip_mismatch,
+                               only_scope=only_scope)
+        self._training_start = (checkpoint, only_scope)
+        return skipped
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    # --- training --------------------------------------------------------------------------------
+
+    def compile(self, optimizer=None, *, steps_per_execution: int = 1, jit_compile=False):
+        """Keras's `compile`. Without an optimizer `fit` makes the official one (SGD with
+        momentum, warm-up then the configured decay over the epochs given to `fit`, loss scaling
+        under mixed_float16). The loss is the recipe's; `steps_per_execution` steps run per
+        `tf.function` call (lowered to a divisor of the epoch's steps)."""
+        self._chosen_optimizer = optimizer
+        self._compile_options = {"steps_per_execution": steps_per_execution,
+                                 "jit_compile": jit_compile}
+
+    def train_step(self, data):
+        images, labels = data
+        parts = self.recipe(images, labels, self.optimizer)
+        return {**parts, "learning_rate": self.optimizer.learning_rate}
+
+    def fit(self, x=None, *, epochs: int = 1, batch_size: int = 64, steps_per_epoch=None,
+            validation_data=None, validation_freq: int = 1, validation_batch_size=None,
+            callbacks=None, verbose="auto", seed: int | None = None):
+        """Trains on `x` with the official recipe; returns Keras's `History`.
+
+        Args:
+          x: a dataset spec ('synthetic:train', 'voc:<xml_dir>:<image_dir>', a TFRecord glob,
+            see `data.pipeline`), a `data.sources.Source`, or a `tf.data.Dataset` of unbatched
+            `(uint8 image [H, W, 3], {'boxes': [N, 4] ymin, xmin, ymax, xmax in pixels,
+            'classes': [N]})`. Augmentation and anchor labelling are the recipe's.
+          batch_size: the global batch, split over the strategy's replicas.
+          steps_per_epoch: default: the images of `x` divided by `batch_size`.
+          validation_data: data in the same forms; its COCO metrics (averaged weights) go into
+            the logs as `val_AP`, `val_AP50`, ... every `validation_freq` epochs and after the
+            last one.
+          callbacks: Keras callbacks; with a `training.callbacks.TrainingCheckpoints`, the run
+            resumes from its model_dir and saves there.
+          seed: seeds the order of the training data.
+        """
+        source = source_from_spec(x, self.config)
+        self._representative_data = source
+        self.config = with_class_names_of(source, self.config)
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if batch_size % replicas:
+            raise ValueError(f"The global batch size {batch_size} does not split evenly over "
+                             f"{replicas} replicas; use a multiple of {replicas}.")
+        steps_per_epoch = steps_per_epoch or _steps_per_epoch(source, batch_size)
+        self._compile_for_run(batch_size, steps_per_epoch, epochs)
+        callbacks = list(callbacks or [])
+        start_step = self._restore_or_start(callbacks)
+        if validation_data is not None:
+            callbacks.append(CocoValidation(
+                source_from_spec(validation_data, self.config), every=validation_freq,
+                last_epoch=epochs, batch_size=validation_batch_size or batch_size))
+        callbacks = _in_running_order(callbacks)
+        data = self._distributed_dataset(source, batch_size, seed)
+        epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
+        histories = []
+        if done_in_epoch:  # a run resumed mid-epoch first finishes that epoch
+            histories.append(super().fit(
+                data, epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks, shuffle=False,
+                steps_per_epoch=steps_per_epoch - done_in_epoch, verbose=verbose))
+            epoch += 1
+        if epoch < epochs and not self.stop_training:
+            histories.append(super().fit(
+                data, epochs=epochs, initial_epoch=epoch, callbacks=callbacks, shuffle=False,
+                steps_per_epoch=steps_per_epoch, verbose=verbose))
+        self.weight_average.copy_to_variables()
+        self._detect_function = None
+        return _merged(histories) if histories else self.history
+
+    def _compile_for_run(self, batch_size: int, steps_per_epoch: int, epochs: int) -> None:
+        steps_per_execution = _largest_divisor(
+            steps_per_epoch, self._compile_options["steps_per_execution"])
+        with self.distribute_strategy.scope():
+            optimizer = self._chosen_optimizer or make_optimizer(
+                self.config, batch_size, steps_per_epoch, epochs)
+            super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
+                            jit_compile=self._compile_options["jit_compile"])
+            if not optimizer.built:
+                optimizer.build(self.recipe.trainable)
+
+    def _restore_or_start(self, callbacks) -> int:
+        """Resumes from a `TrainingCheckpoints` callback's model_dir, else starts training from
+        the pretrained checkpoint or the current weights; returns the step reached."""
+        checkpoints = [c for c in callbacks if isinstance(c, TrainingCheckpoints)]
+        if len(checkpoints) > 1:
+            raise ValueError("fit takes one TrainingCheckpoints callback, got "
+                             f"{len(checkpoints)}.")
+        step = checkpoints[0].restore(self) if checkpoints else None
+        if step is not None:
+            return step
+        if self._training_start:
+            checkpoint, only_scope = self._training_start
+            load_training_start(self.network, self.weight_average, checkpoint,
+                                skip_mismatch=self.config.skip_mismatch, only_scope=only_scope)
+            self._training_start = None
+        else:
+            self.weight_average.reset()
+        return int(self.optimizer.iterations.numpy())
+
+    def _distributed_dataset(self, source, batch_size: int, seed: int | None):
+        strategy = self.distribute_strategy
+        per_replica = batch_size // strategy.num_replicas_in_sync
+
+        def dataset_fn(input_context):
+            return build_dataset(source, self.config, is_training=True, batch_size=per_replica,
+                                 input_context=input_context, seed=seed)
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    # --- evaluation, prediction, export ----------------------------------------------------------
+
+    def evaluate(self, x=None, batch_size: int = DEFAULT_BATCH_SIZE, *,
+                 eval_samples: int | None = None, val_json_file=None, results_file=None,
+                 verbose=None) -> dict[str, float]:
+        """COCO metrics on `x` (the forms `fit` takes): 'AP', 'AP50', 'AP75', 'APs', 'APm',
+        'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm', 'ARl', and 'AP_/<class name>'.
+        `eval_samples`, `val_json_file`, `results_file` are as in `--mode=eval`."""
+        return evaluate(self.network, self.config, x, batch_size=batch_size,
+                        eval_samples=eval_samples, val_json_file=val_json_file,
+                        results_file=results_file)
+
+    def predict(self, images, batch_size: int = DEFAULT_BATCH_SIZE,
+                verbose=None) -> dict[str, np.ndarray]:
+        """Detections in uint8 images of any sizes (a batch [B, H, W, 3] or a list of
+        [H, W, 3]): the serving signature's outputs as NumPy arrays, `detection_boxes` (ymin,
+        xmin, ymax, xmax in original pixels), `detection_scores`, `detection_classes` (1-based)
+        and `num_detections`; the pre- and post-processing of the exported SavedModel."""
+        if self._detect_function is None:
+            self._detect_function = Detector(self.config, self.network).preprocessed_function()
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            network_inputs, image_scales = preprocess_images(
+                images[start:start + batch_size], self.config)
+            chunks.append(self._detect_function(network_inputs, image_scales))
+        return {name: np.concatenate([chunk[name].numpy() for chunk in chunks])
+                for name in chunks[0]}
+
+    def export(self, directory: str | os.PathLike, formats=EXPORT_FORMATS,
+               representative_data=None, tflite_input: str = "pixels",
+               num_calibration_images: int = DEFAULT_CALIBRATION_STEPS) -> dict[str, Path]:
+        """Writes what `--mode=export` writes: the SavedModel in `directory` and each TFLite file
+        as `directory/<precision>.tflite`; returns {format: path}.
+
+        `tflite_int8` calibrates on `representative_data` (the forms `fit` takes), by default
+        the data of the last `fit`. `tflite_input` is the TFLite input layout ('pixels' or
+        'normalized', see `export.tflite`).
+        """
+        unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+        if unknown:
+            raise ValueError(f"Unknown export formats {unknown}; choose from {EXPORT_FORMATS}.")
+        representative_data = representative_data or self._representative_data
+        if "tflite_int8" in formats and representative_data is None:
+            raise ValueError("tflite_int8 calibrates on real images: pass representative_data "
+                             "(e.g. the training data), or leave 'tflite_int8' out of formats.")
+        written = {}
+        if "saved_model" in formats:
+            written["saved_model"] = export_saved_model(
+                Detector(self.config, self.network), directory)
+        for name in (f for f in formats if f.startswith("tflite_")):
+            quantization = name.removeprefix("tflite_")
+            written[name] = export_tflite(
+                self.network, self.config, Path(directory) / f"{quantization}.tflite",
+                quantization, dataset=representative_data,
+                num_calibration_images=num_calibration_images, input_layout=tflite_input)
+        return written
+
+    # --- Keras saving --------------------------------------------------------------------------
+
+    def get_config(self):
+        return {"name": self.name, "hparams": self.config.as_dict()}
+
+    def get_compile_config(self):
+        """None: the training set-up is `fit`'s, nothing to restore with the model."""
+        return None
+
+    @classmethod
+    def from_config(cls, config):
+        values = dict(config)
+        return cls(Config(validate(values.pop("hparams"))), **values)
+
+
+def _steps_per_epoch(source, batch_size: int) -> int:
+    examples = source.count_examples()
+    if examples < batch_size:
+        raise ConfigError(f"batch_size={batch_size} exceeds the {examples} images of the "
+                          "training data.")
+    return examples // batch_size
+
+
+def _largest_divisor(number: int, at_most: int) -> int:
+    return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
+
+
+def _in_running_order(callbacks: list) -> list:
+    """The NaN guard first (nothing may save broken weights), then the checkpoints (an epoch is
+    saved before it is validated), then validation (its metrics reach the user's callbacks)."""
+    def rank(callback):
+        return (0 if isinstance(callback, TrainingCheckpoints)
+                else 1 if isinstance(callback, CocoValidation) else 2)
+
+    return [NonFiniteLossGuard(), *sorted(callbacks, key=rank)]
+
+
+def _merged(histories: list) -> keras.callbacks.History:
+    """One History of the fit calls of a run resumed mid-epoch."""
+    merged = histories[-1]
+    for earlier in reversed(histories[:-1]):
+        merged.epoch = earlier.epoch + merged.epoch
+        for key, values in earlier.history.items():
+            merged.history[key] = values + merged.history.get(key, [])
+    return merged

@@ -1,0 +1,151 @@
+"""Keras callbacks of a training run: resumable checkpoints, the NaN guard and per-step summaries.
+
+They work on an `ObjectDetector` being fitted (`self.model`): its `network`, `optimizer` and
+`weight_average`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from efficientdet_tf.model.checkpoint import CheckpointMismatchError, VariablesByPath
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops without saving the broken weights."""
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training with `NonFiniteLossError` at the first non-finite loss, before any
+    checkpoint callback could save the broken weights (`fit` puts it first)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if math.isfinite(loss):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        parts = ", ".join(f"{k}: {float(v):.4g}" for k, v in logs.items())
+        raise NonFiniteLossError(
+            f"The loss became {loss} at step {step} ({parts}). Training stopped without saving: "
+            "the latest checkpoint, if any, is the last good one. Usual fixes: a lower "
+            "learning_rate or a longer lr_warmup_epoch, a larger batch, clip_gradients_norm, and "
+            "checking the dataset's boxes (degenerate or wrongly normalized boxes, class ids "
+            "beyond num_classes).")
+
+
+class TrainingCheckpoints(keras.callbacks.Callback):
+    """Checkpoints of the whole training state in `model_dir`, and resumption from them.
+
+    A fit with this callback resumes from the latest checkpoint in `model_dir` (weights,
+    optimizer, weight average and step), mid-epoch included. It saves at every epoch end and, with
+    `save_checkpoints_steps`, at the first batch end at or past each multiple of it. In a
+    multi-worker run every worker takes part in saving; only the chief writes into `model_dir`.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, save_checkpoints_steps: int = 0,
+                 keep_checkpoint_max: int = 5):
+        super().__init__()
+        self.model_dir = str(model_dir)
+        self.save_checkpoints_steps = save_checkpoints_steps
+        self.keep_checkpoint_max = keep_checkpoint_max
+        self._manager = None
+        self._last_saved_step = None
+
+    def restore(self, detector) -> int | None:
+        """Restores `detector` (optimizer built) from the latest checkpoint in model_dir;
+        returns its step, or None when there is none."""
+        self._manager = self._make_manager(detector)
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        if not latest:
+            return None
+        try:
+            self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            raise CheckpointMismatchError(
+                f"{self.model_dir} holds a run whose checkpoint {latest} does not fit the model "
+                f"of this config ({error}). Resume with the hparams of that run (its config.yaml) "
+                "or start in a new model_dir.") from None
+        step = int(detector.optimizer.iterations.numpy())
+        log.info("Resumed from %s at step %d", latest, step)
+        self._last_saved_step = step
+        return step
+
+    def _make_manager(self, detector) -> tf.train.CheckpointManager:
+        checkpoint = tf.train.Checkpoint(
+            model=VariablesByPath(detector.network.weights),
+            optimizer=VariablesByPath(detector.optimizer.variables),
+            ema=detector.weight_average)
+        chief = is_chief(detector.distribute_strategy)
+        return tf.train.CheckpointManager(
+            checkpoint,
+            self.model_dir if chief else tempfile.mkdtemp(prefix="edet_worker_"),
+            max_to_keep=self.keep_checkpoint_max if chief else 1,
+            checkpoint_name="ckpt", step_counter=detector.optimizer.iterations)
+
+    def on_train_begin(self, logs=None):
+        if self._manager is None:
+            self.restore(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        every = self.save_checkpoints_steps
+        if every and self._step() // every > (self._last_saved_step or 0) // every:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._last_saved_step != self._step():
+            self.save()
+
+    def on_train_end(self, logs=None):
+        if self._manager.directory != self.model_dir:  # a worker's own scratch directory
+            shutil.rmtree(self._manager.directory, ignore_errors=True)
+
+    def save(self) -> str:
+        path = self._manager.save(checkpoint_number=self._step())
+        self._last_saved_step = self._step()
+        log.info("Saved checkpoint %s", path)
+        return path
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+
+class StepSummaries(keras.callbacks.Callback):
+    """The training logs of every step (loss parts, learning rate) as TensorBoard scalars in
+    `log_dir`, at the optimizer's step; only the chief writes."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = (tf.summary.create_file_writer(self.log_dir)
+                        if is_chief(self.model.distribute_strategy)
+                        else tf.summary.create_noop_writer())
+
+    def on_train_batch_end(self, batch, logs=None):
+        with self._writer.as_default(step=int(self.model.optimizer.iterations.numpy())):
+            for name, value in (logs or {}).items():
+                if math.isfinite(float(value)):
+                    tf.summary.scalar(name, float(value))
+
+    def on_train_end(self, logs=None):
+        self._writer.flush()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process is the chief of its cluster (always, outside multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver else {}
+    if not cluster or resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster

@@ -1,0 +1,131 @@
+"""One training step of the official recipe, on one replica's share of the global batch.
+
+Every replica runs the network on its part of the global batch and computes its share of the loss
+(normalized by the positives of the whole global batch) and its gradients; these are clipped with
+the factors of the summed gradient (`clip_factors`), summed across replicas by the optimizer and
+applied, then the weight average is updated. So N replicas give the same update as one device
+with the same global batch. (The official TPU trainer clipped each replica's gradient before the
+cross-replica sum, so its update depended on the number of replicas.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import keras
+import tensorflow as tf
+
+from efficientdet_tf.model.weight_average import WeightAverage
+from efficientdet_tf.training.learning_rate import WarmupSchedule
+from efficientdet_tf.training.losses import DetectionLoss, l2_regularization
+
+log = logging.getLogger(__name__)
+
+
+class RecipeStep:
+    """The official training step of `network` over its `trainable` variables.
+
+    `loss` may be replaced (tests do) by any callable with `DetectionLoss`'s signature.
+    """
+
+    def __init__(self, config, network: keras.Model, trainable: list, average: WeightAverage):
+        self.config = config
+        self.network = network
+        self.trainable = trainable
+        self.average = average
+        self.loss = DetectionLoss(config)
+
+    def loss_keys(self) -> list[str]:
+        keys = ["cls_loss", "box_loss", "det_loss", "reg_l2_loss", "loss"]
+        return keys + (["iou_loss"] if self.config.iou_loss_type else [])
+
+    def __call__(self, images, labels, optimizer) -> dict[str, tf.Tensor]:
+        """One step on this replica's share of the batch; returns the global batch's loss parts."""
+        context = tf.distribute.get_replica_context()
+        local_positives = tf.reduce_sum(labels["mean_num_positives"])
+        num_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, local_positives)
+        with tf.GradientTape() as tape:
+            class_outputs, box_outputs = self.network(images, training=True)
+            parts = self.loss(class_outputs, box_outputs, labels, num_positives)
+            # Every replica adds its share, so that the sum over replicas is the whole term.
+            parts["reg_l2_loss"] = l2_regularization(
+                self.trainable, self.config.weight_decay) / context.num_replicas_in_sync
+            parts["loss"] = parts["det_loss"] + parts["reg_l2_loss"]
+            scaled_loss = _scale_loss(optimizer, parts["loss"])
+        gradients = tape.gradient(scaled_loss, self.trainable)
+        gradients = self.clip_gradients(gradients, optimizer, context)
+        step = tf.identity(optimizer.iterations)
+        optimizer.apply_gradients(zip(gradients, self.trainable))  # sums over replicas
+        # Loss scaling skips a step whose gradients overflow; the average skips it too, as in the
+        # official trainer (its average sits inside the loss scale optimizer).
+        self.average.update(applied=optimizer.iterations > step)
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, parts)
+
+    def clip_gradients(self, gradients, optimizer, context):
+        """Scales every replica's gradients by the clip factors of their sum.
+
+        The optimizer then sums them over replicas, giving exactly the clipped summed gradient
+        (Keras's own clipping would clip each replica's share before the sum).
+        """
+        clip_norm = self.config.clip_gradients_norm
+        if clip_norm <= 0:
+            return gradients
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        norms = tf.stack([tf.norm(g) for g in total]) / _loss_scale(optimizer)
+        factors = tf.unstack(clip_factors(norms, clip_norm))
+        return [g * tf.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
+
+
+def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
+                   num_epochs: int) -> keras.optimizers.Optimizer:
+    """SGD with momentum (or Adam, momentum as beta_1) on the warm-up schedule over
+    `num_epochs`, with loss scaling under the mixed_float16 policy.
+
+    Gradient clipping happens in the step (`RecipeStep.clip_gradients`), on the global sum.
+    """
+    schedule = WarmupSchedule(config, global_batch_size, steps_per_epoch, num_epochs)
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+    else:
+        optimizer = keras.optimizers.Adam(schedule, beta_1=config.momentum)
+    if keras.config.dtype_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def clip_factors(norms: tf.Tensor, clip_norm: float) -> tf.Tensor:
+    """The factor for each gradient tensor, from their norms, of the official two-stage clipping.
+
+    As the official trainers (tf2/train_lib.py `train_step`, det_model_fn.py): every tensor is
+    clipped to norm `clip_norm` (`tf.clip_by_norm`), then all of them together to global norm
+    `clip_norm` (`tf.clip_by_global_norm`). Both stages only scale tensors, hence factors.
+    """
+    per_tensor = clip_norm / tf.maximum(norms, clip_norm)
+    global_norm = tf.norm(norms * per_tensor)
+    return per_tensor * (clip_norm / tf.maximum(global_norm, clip_norm))
+
+
+def trainable_variables(model: keras.Model, freeze_expr: str | None) -> list:
+    """The model's trainable variables, less those whose path matches `var_freeze_expr`."""
+    if not freeze_expr:
+        return list(model.trainable_variables)
+    pattern = re.compile(freeze_expr)
+    kept = [v for v in model.trainable_variables if not pattern.match(v.path)]
+    if len(kept) == len(model.trainable_variables):
+        log.warning("var_freeze_expr %r matches no variable; nothing is frozen.", freeze_expr)
+    if not kept:
+        raise ValueError(f"var_freeze_expr {freeze_expr!r} freezes every variable.")
+    return kept
+
+
+def _scale_loss(optimizer, loss):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss
+
+
+def _loss_scale(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.cast(optimizer.dynamic_scale, tf.float32)
+    return 1.0
