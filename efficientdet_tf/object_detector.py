@@ -117,10 +117,23 @@ class ObjectDetector(keras.Model):
 
     def train_step(self, data):
         images, labels = data
-        parts = self.recipe(images, labels, self.optimizer)
-        return {**parts, "learning_rate": self.optimizer.learning_rate}
+        logs = {**self.recipe(images, labels, self.optimizer),
+                "learning_rate": self.optimizer.learning_rate}
+        # The logs are sums over replicas, alike on every one, which Keras then averages over
+        # replicas. Under MultiWorkerMirroredStrategy it averages along axis 0, which fails on
+        # scalars: hence shape [1] here, and scalars again in `make_train_function`.
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
-    def fit(self, x=None, *, epochs: int = 1, batch_size: int = 64, steps_per_epoch=None,
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        run_steps = self.train_function
+        self.train_function = lambda iterator: {
+            name: tf.reshape(value, []) for name, value in run_steps(iterator).items()}
+        return self.train_function
+
+    def fit(self, x, *, epochs: int = 1, batch_size: int = 64, steps_per_epoch=None,
             validation_data=None, validation_freq: int = 1, validation_batch_size=None,
             callbacks=None, verbose="auto", seed: int | None = None):
         """Trains on `x` with the official recipe; returns Keras's `History`.
@@ -171,6 +184,13 @@ class ObjectDetector(keras.Model):
         self._detect_function = None
         return _merged(histories) if histories else self.history
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build: the network is built by `__init__`, the optimizer by `fit`.
+
+        (Under a strategy Keras would otherwise read a batch and all-reduce it to build a
+        symbolic copy of the model, which fails under MultiWorkerMirroredStrategy.)
+        """
+
     def _compile_for_run(self, batch_size: int, steps_per_epoch: int, epochs: int) -> None:
         steps_per_execution = _largest_divisor(
             steps_per_epoch, self._compile_options["steps_per_execution"])
@@ -213,7 +233,7 @@ class ObjectDetector(keras.Model):
 
     # --- evaluation, prediction, export ----------------------------------------------------------
 
-    def evaluate(self, x=None, batch_size: int = DEFAULT_BATCH_SIZE, *,
+    def evaluate(self, x, batch_size: int = DEFAULT_BATCH_SIZE, *,
                  eval_samples: int | None = None, val_json_file=None, results_file=None,
                  verbose=None) -> dict[str, float]:
         """COCO metrics on `x` (the forms `fit` takes): 'AP', 'AP50', 'AP75', 'APs', 'APm',

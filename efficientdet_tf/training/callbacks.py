@@ -91,10 +91,6 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             max_to_keep=self.keep_checkpoint_max if chief else 1,
             checkpoint_name="ckpt", step_counter=detector.optimizer.iterations)
 
-    def on_train_begin(self, logs=None):
-        if self._manager is None:
-            self.restore(self.model)
-
     def on_train_batch_end(self, batch, logs=None):
         every = self.save_checkpoints_steps
         if every and self._step() // every > (self._last_saved_step or 0) // every:
@@ -105,14 +101,20 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             self.save()
 
     def on_train_end(self, logs=None):
-        if self._manager.directory != self.model_dir:  # a worker's own scratch directory
+        if self._is_scratch():
             shutil.rmtree(self._manager.directory, ignore_errors=True)
 
     def save(self) -> str:
+        if self._is_scratch():  # removed after each fit call, and a resumed run makes two
+            os.makedirs(self._manager.directory, exist_ok=True)
         path = self._manager.save(checkpoint_number=self._step())
         self._last_saved_step = self._step()
         log.info("Saved checkpoint %s", path)
         return path
+
+    def _is_scratch(self) -> bool:
+        """Whether this worker saves into its own scratch directory (not the chief)."""
+        return self._manager.directory != self.model_dir
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
