@@ -182,7 +182,7 @@ class ObjectDetector(keras.Model):
                 steps_per_epoch=steps_per_epoch, verbose=verbose))
         self.weight_average.copy_to_variables()
         self._detect_function = None
-        return _merged(histories) if histories else self.history
+        return _merged(histories) if histories else keras.callbacks.History()  # run complete
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Nothing to build: the network is built by `__init__`, the optimizer by `fit`.

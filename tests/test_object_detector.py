@@ -40,16 +40,18 @@ def images_and_boxes(split: str, count: int) -> tf.data.Dataset:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """A tiny detector fitted with validation on a tf.data.Dataset, a CSV log and early stopping
-    that stops after epoch 2 (its min_delta of 1 AP is never reached)."""
+    """A tiny detector fitted with validation on a tf.data.Dataset, a CSV log, TensorBoard and
+    early stopping that stops after epoch 2 (its min_delta of 1 AP is never reached)."""
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
     detector = ObjectDetector("efficientdet-d0", TINY)
-    csv_path = tmp_path_factory.mktemp("logs") / "log.csv"
+    logs = tmp_path_factory.mktemp("logs")
+    csv_path = logs / "log.csv"
     history = detector.fit(
         "synthetic:train:8", epochs=4, batch_size=8, steps_per_epoch=8, seed=0, verbose=0,
         validation_data=images_and_boxes("val", 8),
         callbacks=[keras.callbacks.CSVLogger(str(csv_path)),
+                   keras.callbacks.TensorBoard(str(logs / "tensorboard")),
                    keras.callbacks.EarlyStopping(monitor="val_AP", mode="max", patience=0,
                                                  min_delta=1.0)])
     return detector, history, csv_path
@@ -62,9 +64,15 @@ def test_fit_logs_validation_metrics_that_keras_callbacks_act_on(fitted):
     for name in ("loss", "det_loss", "learning_rate", *(f"val_{m}" for m in COCO_METRICS)):
         assert len(history.history[name]) == 2, name
     assert all(0 <= ap <= 1 for ap in history.history["val_AP50"])
+    # Warm-up then cosine over the 4 epochs given to fit (32 steps, not the config's 300
+    # epochs): at step 16, the official 0.5 * 0.08 * (1 + cos(pi * 16 / (32 - 8))), 0.08 being
+    # 0.64 * 8 / 64.
+    assert history.history["learning_rate"][1] == pytest.approx(0.02, rel=1e-5)
     rows = list(csv.DictReader(csv_path.open()))
     assert [row["epoch"] for row in rows] == ["0", "1"]
     assert float(rows[1]["val_AP"]) == pytest.approx(history.history["val_AP"][1])
+    for part in ("train", "validation"):  # keras.callbacks.TensorBoard's two writers
+        assert list((csv_path.parent / "tensorboard" / part).glob("events.out.tfevents.*")), part
 
 
 def test_evaluate_returns_the_coco_metrics_and_per_class_ap(fitted):

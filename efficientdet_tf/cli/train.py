@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
-from efficientdet_tf.config import Config, ConfigError, get_config
+from efficientdet_tf.config import Config, ConfigError
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.coco_validation import CocoValidation
@@ -17,7 +17,6 @@ from efficientdet_tf.object_detector import ObjectDetector
 from efficientdet_tf.training.callbacks import (
     StepSummaries,
     TrainingCheckpoints,
-    is_chief,
 )
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
 
@@ -79,8 +78,6 @@ def run(flag_values) -> None:
             detector.load_pretrained(flag_values.pretrained_ckpt)
         elif flag_values.backbone_ckpt:
             detector.load_pretrained(flag_values.backbone_ckpt, only_scope=config.backbone_name)
-    if is_chief(strategy):
-        save_run_config(config, model_dir)
     callbacks = [
         TrainingCheckpoints(model_dir, flag_values.save_checkpoints_steps,
                             flag_values.keep_checkpoint_max),
@@ -111,18 +108,6 @@ def _steps_per_epoch(flag_values, source) -> int:
         raise ConfigError(
             f"--batch_size={flag_values.batch_size} exceeds the {examples} images of an epoch.")
     return steps
-
-
-def save_run_config(config: Config, model_dir: str) -> None:
-    """Writes config.yaml in model_dir, warning about the values a resumed run changed."""
-    path = os.path.join(model_dir, "config.yaml")
-    if tf.io.gfile.exists(path):
-        previous = get_config(path)
-        changed = sorted(k for k in config.keys() if config[k] != previous[k])
-        if changed:
-            log.warning("model_dir %s was started with other values of %s; config.yaml now "
-                        "holds the new ones.", model_dir, ", ".join(changed))
-    config.save(path)
 
 
 def validation(flag_values, config: Config, val_source) -> CocoValidation:

@@ -15,6 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.config import get_config
 from efficientdet_tf.model.checkpoint import CheckpointMismatchError, VariablesByPath
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ class TrainingCheckpoints(keras.callbacks.Callback):
     """Checkpoints of the whole training state in `model_dir`, and resumption from them.
 
     A fit with this callback resumes from the latest checkpoint in `model_dir` (weights,
-    optimizer, weight average and step), mid-epoch included. It saves at every epoch end and, with
-    `save_checkpoints_steps`, at the first batch end at or past each multiple of it. In a
-    multi-worker run every worker takes part in saving; only the chief writes into `model_dir`.
+    optimizer, weight average and step), mid-epoch included, and writes the detector's config
+    there as config.yaml. It saves at every epoch end and, with `save_checkpoints_steps`, at the
+    first batch end at or past each multiple of it. In a multi-worker run every worker takes part
+    in saving; only the chief writes into `model_dir`.
     """
 
     def __init__(self, model_dir: str | os.PathLike, save_checkpoints_steps: int = 0,
@@ -64,6 +66,8 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         """Restores `detector` (optimizer built) from the latest checkpoint in model_dir;
         returns its step, or None when there is none."""
         self._manager = self._make_manager(detector)
+        if not self._is_scratch():
+            save_run_config(detector.config, self.model_dir)
         latest = tf.train.latest_checkpoint(self.model_dir)
         if not latest:
             return None
@@ -142,6 +146,18 @@ class StepSummaries(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._writer.flush()
+
+
+def save_run_config(config, model_dir: str) -> None:
+    """Writes config.yaml in model_dir, warning about the values a resumed run changed."""
+    path = os.path.join(model_dir, "config.yaml")
+    if tf.io.gfile.exists(path):
+        previous = get_config(path)
+        changed = sorted(k for k in config.keys() if config[k] != previous[k])
+        if changed:
+            log.warning("model_dir %s was started with other values of %s; config.yaml now "
+                        "holds the new ones.", model_dir, ", ".join(changed))
+    config.save(path)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
