@@ -11,8 +11,11 @@ Dataset specs (`source_from_spec`):
   'coco:<annotations.json>:<image_dir>'  a COCO detection JSON read directly.
   'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg): `voc_folder`.
   'csv:<file.csv>:<images_dir>[:<SET>]'  boxes as CSV rows, see `csv_annotations`.
+  'masks:<masks_dir>:<images_dir>[:<ids.txt>]'  segmentation masks (VOC SegmentationClass PNGs)
+      beside images, no boxes: `mask_folder`.
   anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
-The voc: and csv: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the
+With "segmentation" in config.heads, synthetic data and TFRecords come with their masks.
+The voc:, csv: and masks: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the
 data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`); their
 class names get the ids of config.label_map, else 1..K in sorted order.
 
@@ -37,6 +40,12 @@ Each batch is (images, labels): images float32 [B, height, width, 3]; labels a d
                        is_crowd, area, class id (1-based); padded with -1 (is_crowd with 0).
                        Objects beyond max_instances_per_image are left out with a logged warning
                        (anchor labels still use all of them).
+Anchor targets and 'mean_num_positives' are there with "object_detection" in config.heads; with
+"segmentation":
+  'segmentation_masks' uint8 [B, height, width]: the class of each pixel of the network input,
+                       255 (`masks.IGNORE_LABEL`) where it is to be ignored, padding included.
+  'image_sizes'        int32 [B, 2]: height and width of the original images (with image_scales,
+                       what maps predictions back onto them).
 """
 
 from __future__ import annotations
@@ -49,6 +58,9 @@ from efficientdet_tf.data import augment, autoaugment
 from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
+from efficientdet_tf.data.mask_folder import USAGE as MASK_FOLDER_USAGE
+from efficientdet_tf.data.mask_folder import MaskFolderSource
+from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.data.named_boxes import split_hold_out
 from efficientdet_tf.data.preprocess import normalize_image, preprocess_image
 from efficientdet_tf.data.sources import Source, TFRecordSource
@@ -70,7 +82,8 @@ def source_from_spec(spec: str | Source, config) -> Source:
         if count and not count.isdigit():
             raise ValueError(f"Dataset spec {spec!r}: number of images {count!r} is not a number.")
         num_images = int(count) if count else None
-        return SyntheticShapes.split(split or "train", config.image_size, num_images)
+        return SyntheticShapes.split(split or "train", config.image_size, num_images,
+                                     with_masks=_with_masks(config))
     if kind == "coco":
         annotation_file, _, image_dir = rest.partition(":")
         if not annotation_file or not image_dir:
@@ -80,7 +93,13 @@ def source_from_spec(spec: str | Source, config) -> Source:
         return CocoJsonSource(annotation_file, image_dir)
     if kind in ("voc", "csv"):
         return _named_boxes_source(spec, kind, rest, config)
-    return TFRecordSource(spec)
+    if kind == "masks":
+        return _mask_folder_source(spec, rest)
+    return TFRecordSource(spec, with_masks=_with_masks(config))
+
+
+def _with_masks(config) -> bool:
+    return "segmentation" in config.heads
 
 
 _NAMED_BOXES_USAGE = {
@@ -99,6 +118,13 @@ def _named_boxes_source(spec: str, kind: str, rest: str, config) -> Source:
         return CsvSource(paths[0], paths[1], set_name=set_name, label_map=config.label_map,
                          hold_out=hold_out, description=spec)
     raise ValueError(f"Dataset spec {spec!r}: expected {_NAMED_BOXES_USAGE[kind]}.")
+
+
+def _mask_folder_source(spec: str, rest: str) -> Source:
+    paths, hold_out = split_hold_out(rest.split(":"), spec)
+    if len(paths) not in (2, 3) or not all(paths):
+        raise ValueError(f"Dataset spec {spec!r}: expected {MASK_FOLDER_USAGE}.")
+    return MaskFolderSource(*paths, hold_out=hold_out, description=spec)
 
 
 def build_dataset(
@@ -121,12 +147,17 @@ def build_dataset(
     evaluation and for seeded training, False otherwise: parallel parsing may then hand out
     images of the next epoch before the last ones of this one, which is faster.
     """
+    name = source if isinstance(source, str) else type(source).__name__
     source = source_from_spec(source, config)
     _check_class_ids(source, config)
     parser = ExampleParser(config, is_training)
     examples = source.examples(
         shuffle=is_training, repeat=is_training, input_context=input_context, seed=seed
     )
+    if parser.segmentation and "segmentation_mask" not in examples.element_spec:
+        raise ValueError(f"The dataset {name!r} has no segmentation masks, "
+                         "which heads=[..., segmentation] needs: give synthetic data, TFRecords "
+                         "with image/segmentation/class/encoded, or a masks: spec.")
     dataset = examples.map(parser, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(
         batch_size,
@@ -150,13 +181,19 @@ def _check_class_ids(source: Source, config) -> None:
 
 
 class ExampleParser:
-    """Decoded example -> network input and per-image labels (training or evaluation)."""
+    """Decoded example -> network input and per-image labels (training or evaluation).
+
+    config.heads says which labels: anchor targets for object_detection, the mask at the input
+    size for segmentation (the example must then have a 'segmentation_mask').
+    """
 
     def __init__(self, config, is_training: bool):
         self.config = config
         self.is_training = is_training
         self.output_size = tuple(config.image_size)
-        self.labeler = AnchorLabeler.from_config(config)
+        self.detection = "object_detection" in config.heads
+        self.segmentation = "segmentation" in config.heads
+        self.labeler = AnchorLabeler.from_config(config) if self.detection else None
         if is_training and config.autoaugment_policy:
             log.info("Training with AutoAugment policy %s", config.autoaugment_policy)
 
@@ -166,14 +203,20 @@ class ExampleParser:
             self.config.num_classes,
             example["source_id"],
         )
+        mask = example["segmentation_mask"] if self.segmentation else None
         if self.is_training:
-            image, transform, objects = self._augment(example["image"], objects)
+            image, transform, objects, mask = self._augment(example["image"], objects, mask)
         else:  # inference pre-processing; fit_transform computes the same scale for the boxes
             image, _ = preprocess_image(example["image"], self.config)
             transform = augment.fit_transform(example["image"], self.output_size)
-        return self._label(image, transform, objects, example["source_id"])
+        outputs = self._label(image, transform, objects, example["source_id"])
+        if self.segmentation:
+            outputs["segmentation_masks"] = augment.resize_crop_and_pad_mask(
+                mask, transform, self.output_size, IGNORE_LABEL)
+            outputs["image_sizes"] = tf.shape(example["image"])[:2]
+        return outputs
 
-    def _augment(self, image, objects):
+    def _augment(self, image, objects, mask):
         config = self.config
         if config.skip_crowd_during_training:
             objects = _select(objects, tf.logical_not(objects["is_crowd"]))
@@ -182,27 +225,32 @@ class ExampleParser:
             image, boxes = autoaugment.augment(image, boxes, config.autoaugment_policy)
         image = normalize_image(image, config.mean_rgb, config.stddev_rgb)
         if config.input_rand_hflip:
-            image, boxes = augment.random_flip_horizontal(image, boxes)
+            image, boxes, mask = augment.random_flip_horizontal(image, boxes, mask)
         transform = augment.random_jitter_transform(
             image, self.output_size, config.jitter_min, config.jitter_max
         )
         image = augment.resize_crop_and_pad(image, transform, self.output_size)
-        return image, transform, {**objects, "boxes": boxes}
+        return image, transform, {**objects, "boxes": boxes}, mask
 
     def _label(self, image, transform, objects, source_id) -> dict[str, tf.Tensor]:
         boxes, has_area = augment.transform_boxes(objects["boxes"], transform, self.output_size)
         objects = _select({**objects, "boxes": boxes}, has_area)
-        cls_targets, box_targets, num_positives = self.labeler.label(
-            objects["boxes"], objects["classes"]
-        )
         image_scale = 1.0 / transform.scale
         outputs = {
             "image": tf.ensure_shape(image, [*self.output_size, 3]),
-            "num_positives": num_positives,
             "source_ids": source_id,
             "image_scales": image_scale,
             "groundtruth_data": self._groundtruth(objects, image_scale, source_id),
         }
+        if self.detection:
+            outputs.update(self._anchor_labels(objects))
+        return outputs
+
+    def _anchor_labels(self, objects) -> dict[str, tf.Tensor]:
+        cls_targets, box_targets, num_positives = self.labeler.label(
+            objects["boxes"], objects["classes"]
+        )
+        outputs = {"num_positives": num_positives}
         for level in cls_targets:
             outputs[f"cls_targets_{level}"] = cls_targets[level]
             outputs[f"box_targets_{level}"] = box_targets[level]
@@ -243,10 +291,13 @@ def _log_warning_in_graph(message: str, *values) -> None:
 
 
 def _to_images_and_labels(batch: dict[str, tf.Tensor]):
-    """Batched `ExampleParser` outputs -> (images, labels dict) with 'mean_num_positives'."""
+    """Batched `ExampleParser` outputs -> (images, labels dict), with 'mean_num_positives' for
+    object detection."""
     labels = {k: v for k, v in batch.items() if k not in ("image", "num_positives")}
-    num_positives = batch["num_positives"]
-    labels["mean_num_positives"] = tf.fill(tf.shape(num_positives), tf.reduce_mean(num_positives))
+    if "num_positives" in batch:  # object detection
+        num_positives = batch["num_positives"]
+        labels["mean_num_positives"] = tf.fill(tf.shape(num_positives),
+                                               tf.reduce_mean(num_positives))
     return batch["image"], labels
 
 
