@@ -18,7 +18,7 @@ from efficientdet_tf.data.pipeline import ExampleParser
 from efficientdet_tf.data.sources import TFRecordSource
 from efficientdet_tf.data.synthetic import _PALETTES, SyntheticShapes
 from efficientdet_tf.data.tfrecord_format import make_example
-from tests.official_fixture import SHARED_DIR
+from official_fixture import SHARED_DIR
 
 BOTH_HEADS = ["object_detection", "segmentation"]
 # Background channels stay within 45..205; every shape colour has a channel outside.
@@ -106,9 +106,13 @@ def test_evaluation_resizes_the_mask_like_the_image_and_pads_it_with_ignore():
     for example in synthetic_examples():
         outputs = parser(example)
         assert_mask_matches_pixels(outputs, config)
-        # 80 x 96 fits 64 x 64 as 53 x 64: the rows below are padding.
+        # 80 x 96 fits 64 x 64 as 53 x 64, each pixel the class of the source pixel nearest its
+        # centre (no blending of class ids); the rows below are padding.
+        rows = np.minimum(((np.arange(53) + 0.5) * 80 / 53).astype(int), 79)
+        cols = ((np.arange(64) + 0.5) * 96 / 64).astype(int)
+        source = example["segmentation_mask"].numpy()
+        np.testing.assert_array_equal(outputs["segmentation_masks"][:53], source[rows][:, cols])
         assert np.all(outputs["segmentation_masks"].numpy()[53:] == IGNORE_LABEL)
-        assert np.all(outputs["segmentation_masks"].numpy()[:53] != IGNORE_LABEL)
         np.testing.assert_array_equal(outputs["image_sizes"], [80, 96])
 
 
