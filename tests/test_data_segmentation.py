@@ -27,12 +27,14 @@ _COLOR_CLASSES = np.array([k for k, palette in _PALETTES.items() for _ in palett
 
 
 def config_for(heads, **overrides):
+    """A tiny config for the synthetic classes: background and 3 shapes."""
     return get_config("efficientdet-d0", {"image_size": 64, "num_classes": 3, "heads": heads,
-                                          **overrides})
+                                          "seg_num_classes": 4, **overrides})
 
 
 def synthetic_examples(count=2):
-    shapes = SyntheticShapes(count, (80, 96), seed=5, max_objects=4, with_masks=True)
+    """Decoded examples with masks; the first two have all three shapes, the first a triangle."""
+    shapes = SyntheticShapes(count, (80, 96), seed=18, max_objects=4, with_masks=True)
     return list(shapes.examples(shuffle=False, repeat=False))
 
 
@@ -137,6 +139,20 @@ def test_segmentation_from_data_without_masks_is_an_error(tmp_path):
     spec = f"voc:{tmp_path}/Annotations:{tmp_path}/JPEGImages"
     with pytest.raises(ValueError, match=f"The dataset '{spec}' has no segmentation masks"):
         build_dataset(spec, config_for(["segmentation"]), is_training=False, batch_size=1)
+
+
+def test_mask_classes_beyond_seg_num_classes_are_ignored_or_refused(caplog):
+    config = config_for(["segmentation"], seg_num_classes=3)  # triangles (3) are unknown
+    with pytest.raises(ValueError, match="mask classes up to 3 but seg_num_classes is 3; set "
+                                         "seg_num_classes=4"):
+        build_dataset("synthetic:val:2", config, is_training=False, batch_size=1)
+    example = synthetic_examples(1)[0]
+    outputs = ExampleParser(config, is_training=False)(example)  # a source not knowing its classes
+    known = ExampleParser(config_for(["segmentation"]), is_training=False)(example)
+    expected = known["segmentation_masks"].numpy()
+    expected[expected == 3] = IGNORE_LABEL
+    np.testing.assert_array_equal(outputs["segmentation_masks"], expected)
+    assert "has mask classes outside 0 .. 2, ignored: [3]" in caplog.text
 
 
 def test_synthetic_tfrecords_round_trip_the_masks(tmp_path):

@@ -47,7 +47,8 @@ class MaskFolderSource(AnnotatedImagesSource):
         if hold_out:
             ids = [i for i, keep in zip(ids, hold_out.keeps(ids)) if keep]
         self.hold_out, self.skipped = hold_out, Skipped()
-        images = [image for image in (self._checked(i, masks_dir, images_dir) for i in ids) if image]
+        checked = (self._checked(example_id, masks_dir, images_dir) for example_id in ids)
+        images = [image for image in checked if image]
         if not images:
             raise ValueError(f"{self.description}: no image with a usable mask"
                              + (f"; skipped {self.skipped.count}: {self.skipped}"

@@ -15,15 +15,16 @@ Dataset specs (`source_from_spec`):
       beside images, no boxes: `mask_folder`.
   anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
 With "segmentation" in config.heads, synthetic data and TFRecords come with their masks.
-The voc:, csv: and masks: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the
-data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`); their
-class names get the ids of config.label_map, else 1..K in sorted order.
+The voc:, csv: and masks: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part
+of the data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`);
+voc: and csv: class names get the ids of config.label_map, else 1..K in sorted order.
 
 Training follows the official order: drop crowd boxes (config.skip_crowd_during_training),
 AutoAugment (config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
 flip (config.input_rand_hflip), scale jitter in [config.jitter_min, config.jitter_max] with random
 crop and zero padding to config.image_size, then anchor labels. Evaluation resizes keeping the
-aspect ratio and pads, exactly as inference does. Boxes whose class id is outside
+aspect ratio and pads, exactly as inference does. Mask classes outside
+0..config.seg_num_classes - 1 become the ignore label, logged. Boxes whose class id is outside
 1..config.num_classes are dropped with a logged warning (a source that knows its class ids, COCO
 JSON or synthetic, raises when the dataset is built instead).
 
@@ -154,10 +155,8 @@ def build_dataset(
     examples = source.examples(
         shuffle=is_training, repeat=is_training, input_context=input_context, seed=seed
     )
-    if parser.segmentation and "segmentation_mask" not in examples.element_spec:
-        raise ValueError(f"The dataset {name!r} has no segmentation masks, "
-                         "which heads=[..., segmentation] needs: give synthetic data, TFRecords "
-                         "with image/segmentation/class/encoded, or a masks: spec.")
+    if parser.segmentation:
+        _check_masks(examples, source, config, name)
     dataset = examples.map(parser, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(
         batch_size,
@@ -178,6 +177,19 @@ def _check_class_ids(source: Source, config) -> None:
             f"The dataset has class ids up to {source.max_class_id} but num_classes is "
             f"{config.num_classes}; set num_classes={source.max_class_id} (class ids are 1-based)."
         )
+
+
+def _check_masks(examples: tf.data.Dataset, source: Source, config, name: str) -> None:
+    if "segmentation_mask" not in examples.element_spec:
+        raise ValueError(f"The dataset {name!r} has no segmentation masks, "
+                         "which heads=[..., segmentation] needs: give synthetic data, TFRecords "
+                         "with image/segmentation/class/encoded, or a masks: spec.")
+    # Sources that know their classes have masks of the same classes, and 0 (background).
+    if source.max_class_id is not None and source.max_class_id >= config.seg_num_classes:
+        raise ValueError(
+            f"The dataset {name!r} has mask classes up to {source.max_class_id} but "
+            f"seg_num_classes is {config.seg_num_classes}; set "
+            f"seg_num_classes={source.max_class_id + 1} (background 0 included).")
 
 
 class ExampleParser:
@@ -203,7 +215,10 @@ class ExampleParser:
             self.config.num_classes,
             example["source_id"],
         )
-        mask = example["segmentation_mask"] if self.segmentation else None
+        mask = None
+        if self.segmentation:
+            mask = _mask_with_known_classes(
+                example["segmentation_mask"], self.config.seg_num_classes, example["source_id"])
         if self.is_training:
             image, transform, objects, mask = self._augment(example["image"], objects, mask)
         else:  # inference pre-processing; fit_transform computes the same scale for the boxes
@@ -311,3 +326,12 @@ def _objects_with_known_classes(objects, num_classes: int, source_id) -> dict[st
         _log_warning_in_graph("image %s has class ids outside 1 .. %s; dropped those boxes: %s",
                               source_id, num_classes, tf.boolean_mask(objects["classes"], ~known))
     return _select(objects, known)
+
+
+def _mask_with_known_classes(mask, seg_num_classes: int, source_id) -> tf.Tensor:
+    """The mask with classes outside 0..seg_num_classes - 1 set to the ignore label, logged."""
+    unknown = (mask >= seg_num_classes) & (mask != IGNORE_LABEL)
+    if tf.reduce_any(unknown):
+        _log_warning_in_graph("image %s has mask classes outside 0 .. %s, ignored: %s", source_id,
+                              seg_num_classes - 1, tf.unique(tf.boolean_mask(mask, unknown))[0])
+    return tf.where(unknown, tf.constant(IGNORE_LABEL, tf.uint8), mask)

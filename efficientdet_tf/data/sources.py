@@ -5,8 +5,9 @@ from annotation files build on the latter (COCO JSON in `coco`, VOC XML folders 
 CSV files in `csv_annotations`), and the synthetic dataset is in `synthetic`.
 
 A source yields decoded examples (see `tfrecord_format`: image, source_id, boxes, classes,
-is_crowd, areas, and segmentation_mask where it has masks and is asked for them) and owns what only it can do cheaply: sharding over input pipelines, shuffling
-files or indices, repeating, and dropping examples whose image cannot be decoded.
+is_crowd, areas, and segmentation_mask where it has masks and is asked for them) and owns what
+only it can do cheaply: sharding over input pipelines, shuffling files or indices, repeating, and
+dropping examples whose image (or mask) cannot be decoded.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ class TFRecordSource(Source):
             records = shard_for_input_pipeline(records, input_context)
         if shuffle:
             records = records.shuffle(_RECORD_SHUFFLE_BUFFER, seed=seed)
-        return skip_undecodable(records.map(functools.partial(parse_example, with_masks=self.with_masks),
-                                            num_parallel_calls=tf.data.AUTOTUNE))
+        parse = functools.partial(parse_example, with_masks=self.with_masks)
+        return skip_undecodable(records.map(parse, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 class AnnotatedImagesSource(Source):
@@ -165,7 +166,8 @@ class AnnotatedImagesSource(Source):
             "areas": ragged([image.areas for image in self.images], np.float32),
         }
         if self.mask_dir is not None:
-            columns["mask_path"] = tf.constant([str(self.mask_path(image)) for image in self.images])
+            columns["mask_path"] = tf.constant(
+                [str(self.mask_path(image)) for image in self.images])
         return columns
 
     def mask_path(self, image: ImageAnnotations) -> Path:

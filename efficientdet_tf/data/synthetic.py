@@ -1,9 +1,10 @@
 """Synthetic shapes: a detection dataset made from a seed, with exact boxes; the built-in demo data.
 
 Each image has 1 to `max_objects` filled circles, squares and triangles (classes 1, 2, 3) on a
-striped, low-contrast background; `with_masks` gives each its segmentation mask, the class of
-every pixel (0: background), exactly the pixels each shape is painted on. Objects sit in distinct cells of a 2 x 2 grid, so they never
+striped, low-contrast background. Objects sit in distinct cells of a 2 x 2 grid, so they never
 overlap, and each touches all four sides of its box: a box is exactly the pixels its shape covers.
+With `with_masks` each image has its segmentation mask: the class of every pixel (0: background),
+exactly the pixels each shape is painted on.
 Each class draws its colour from its own strong palette, so that a small model learns the task in
 minutes; the shapes still differ for the boxes to be learned.
 
