@@ -102,6 +102,11 @@ def test_training_augmentation_moves_the_mask_with_the_image(seed):
         assert_mask_matches_pixels(parser(example), config)
 
 
+def test_autoaugment_which_would_not_move_the_mask_is_refused():
+    with pytest.raises(ValueError, match="autoaugment_policy=v0 moves pixels"):
+        ExampleParser(config_for(BOTH_HEADS, autoaugment_policy="v0"), is_training=True)
+
+
 def test_evaluation_resizes_the_mask_like_the_image_and_pads_it_with_ignore():
     config = config_for(["segmentation"])
     parser = ExampleParser(config, is_training=False)

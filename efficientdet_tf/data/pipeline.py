@@ -206,6 +206,11 @@ class ExampleParser:
         self.detection = "object_detection" in config.heads
         self.segmentation = "segmentation" in config.heads
         self.labeler = AnchorLabeler.from_config(config) if self.detection else None
+        if is_training and config.autoaugment_policy and self.segmentation:
+            raise ValueError(
+                f"autoaugment_policy={config.autoaugment_policy} moves pixels (rotate, shear, "
+                "translate) that the segmentation masks would not follow; set "
+                "autoaugment_policy=null when heads include segmentation.")
         if is_training and config.autoaugment_policy:
             log.info("Training with AutoAugment policy %s", config.autoaugment_policy)
 
