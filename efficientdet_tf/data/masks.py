@@ -4,7 +4,9 @@ no class counts (Pascal VOC object boundaries, padding).
 Mask files are PNGs of class indices: palette PNGs (Pascal VOC `SegmentationClass/`) whose palette
 indices are the classes (the colours only show them), or grayscale PNGs. PIL reads the indices;
 TensorFlow's PNG decoder would return the palette's colours, so records store masks as grayscale
-PNGs (`encode_mask`), which the graph decodes as they are (`decode_mask`).
+PNGs (`encode_mask`), which the graph decodes as they are (`decode_mask`); records written by
+other tools must hold grayscale masks too (as the TF DeepLab tooling writes them after its
+remove_gt_colormap step).
 """
 
 from __future__ import annotations

@@ -170,13 +170,13 @@ class SyntheticShapes(Source):
         size = tf.constant([self.height, self.width] * 2, tf.float32)
         masks = {"segmentation_mask": self._segmentation_mask(layout)} if self.with_masks else {}
         return {
-            **masks,
             "image": self._render(layout),
             "source_id": tf.cast(index, tf.int64) + 1,
             "boxes": boxes / size,
             "classes": tf.boolean_mask(layout["classes"], present),
             "is_crowd": tf.zeros(tf.shape(boxes)[:1], tf.bool),
             "areas": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+            **masks,
         }
 
     def render(self, index: int) -> np.ndarray:

@@ -97,8 +97,9 @@ def parse_example(serialized: tf.Tensor, with_masks: bool = False) -> dict[str, 
     or undecodable mask or one whose size differs from the image's; the sources drop such records
     with a logged warning.
     """
-    features = {**_FEATURES, _MASK_KEY: tf.io.FixedLenFeature((), tf.string)} if with_masks \
-        else _FEATURES
+    features = _FEATURES
+    if with_masks:
+        features = {**_FEATURES, _MASK_KEY: tf.io.FixedLenFeature((), tf.string)}
     parsed = tf.io.parse_single_example(serialized, features)
     dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
              for key, value in parsed.items()}
