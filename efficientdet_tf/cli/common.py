@@ -13,9 +13,10 @@ flags.DEFINE_string("ckpt", None,
                     "once into the Keras cache).")
 flags.DEFINE_string("val_file_pattern", None,
                     "Evaluation data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', "
-                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>' (voc/csv: add "
-                    "':val:10%' for the 10% held out of the training spec's folder), or "
-                    "'synthetic:val'.")
+                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>', "
+                    "'masks:<masks_dir>:<image_dir>[:<ids.txt>]' (segmentation masks, VOC "
+                    "SegmentationClass PNGs; voc/csv/masks: add ':val:10%' for the 10% held out "
+                    "of the training spec's folder), or 'synthetic:val'.")
 flags.DEFINE_string("val_json_file", None,
                     "COCO ground-truth JSON of --val_file_pattern; default: the dataset's own.")
 flags.DEFINE_integer("eval_samples", None, "Evaluate only the first this many images.")

@@ -4,6 +4,8 @@
     train = build_dataset("synthetic:train", config, is_training=True, batch_size=8)
     val = build_dataset("/data/val-*.tfrecord", config, is_training=False, batch_size=8)
     mine = build_dataset("voc:labels:images:val:10%", config, is_training=False, batch_size=8)
+    masks = build_dataset("masks:SegmentationClass:JPEGImages", config, is_training=True,
+                          batch_size=8)  # with config.heads including 'segmentation'
 
 See `pipeline` for dataset specs and the (images, labels) batch format. Converters:
 `python -m efficientdet_tf.data.create_coco_tfrecord` and
@@ -13,6 +15,7 @@ See `pipeline` for dataset specs and the (images, labels) batch format. Converte
 from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
+from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.pipeline import ExampleParser, build_dataset, source_from_spec
 from efficientdet_tf.data.sources import Source, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
@@ -23,6 +26,7 @@ __all__ = [
     "CocoJsonSource",
     "CsvSource",
     "ExampleParser",
+    "MaskFolderSource",
     "Source",
     "SyntheticShapes",
     "TFRecordSource",

@@ -3,6 +3,7 @@
 Order (official dataloader): normalize -> random horizontal flip -> scale jitter: resize by a random
 factor of the output size, random crop, pad to the output size. Boxes go in normalized [0, 1] and
 come out in pixels of the output image, clipped to it; boxes left without area are dropped.
+Segmentation masks follow the image through the same flip and transform, sampled nearest-neighbour.
 Evaluation resizing is `efficientdet_tf.data.preprocess.preprocess_image`, so that evaluation
 sees exactly what inference sees; `fit_transform` gives the matching box transform.
 """
@@ -33,13 +34,19 @@ def flip_horizontal(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.T
     return tf.image.flip_left_right(image), tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
 
 
-def random_flip_horizontal(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """`flip_horizontal` with probability 1/2."""
-    return tf.cond(
-        tf.random.uniform([]) < 0.5,
-        lambda: flip_horizontal(image, boxes),
-        lambda: (image, boxes),
-    )
+def random_flip_horizontal(
+    image: tf.Tensor, boxes: tf.Tensor, mask: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """`flip_horizontal` with probability 1/2; the segmentation mask [H, W], when given, with it."""
+    def flipped():
+        flipped_image, flipped_boxes = flip_horizontal(image, boxes)
+        if mask is None:
+            return flipped_image, flipped_boxes
+        return flipped_image, flipped_boxes, tf.reverse(mask, axis=[1])
+
+    unchanged = (image, boxes) if mask is None else (image, boxes, mask)
+    image, boxes, *mask = tf.cond(tf.random.uniform([]) < 0.5, flipped, lambda: unchanged)
+    return image, boxes, (mask[0] if mask else None)
 
 
 def _image_size(image: tf.Tensor) -> tf.Tensor:
@@ -76,11 +83,29 @@ def resize_crop_and_pad(
 ) -> tf.Tensor:
     """Bilinear resize to `transform.scaled_size`, crop the output window, zero-pad to full size."""
     image = tf.image.resize(image, transform.scaled_size, method=tf.image.ResizeMethod.BILINEAR)
-    image = image[
+    image = _crop(image, transform, output_size)
+    return tf.image.pad_to_bounding_box(image, 0, 0, output_size[0], output_size[1])
+
+
+def resize_crop_and_pad_mask(
+    mask: tf.Tensor, transform: ScaleTransform, output_size: Sequence[int], padding_value: int
+) -> tf.Tensor:
+    """A segmentation mask [H, W] through the image's `resize_crop_and_pad`, with nearest-neighbour
+    sampling (classes are not blended), padded with `padding_value` (the ignore label)."""
+    mask = tf.image.resize(mask[:, :, None], transform.scaled_size,
+                           method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
+    mask = _crop(mask[:, :, 0], transform, output_size)
+    missing = tf.constant(output_size) - tf.shape(mask)
+    mask = tf.pad(mask, [[0, missing[0]], [0, missing[1]]], constant_values=padding_value)
+    return tf.ensure_shape(mask, output_size)
+
+
+def _crop(image: tf.Tensor, transform: ScaleTransform, output_size: Sequence[int]) -> tf.Tensor:
+    """The output window of the resized image (smaller where the image does not fill it)."""
+    return image[
         transform.offset[0] : transform.offset[0] + output_size[0],
         transform.offset[1] : transform.offset[1] + output_size[1],
     ]
-    return tf.image.pad_to_bounding_box(image, 0, 0, output_size[0], output_size[1])
 
 
 def transform_boxes(

@@ -3,7 +3,11 @@ r"""Converts a Pascal VOC split to sharded TFRecords (official layout) and a COC
     python -m efficientdet_tf.data.create_pascal_tfrecord \
         --data_dir=/data/VOCdevkit/VOC2012 --set=val --output_path=/data/tfrecords/pascal_val
 
-`data_dir` holds Annotations/, JPEGImages/ and ImageSets/Main/<set>.txt. Writes
+`data_dir` holds Annotations/, JPEGImages/ and ImageSets/Main/<set>.txt. With --segmentation,
+the set is ImageSets/Segmentation/<set>.txt and each record carries its mask,
+SegmentationClass/<id>.png (palette indices, 255 = boundary), under the TF DeepLab keys
+image/segmentation/class/{encoded,format}; images without a usable mask (missing, unreadable,
+of another size) are skipped and counted. Writes
 OUTPUT_PATH-00000-of-NNNNN.tfrecord ..., OUTPUT_PATH.json (the same images and boxes as COCO
 ground truth, for evaluation) and OUTPUT_PATH_label_map.yaml ({id: name}, usable as the config's
 label_map), then prints a summary of what was written, skipped and changed.
@@ -24,6 +28,7 @@ from efficientdet_tf.data.annotations import to_coco_json
 from efficientdet_tf.data.pascal import (
     class_names_found,
     image_path,
+    mask_path,
     parse_annotation,
     read_split,
     to_image_annotations,
@@ -43,10 +48,13 @@ def convert(
     num_shards: int = 100,
     num_workers: int = 1,
     num_images: int | None = None,
+    segmentation: bool = False,
 ) -> ConversionSummary:
-    """Converts the split; see the module docstring for the files written."""
+    """Converts the split (of ImageSets/Segmentation with masks when `segmentation`); see the
+    module docstring for the files written."""
     parsed, unreadable = [], []
-    for example_id in read_split(data_dir, split)[:num_images]:
+    task = "Segmentation" if segmentation else "Main"
+    for example_id in read_split(data_dir, split, task)[:num_images]:
         try:
             parsed.append(parse_annotation(data_dir, example_id))
         except ValueError as error:
@@ -57,7 +65,8 @@ def convert(
     jobs, left_out = [], []
     for image_id, annotation in enumerate(parsed, start=1):
         image, dropped = to_image_annotations(annotation, image_id, class_ids, ignore_difficult)
-        jobs.append((image, str(image_path(data_dir, annotation))))
+        masks = (str(mask_path(data_dir, annotation.example_id)),) if segmentation else ()
+        jobs.append((image, str(image_path(data_dir, annotation)), *masks))
         left_out.append(dropped)
     records = prepare_records(jobs, num_workers)
     summary = write_tfrecords(records, output_path, num_shards, class_names, len(jobs))
@@ -86,6 +95,8 @@ def define_flags() -> None:
         "num_workers", os.cpu_count(), "Processes reading images; 1: no subprocess."
     )
     flags.DEFINE_integer("num_images", None, "Convert only the first N images of the split.")
+    flags.DEFINE_boolean("segmentation", False, "A segmentation set: ImageSets/Segmentation/"
+                         "<set>.txt, with the masks of SegmentationClass/ in the records.")
     flags.mark_flags_as_required(["data_dir", "output_path"])
 
 
@@ -100,6 +111,7 @@ def main(argv):
         FLAGS.num_shards,
         FLAGS.num_workers,
         FLAGS.num_images,
+        FLAGS.segmentation,
     )
     print(summary.report())
 

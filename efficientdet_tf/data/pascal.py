@@ -1,4 +1,5 @@
-"""Pascal VOC folders: Annotations/*.xml, JPEGImages/, ImageSets/Main/<split>.txt.
+"""Pascal VOC folders: Annotations/*.xml, JPEGImages/, ImageSets/Main/<split>.txt; for the
+segmentation sets ImageSets/Segmentation/<split>.txt and SegmentationClass/<id>.png.
 
 Boxes are read as the official converter reads them: the XML pixel values as they are (VOC's
 1-based coordinates are not shifted), normalized by the annotated image size.
@@ -32,16 +33,16 @@ class VocAnnotation:
     objects: list[VocObject]
 
 
-def read_split(data_dir: str | Path, split: str) -> list[str]:
-    """Example ids listed in ImageSets/Main/<split>.txt."""
-    split_dir = Path(data_dir) / "ImageSets" / "Main"
+def read_split(data_dir: str | Path, split: str, task: str = "Main") -> list[str]:
+    """Example ids listed in ImageSets/<task>/<split>.txt (task: Main, or Segmentation)."""
+    split_dir = Path(data_dir) / "ImageSets" / task
     path = split_dir / f"{split}.txt"
     if not path.is_file():
         available = sorted(p.stem for p in split_dir.glob("*.txt")) if split_dir.is_dir() else []
         raise FileNotFoundError(
             f"Split file {path} does not exist; splits found in {split_dir}: "
             f"{available or 'none'}. "
-            "data_dir must hold Annotations/, JPEGImages/ and ImageSets/Main/."
+            f"data_dir must hold Annotations/, JPEGImages/ and ImageSets/{task}/."
         )
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
@@ -84,6 +85,11 @@ def image_path(data_dir: str | Path, annotation: VocAnnotation) -> Path:
     images = Path(data_dir) / "JPEGImages"
     named = images / annotation.file_name
     return named if named.is_file() else images / f"{annotation.example_id}.jpg"
+
+
+def mask_path(data_dir: str | Path, example_id: str) -> Path:
+    """SegmentationClass/<example id>.png: the palette PNG of class indices (255: boundary)."""
+    return Path(data_dir) / "SegmentationClass" / f"{example_id}.png"
 
 
 def to_image_annotations(

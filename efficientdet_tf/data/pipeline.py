@@ -11,18 +11,22 @@ Dataset specs (`source_from_spec`):
   'coco:<annotations.json>:<image_dir>'  a COCO detection JSON read directly.
   'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg): `voc_folder`.
   'csv:<file.csv>:<images_dir>[:<SET>]'  boxes as CSV rows, see `csv_annotations`.
+  'masks:<masks_dir>:<images_dir>[:<ids.txt>]'  segmentation masks (VOC SegmentationClass PNGs)
+      beside images, no boxes: `mask_folder`.
   anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
 A `Source` passes through, and a `tf.data.Dataset` of images and pixel boxes becomes a
-`sources.TFDatasetSource`.
-The voc: and csv: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part of the
-data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`); their
-class names get the ids of config.label_map, else 1..K in sorted order.
+`sources.TFDatasetSource`. With "segmentation" in config.heads, synthetic data and TFRecords come
+with their masks.
+The voc:, csv: and masks: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part
+of the data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`);
+voc: and csv: class names get the ids of config.label_map, else 1..K in sorted order.
 
 Training follows the official order: drop crowd boxes (config.skip_crowd_during_training),
 AutoAugment (config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
 flip (config.input_rand_hflip), scale jitter in [config.jitter_min, config.jitter_max] with random
 crop and zero padding to config.image_size, then anchor labels. Evaluation resizes keeping the
-aspect ratio and pads, exactly as inference does. Boxes whose class id is outside
+aspect ratio and pads, exactly as inference does. Mask classes outside
+0..config.seg_num_classes - 1 become the ignore label, logged. Boxes whose class id is outside
 1..config.num_classes are dropped with a logged warning (a source that knows its class ids, COCO
 JSON or synthetic, raises when the dataset is built instead).
 
@@ -39,6 +43,12 @@ Each batch is (images, labels): images float32 [B, height, width, 3]; labels a d
                        is_crowd, area, class id (1-based); padded with -1 (is_crowd with 0).
                        Objects beyond max_instances_per_image are left out with a logged warning
                        (anchor labels still use all of them).
+Anchor targets and 'mean_num_positives' are there with "object_detection" in config.heads; with
+"segmentation":
+  'segmentation_masks' uint8 [B, height, width]: the class of each pixel of the network input,
+                       255 (`masks.IGNORE_LABEL`) where it is to be ignored, padding included.
+  'image_sizes'        int32 [B, 2]: height and width of the original images (with image_scales,
+                       what maps predictions back onto them).
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ from efficientdet_tf.data import augment, autoaugment
 from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
+from efficientdet_tf.data.mask_folder import USAGE as MASK_FOLDER_USAGE
+from efficientdet_tf.data.mask_folder import MaskFolderSource
+from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.data.named_boxes import split_hold_out
 from efficientdet_tf.data.preprocess import normalize_image, preprocess_image
 from efficientdet_tf.data.sources import Source, TFDatasetSource, TFRecordSource
@@ -74,7 +87,8 @@ def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
         if count and not count.isdigit():
             raise ValueError(f"Dataset spec {spec!r}: number of images {count!r} is not a number.")
         num_images = int(count) if count else None
-        return SyntheticShapes.split(split or "train", config.image_size, num_images)
+        return SyntheticShapes.split(split or "train", config.image_size, num_images,
+                                     with_masks=_with_masks(config))
     if kind == "coco":
         annotation_file, _, image_dir = rest.partition(":")
         if not annotation_file or not image_dir:
@@ -84,7 +98,13 @@ def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
         return CocoJsonSource(annotation_file, image_dir)
     if kind in ("voc", "csv"):
         return _named_boxes_source(spec, kind, rest, config)
-    return TFRecordSource(spec)
+    if kind == "masks":
+        return _mask_folder_source(spec, rest)
+    return TFRecordSource(spec, with_masks=_with_masks(config))
+
+
+def _with_masks(config) -> bool:
+    return "segmentation" in config.heads
 
 
 def with_class_names_of(source: Source, config):
@@ -114,6 +134,13 @@ def _named_boxes_source(spec: str, kind: str, rest: str, config) -> Source:
     raise ValueError(f"Dataset spec {spec!r}: expected {_NAMED_BOXES_USAGE[kind]}.")
 
 
+def _mask_folder_source(spec: str, rest: str) -> Source:
+    paths, hold_out = split_hold_out(rest.split(":"), spec)
+    if len(paths) not in (2, 3) or not all(paths):
+        raise ValueError(f"Dataset spec {spec!r}: expected {MASK_FOLDER_USAGE}.")
+    return MaskFolderSource(*paths, hold_out=hold_out, description=spec)
+
+
 def build_dataset(
     source: str | Source,
     config,
@@ -134,12 +161,15 @@ def build_dataset(
     evaluation and for seeded training, False otherwise: parallel parsing may then hand out
     images of the next epoch before the last ones of this one, which is faster.
     """
+    name = source if isinstance(source, str) else type(source).__name__
     source = source_from_spec(source, config)
     _check_class_ids(source, config)
     parser = ExampleParser(config, is_training)
     examples = source.examples(
         shuffle=is_training, repeat=is_training, input_context=input_context, seed=seed
     )
+    if parser.segmentation:
+        _check_masks(examples, source, config, name)
     dataset = examples.map(parser, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(
         batch_size,
@@ -162,14 +192,38 @@ def _check_class_ids(source: Source, config) -> None:
         )
 
 
+def _check_masks(examples: tf.data.Dataset, source: Source, config, name: str) -> None:
+    if "segmentation_mask" not in examples.element_spec:
+        raise ValueError(f"The dataset {name!r} has no segmentation masks, "
+                         "which heads=[..., segmentation] needs: give synthetic data, TFRecords "
+                         "with image/segmentation/class/encoded, or a masks: spec.")
+    # Sources that know their classes have masks of the same classes, and 0 (background).
+    if source.max_class_id is not None and source.max_class_id >= config.seg_num_classes:
+        raise ValueError(
+            f"The dataset {name!r} has mask classes up to {source.max_class_id} but "
+            f"seg_num_classes is {config.seg_num_classes}; set "
+            f"seg_num_classes={source.max_class_id + 1} (background 0 included).")
+
+
 class ExampleParser:
-    """Decoded example -> network input and per-image labels (training or evaluation)."""
+    """Decoded example -> network input and per-image labels (training or evaluation).
+
+    config.heads says which labels: anchor targets for object_detection, the mask at the input
+    size for segmentation (the example must then have a 'segmentation_mask').
+    """
 
     def __init__(self, config, is_training: bool):
         self.config = config
         self.is_training = is_training
         self.output_size = tuple(config.image_size)
-        self.labeler = AnchorLabeler.from_config(config)
+        self.detection = "object_detection" in config.heads
+        self.segmentation = "segmentation" in config.heads
+        self.labeler = AnchorLabeler.from_config(config) if self.detection else None
+        if is_training and config.autoaugment_policy and self.segmentation:
+            raise ValueError(
+                f"autoaugment_policy={config.autoaugment_policy} moves pixels (rotate, shear, "
+                "translate) that the segmentation masks would not follow; set "
+                "autoaugment_policy=null when heads include segmentation.")
         if is_training and config.autoaugment_policy:
             log.info("Training with AutoAugment policy %s", config.autoaugment_policy)
 
@@ -179,14 +233,23 @@ class ExampleParser:
             self.config.num_classes,
             example["source_id"],
         )
+        mask = None
+        if self.segmentation:
+            mask = _mask_with_known_classes(
+                example["segmentation_mask"], self.config.seg_num_classes, example["source_id"])
         if self.is_training:
-            image, transform, objects = self._augment(example["image"], objects)
+            image, transform, objects, mask = self._augment(example["image"], objects, mask)
         else:  # inference pre-processing; fit_transform computes the same scale for the boxes
             image, _ = preprocess_image(example["image"], self.config)
             transform = augment.fit_transform(example["image"], self.output_size)
-        return self._label(image, transform, objects, example["source_id"])
+        outputs = self._label(image, transform, objects, example["source_id"])
+        if self.segmentation:
+            outputs["segmentation_masks"] = augment.resize_crop_and_pad_mask(
+                mask, transform, self.output_size, IGNORE_LABEL)
+            outputs["image_sizes"] = tf.shape(example["image"])[:2]
+        return outputs
 
-    def _augment(self, image, objects):
+    def _augment(self, image, objects, mask):
         config = self.config
         if config.skip_crowd_during_training:
             objects = _select(objects, tf.logical_not(objects["is_crowd"]))
@@ -195,27 +258,32 @@ class ExampleParser:
             image, boxes = autoaugment.augment(image, boxes, config.autoaugment_policy)
         image = normalize_image(image, config.mean_rgb, config.stddev_rgb)
         if config.input_rand_hflip:
-            image, boxes = augment.random_flip_horizontal(image, boxes)
+            image, boxes, mask = augment.random_flip_horizontal(image, boxes, mask)
         transform = augment.random_jitter_transform(
             image, self.output_size, config.jitter_min, config.jitter_max
         )
         image = augment.resize_crop_and_pad(image, transform, self.output_size)
-        return image, transform, {**objects, "boxes": boxes}
+        return image, transform, {**objects, "boxes": boxes}, mask
 
     def _label(self, image, transform, objects, source_id) -> dict[str, tf.Tensor]:
         boxes, has_area = augment.transform_boxes(objects["boxes"], transform, self.output_size)
         objects = _select({**objects, "boxes": boxes}, has_area)
-        cls_targets, box_targets, num_positives = self.labeler.label(
-            objects["boxes"], objects["classes"]
-        )
         image_scale = 1.0 / transform.scale
         outputs = {
             "image": tf.ensure_shape(image, [*self.output_size, 3]),
-            "num_positives": num_positives,
             "source_ids": source_id,
             "image_scales": image_scale,
             "groundtruth_data": self._groundtruth(objects, image_scale, source_id),
         }
+        if self.detection:
+            outputs.update(self._anchor_labels(objects))
+        return outputs
+
+    def _anchor_labels(self, objects) -> dict[str, tf.Tensor]:
+        cls_targets, box_targets, num_positives = self.labeler.label(
+            objects["boxes"], objects["classes"]
+        )
+        outputs = {"num_positives": num_positives}
         for level in cls_targets:
             outputs[f"cls_targets_{level}"] = cls_targets[level]
             outputs[f"box_targets_{level}"] = box_targets[level]
@@ -256,10 +324,13 @@ def _log_warning_in_graph(message: str, *values) -> None:
 
 
 def _to_images_and_labels(batch: dict[str, tf.Tensor]):
-    """Batched `ExampleParser` outputs -> (images, labels dict) with 'mean_num_positives'."""
+    """Batched `ExampleParser` outputs -> (images, labels dict), with 'mean_num_positives' for
+    object detection."""
     labels = {k: v for k, v in batch.items() if k not in ("image", "num_positives")}
-    num_positives = batch["num_positives"]
-    labels["mean_num_positives"] = tf.fill(tf.shape(num_positives), tf.reduce_mean(num_positives))
+    if "num_positives" in batch:  # object detection
+        num_positives = batch["num_positives"]
+        labels["mean_num_positives"] = tf.fill(tf.shape(num_positives),
+                                               tf.reduce_mean(num_positives))
     return batch["image"], labels
 
 
@@ -273,3 +344,12 @@ def _objects_with_known_classes(objects, num_classes: int, source_id) -> dict[st
         _log_warning_in_graph("image %s has class ids outside 1 .. %s; dropped those boxes: %s",
                               source_id, num_classes, tf.boolean_mask(objects["classes"], ~known))
     return _select(objects, known)
+
+
+def _mask_with_known_classes(mask, seg_num_classes: int, source_id) -> tf.Tensor:
+    """The mask with classes outside 0..seg_num_classes - 1 set to the ignore label, logged."""
+    unknown = (mask >= seg_num_classes) & (mask != IGNORE_LABEL)
+    if tf.reduce_any(unknown):
+        _log_warning_in_graph("image %s has mask classes outside 0 .. %s, ignored: %s", source_id,
+                              seg_num_classes - 1, tf.unique(tf.boolean_mask(mask, unknown))[0])
+    return tf.where(unknown, tf.constant(IGNORE_LABEL, tf.uint8), mask)

@@ -1,8 +1,9 @@
 """Writing images and annotations as sharded TFRecords: in parallel, with progress and a summary.
 
-The converters hand over (annotations, image path) jobs; worker processes read, check and re-encode
-the images and clean the boxes (`prepare_record`), and this process writes the records in job
-order, round-robin over the shards like the official converters.
+The converters hand over (annotations, image path[, segmentation mask path]) jobs; worker
+processes read, check and re-encode the images (and masks) and clean the boxes (`prepare_record`),
+and this process writes the records in job order, round-robin over the shards like the official
+converters.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tensorflow as tf
 
 from efficientdet_tf.data.annotations import ImageAnnotations, clean_boxes
 from efficientdet_tf.data.images import BadImageError, EncodedImage, read_image_for_record
+from efficientdet_tf.data.masks import encode_mask, read_mask
 from efficientdet_tf.data.tfrecord_format import make_example
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class PreparedRecord:
 
     annotations: ImageAnnotations
     image: EncodedImage | None = None
+    mask: EncodedImage | None = None  # the segmentation mask (`masks.encode_mask`), if any
     skip_reason: str | None = None
     skip_detail: str = ""
     box_changes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -86,11 +89,14 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
-def prepare_record(job: tuple[ImageAnnotations, str]) -> PreparedRecord:
-    """Reads and checks the image of `job` and cleans its boxes (runs in a worker process)."""
-    annotations, image_path = job
+def prepare_record(job: tuple[ImageAnnotations, str] | tuple[ImageAnnotations, str, str]
+                   ) -> PreparedRecord:
+    """Reads and checks the image of `job` (annotations, image path[, segmentation mask path])
+    and its mask, and cleans its boxes (runs in a worker process)."""
+    annotations, image_path, *mask_path = job
     try:
         image = read_image_for_record(image_path)
+        mask = _read_mask_for_record(mask_path[0], image) if mask_path else None
     except BadImageError as error:
         return PreparedRecord(annotations, skip_reason=error.reason, skip_detail=str(error))
     if min(annotations.height, annotations.width) <= 0:  # size not annotated: the image's
@@ -100,7 +106,17 @@ def prepare_record(job: tuple[ImageAnnotations, str]) -> PreparedRecord:
     if (image.height, image.width) != (annotations.height, annotations.width):
         # Boxes stay normalized by the annotated size, which is what they were drawn on.
         notes.append("image size differs from the annotated size (boxes kept relative to it)")
-    return PreparedRecord(cleaned, image, box_changes=box_changes, image_notes=notes)
+    return PreparedRecord(cleaned, image, mask, box_changes=box_changes, image_notes=notes)
+
+
+def _read_mask_for_record(path: str, image: EncodedImage) -> EncodedImage:
+    """The mask file's class indices as a record PNG; `BadImageError` when it cannot be read or
+    its size differs from the image's."""
+    mask = read_mask(path)
+    if mask.shape != (image.height, image.width):
+        raise BadImageError(path, "mask size differs from the image",
+                            f"{mask.shape[0]}x{mask.shape[1]} vs {image.height}x{image.width}")
+    return encode_mask(mask)
 
 
 def prepare_records(
@@ -139,7 +155,7 @@ def write_tfrecords(
             if record.skip_reason:
                 log.warning("Skipped %s", record.skip_detail or record.skip_reason)
             else:
-                example = make_example(record.image, record.annotations, class_names)
+                example = make_example(record.image, record.annotations, class_names, record.mask)
                 writers[summary.images_written % num_shards].write(example.SerializeToString())
             summary.add(record)
             progress.update(seen)

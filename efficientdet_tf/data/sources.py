@@ -5,13 +5,15 @@ from annotation files build on the latter (COCO JSON in `coco`, VOC XML folders 
 CSV files in `csv_annotations`), and the synthetic dataset is in `synthetic`.
 
 A source yields decoded examples (see `tfrecord_format`: image, source_id, boxes, classes,
-is_crowd, areas) and owns what only it can do cheaply: sharding over input pipelines, shuffling
-files or indices, repeating, and dropping examples whose image cannot be decoded.
+is_crowd, areas, and segmentation_mask where it has masks and is asked for them) and owns what
+only it can do cheaply: sharding over input pipelines, shuffling files or indices, repeating, and
+dropping examples whose image (or mask) cannot be decoded.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import tensorflow as tf
 
 from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
 from efficientdet_tf.data.images import decode_image
+from efficientdet_tf.data.masks import check_mask_fits, read_mask_in_graph
 from efficientdet_tf.data.tfrecord_format import parse_example
 
 log = logging.getLogger(__name__)
@@ -76,9 +79,11 @@ def skip_undecodable(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 class TFRecordSource(Source):
-    """TFRecord files in the official layout, from one or more comma-separated glob patterns."""
+    """TFRecord files in the official layout, from one or more comma-separated glob patterns;
+    `with_masks` reads their segmentation masks too (records without one are skipped)."""
 
-    def __init__(self, file_pattern: str | list[str]):
+    def __init__(self, file_pattern: str | list[str], with_masks: bool = False):
+        self.with_masks = with_masks
         patterns = file_pattern.split(",") if isinstance(file_pattern, str) else list(file_pattern)
         self.files = []
         for pattern in (p.strip() for p in patterns):
@@ -115,21 +120,28 @@ class TFRecordSource(Source):
             records = shard_for_input_pipeline(records, input_context)
         if shuffle:
             records = records.shuffle(_RECORD_SHUFFLE_BUFFER, seed=seed)
-        return skip_undecodable(records.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE))
+        parse = functools.partial(parse_example, with_masks=self.with_masks)
+        return skip_undecodable(records.map(parse, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 class AnnotatedImagesSource(Source):
     """Annotations held in memory, with their images read from a folder in the input pipeline.
 
     Subclasses parse and clean the annotations once (file names relative to `image_dir`, boxes
-    in pixels, class ids within `class_names`); this class feeds them to tf.data.
+    in pixels, class ids within `class_names`); this class feeds them to tf.data. With
+    `mask_dir`, each image has the segmentation mask `mask_path` names (see `masks`).
     """
 
     def __init__(
-        self, images: list[ImageAnnotations], image_dir: str | Path, class_names: dict[int, str]
+        self,
+        images: list[ImageAnnotations],
+        image_dir: str | Path,
+        class_names: dict[int, str],
+        mask_dir: str | Path | None = None,
     ):
         self.images = images
         self.image_dir = Path(image_dir)
+        self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         self.class_names = class_names
         self.num_examples = len(images)
         classes = [c for image in images for c in image.classes]
@@ -145,7 +157,7 @@ class AnnotatedImagesSource(Source):
                 [len(v) for v in values],
             )
 
-        return {
+        columns = {
             "path": tf.constant([str(self.image_dir / image.file_name) for image in self.images]),
             "source_id": tf.constant([image.image_id for image in self.images], tf.int64),
             "boxes": ragged([image.normalized_boxes() for image in self.images], np.float32, (4,)),
@@ -153,6 +165,14 @@ class AnnotatedImagesSource(Source):
             "is_crowd": ragged([image.is_crowd.astype(bool) for image in self.images], bool),
             "areas": ragged([image.areas for image in self.images], np.float32),
         }
+        if self.mask_dir is not None:
+            columns["mask_path"] = tf.constant(
+                [str(self.mask_path(image)) for image in self.images])
+        return columns
+
+    def mask_path(self, image: ImageAnnotations) -> Path:
+        """The mask of `image`: the PNG of its file name's stem in `mask_dir`."""
+        return self.mask_dir / f"{Path(image.file_name).stem}.png"
 
     def examples(self, *, shuffle, repeat, input_context=None, seed=None):
         dataset = shard_for_input_pipeline(
@@ -217,7 +237,12 @@ def _decoded_example(index, element) -> dict[str, tf.Tensor]:
 
 
 def _read_example(columns: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    example = {key: tf.convert_to_tensor(value) for key, value in columns.items() if key != "path"}
+    paths = ("path", "mask_path")
+    example = {key: tf.convert_to_tensor(value) for key, value in columns.items()
+               if key not in paths}
     example["image"] = decode_image(tf.io.read_file(columns["path"]))
     example["boxes"] = tf.ensure_shape(example["boxes"], [None, 4])
+    if "mask_path" in columns:
+        mask = read_mask_in_graph(columns["mask_path"])
+        example["segmentation_mask"] = check_mask_fits(mask, example["image"])
     return example

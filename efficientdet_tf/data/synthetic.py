@@ -3,6 +3,8 @@
 Each image has 1 to `max_objects` filled circles, squares and triangles (classes 1, 2, 3) on a
 striped, low-contrast background. Objects sit in distinct cells of a 2 x 2 grid, so they never
 overlap, and each touches all four sides of its box: a box is exactly the pixels its shape covers.
+With `with_masks` each image has its segmentation mask: the class of every pixel (0: background),
+exactly the pixels each shape is painted on.
 Each class draws its colour from its own strong palette, so that a small model learns the task in
 minutes; the shapes still differ for the boxes to be learned.
 
@@ -21,6 +23,7 @@ import tensorflow as tf
 
 from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
 from efficientdet_tf.data.images import EncodedImage
+from efficientdet_tf.data.masks import encode_mask
 from efficientdet_tf.data.record_writer import ConversionSummary, PreparedRecord, write_tfrecords
 from efficientdet_tf.data.sources import Source, shard_for_input_pipeline
 from efficientdet_tf.label_map import SYNTHETIC_CLASS_NAMES
@@ -54,6 +57,7 @@ class SyntheticShapes(Source):
         seed: int = 0,
         max_objects: int = 3,
         object_size: tuple[float, float] = (0.15, 0.45),
+        with_masks: bool = False,
     ):
         self.height, self.width = (int(s) for s in image_size)
         if not 1 <= max_objects <= _GRID * _GRID:
@@ -69,15 +73,17 @@ class SyntheticShapes(Source):
         self.seed = seed
         self.max_objects = max_objects
         self.object_size = object_size
+        self.with_masks = with_masks
         self._layout = self._draw_layout(np.random.default_rng(seed))
 
     @classmethod
-    def split(cls, name: str, image_size: Sequence[int], num_images: int | None = None):
+    def split(cls, name: str, image_size: Sequence[int], num_images: int | None = None,
+              with_masks: bool = False):
         """A named split ('train' or 'val'): its own seed, and by default its own size."""
         if name not in SPLITS:
             raise ValueError(f"Unknown synthetic split {name!r}; use one of {sorted(SPLITS)}.")
         seed, default_count = SPLITS[name]
-        return cls(num_images or default_count, image_size, seed=seed)
+        return cls(num_images or default_count, image_size, seed=seed, with_masks=with_masks)
 
     # --- layout (NumPy) -------------------------------------------------------------------------
 
@@ -129,24 +135,41 @@ class SyntheticShapes(Source):
 
     # --- rendering (TF) -------------------------------------------------------------------------
 
+    def _pixel_grid(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """Rows [height, 1] and columns [1, width]: pixel i covers [i, i + 1)."""
+        rows = tf.range(self.height, dtype=tf.float32)[:, None]
+        cols = tf.range(self.width, dtype=tf.float32)[None, :]
+        return rows, cols
+
+    def _object_masks(self, layout: dict[str, tf.Tensor], rows, cols) -> list[tf.Tensor]:
+        """bool [height, width] per object slot: the pixels its shape covers (none when empty)."""
+        return [_shape_mask(layout["classes"][j], tf.cast(layout["boxes"][j], tf.float32),
+                            rows, cols) for j in range(self.max_objects)]
+
     def _render(self, layout: dict[str, tf.Tensor]) -> tf.Tensor:
         """uint8 [height, width, 3] image of one layout row."""
-        rows = tf.range(self.height, dtype=tf.float32)[:, None]  # pixel i covers [i, i + 1)
-        cols = tf.range(self.width, dtype=tf.float32)[None, :]
+        rows, cols = self._pixel_grid()
         cycles = layout["background_cycles"]
         phase = cycles[0] * (rows + 0.5) / self.height + cycles[1] * (cols + 0.5) / self.width
         wave = tf.sin(2 * np.pi * phase + layout["background_phase"])
         image = layout["background_base"] + layout["background_amplitude"] * wave[:, :, None]
-        for j in range(self.max_objects):
-            box = tf.cast(layout["boxes"][j], tf.float32)
-            mask = _shape_mask(layout["classes"][j], box, rows, cols)
+        for j, mask in enumerate(self._object_masks(layout, rows, cols)):
             image = tf.where(mask[:, :, None], layout["colors"][j], image)
         return tf.cast(tf.round(image), tf.uint8)
+
+    def _segmentation_mask(self, layout: dict[str, tf.Tensor]) -> tf.Tensor:
+        """uint8 [height, width] class of each pixel of one layout row (0: background), exactly
+        the pixels `_render` paints with each shape."""
+        mask = tf.zeros([self.height, self.width], tf.uint8)
+        for j, covered in enumerate(self._object_masks(layout, *self._pixel_grid())):
+            mask = tf.where(covered, tf.cast(layout["classes"][j], tf.uint8), mask)
+        return mask
 
     def _example(self, index: tf.Tensor, layout: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         present = layout["classes"] > 0
         boxes = tf.cast(tf.boolean_mask(layout["boxes"], present), tf.float32)
         size = tf.constant([self.height, self.width] * 2, tf.float32)
+        masks = {"segmentation_mask": self._segmentation_mask(layout)} if self.with_masks else {}
         return {
             "image": self._render(layout),
             "source_id": tf.cast(index, tf.int64) + 1,
@@ -154,11 +177,19 @@ class SyntheticShapes(Source):
             "classes": tf.boolean_mask(layout["classes"], present),
             "is_crowd": tf.zeros(tf.shape(boxes)[:1], tf.bool),
             "areas": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+            **masks,
         }
 
     def render(self, index: int) -> np.ndarray:
         """Image `index` as a uint8 NumPy array."""
-        return self._render({key: value[index] for key, value in self._layout.items()}).numpy()
+        return self._render(self._layout_row(index)).numpy()
+
+    def render_mask(self, index: int) -> np.ndarray:
+        """The segmentation mask of image `index`, uint8 [height, width]."""
+        return self._segmentation_mask(self._layout_row(index)).numpy()
+
+    def _layout_row(self, index: int) -> dict[str, np.ndarray]:
+        return {key: value[index] for key, value in self._layout.items()}
 
     def examples(self, *, shuffle, repeat, input_context=None, seed=None):
         indices = tf.data.Dataset.range(self.num_examples)
@@ -173,9 +204,12 @@ class SyntheticShapes(Source):
     # --- writing --------------------------------------------------------------------------------
 
     def write(self, output_prefix: str | Path, num_shards: int = 1) -> ConversionSummary:
-        """Writes the dataset as TFRecords PREFIX-*.tfrecord and its COCO JSON as PREFIX.json."""
+        """Writes the dataset as TFRecords PREFIX-*.tfrecord (with the masks when `with_masks`)
+        and its COCO JSON as PREFIX.json."""
         records = (
-            PreparedRecord(self.annotations(i), self._encoded(i)) for i in range(self.num_examples)
+            PreparedRecord(self.annotations(i), self._encoded(i),
+                           mask=encode_mask(self.render_mask(i)) if self.with_masks else None)
+            for i in range(self.num_examples)
         )
         summary = write_tfrecords(
             records, output_prefix, num_shards, SYNTHETIC_CLASS_NAMES, total=self.num_examples

@@ -4,7 +4,9 @@ Keys (as written by the official create_coco_tfrecord.py / create_pascal_tfrecor
   image/encoded, image/format, image/filename, image/source_id, image/height, image/width,
   image/key/sha256, image/object/bbox/{ymin,xmin,ymax,xmax} (normalized to [0, 1]),
   image/object/class/label (1-based), image/object/class/text, image/object/is_crowd,
-  image/object/area.
+  image/object/area; for semantic segmentation (the keys of the TF DeepLab tooling)
+  image/segmentation/class/encoded (a grayscale PNG of class indices, see `masks`) and
+  image/segmentation/class/format ('png').
 
 `parse_example` turns one serialized record into the decoded example every dataset source yields:
   image: uint8 [height, width, 3]
@@ -13,6 +15,7 @@ Keys (as written by the official create_coco_tfrecord.py / create_pascal_tfrecor
   classes: int32 [N], 1-based
   is_crowd: bool [N]
   areas: float32 [N], pixels
+  segmentation_mask: uint8 [height, width], when parsed `with_masks`
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tensorflow as tf
 
 from efficientdet_tf.data.annotations import BOX_COORDINATES, ImageAnnotations
 from efficientdet_tf.data.images import EncodedImage, decode_image
+from efficientdet_tf.data.masks import check_mask_fits, decode_mask
 
 # Source ids that are empty or not decimal integers are hashed into the positive int32 range.
 _SOURCE_ID_HASH_BUCKETS = 2**31 - 1
@@ -43,9 +47,13 @@ def _ints(values) -> tf.train.Feature:
 
 
 def make_example(
-    image: EncodedImage, annotations: ImageAnnotations, class_names: dict[int, str]
+    image: EncodedImage,
+    annotations: ImageAnnotations,
+    class_names: dict[int, str],
+    mask: EncodedImage | None = None,
 ) -> tf.train.Example:
-    """A tf.train.Example of one image and its (already cleaned) annotations."""
+    """A tf.train.Example of one image and its (already cleaned) annotations, and its
+    segmentation mask (`masks.encode_mask`) when given."""
     boxes = annotations.normalized_boxes()
     feature = {
         "image/encoded": _bytes([image.data]),
@@ -64,9 +72,13 @@ def make_example(
     }
     for column, key in enumerate(BOX_COORDINATES):
         feature[f"image/object/bbox/{key}"] = _floats(boxes[:, column])
+    if mask is not None:
+        feature[_MASK_KEY] = _bytes([mask.data])
+        feature["image/segmentation/class/format"] = _bytes([mask.format.encode()])
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+_MASK_KEY = "image/segmentation/class/encoded"
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature((), tf.string),
     "image/source_id": tf.io.FixedLenFeature((), tf.string, default_value=""),
@@ -77,14 +89,18 @@ _FEATURES = {
 }
 
 
-def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+def parse_example(serialized: tf.Tensor, with_masks: bool = False) -> dict[str, tf.Tensor]:
     """One serialized tf.train.Example -> the decoded example (see the module docstring).
 
     Missing `is_crowd` means no crowds; missing `area` means the box area. Raises (in the graph)
-    on an undecodable image or unequal numbers of boxes and labels; the sources drop such records
+    on an undecodable image or unequal numbers of boxes and labels, and `with_masks` on a missing
+    or undecodable mask or one whose size differs from the image's; the sources drop such records
     with a logged warning.
     """
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    features = _FEATURES
+    if with_masks:
+        features = {**_FEATURES, _MASK_KEY: tf.io.FixedLenFeature((), tf.string)}
+    parsed = tf.io.parse_single_example(serialized, features)
     dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
              for key, value in parsed.items()}
     image = decode_image(dense["image/encoded"])
@@ -100,7 +116,7 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     )
     areas = dense["image/object/area"]
     areas = tf.cond(tf.size(areas) > 0, lambda: areas, lambda: _pixel_areas(boxes, image))
-    return {
+    example = {
         "image": image,
         "source_id": _source_id_to_int(dense["image/source_id"], dense["image/encoded"]),
         "boxes": tf.ensure_shape(boxes, [None, 4]),
@@ -108,6 +124,9 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "is_crowd": is_crowd,
         "areas": areas,
     }
+    if with_masks:
+        example["segmentation_mask"] = check_mask_fits(decode_mask(dense[_MASK_KEY]), image)
+    return example
 
 
 def _pixel_areas(normalized_boxes: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
