@@ -12,6 +12,7 @@ to reuse for other comparisons.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
@@ -41,9 +42,11 @@ def _median_rate(run_once, batch_size: int, warmup: int, steps: int) -> float:
 def train_images_per_second(config, batch_size: int, warmup: int = 3, steps: int = 10) -> float:
     """Median training images per second (one step per measurement, EMA on)."""
     detector = ObjectDetector(config)
-    # One real step builds the optimizer and Keras's training function.
+    # One real step builds the optimizer and Keras's training function; collecting its input
+    # pipeline stops that pipeline's threads, which would otherwise compete with the timing.
     detector.fit("synthetic:train", epochs=1, batch_size=batch_size, steps_per_epoch=1,
                  verbose=0)
+    gc.collect()
     dataset = tf.data.Dataset.from_tensors(_fixed_batch(config, batch_size)).repeat()
     iterator = iter(detector.distribute_strategy.experimental_distribute_dataset(dataset))
     return _median_rate(lambda: detector.train_function(iterator)["loss"].numpy(), batch_size,

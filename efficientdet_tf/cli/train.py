@@ -10,6 +10,7 @@ from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.config import Config, ConfigError
+from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.coco_validation import CocoValidation
@@ -26,9 +27,10 @@ flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and 
                     "a run started again with the same model_dir resumes.")
 flags.DEFINE_string("train_file_pattern", None,
                     "Training data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', "
-                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>' (voc/csv: add "
-                    "':train:10%' to hold out 10% for validation), or 'synthetic' (the built-in "
-                    "demo dataset).")
+                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>', "
+                    "'masks:<masks_dir>:<image_dir>[:<ids.txt>]' (segmentation; voc/csv/masks: "
+                    "add ':train:10%' to hold out 10% for validation), or 'synthetic' (the "
+                    "built-in demo dataset).")
 flags.DEFINE_integer("num_epochs", None, "Overrides hparams num_epochs.")
 flags.DEFINE_integer("num_examples_per_epoch", None,
                      "Images per epoch; default: the dataset's size (TFRecords are counted once).")
@@ -67,7 +69,7 @@ def run(flag_values) -> None:
     config = with_class_names_of(source, config)
     val_source = source_from_spec(flag_values.val_file_pattern, config) if evaluating else None
     for data in (source, val_source):
-        if isinstance(data, NamedBoxesSource):
+        if isinstance(data, (NamedBoxesSource, MaskFolderSource)):
             print(data.report())
     steps_per_epoch = _steps_per_epoch(flag_values, source)
     with strategy.scope():
