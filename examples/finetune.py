@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from efficientdet_tf import ObjectDetector
 
@@ -46,6 +47,7 @@ def main() -> None:
     for epoch, ap50 in zip(validated, history.history["val_AP50"]):
         print(f"epoch {epoch}: val_AP50 {ap50:.4f}")
     print(", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     detector.save(f"{args.output_dir}/detector.keras")
     print("exported:", detector.export(args.output_dir, formats=("saved_model", "tflite_float32")))
 
