@@ -22,6 +22,7 @@ import yaml
 from efficientdet_tf.label_map import check_label_map
 
 HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
+HEADS = ("object_detection", "segmentation")  # the values of the hparam `heads`
 
 
 class ConfigError(ValueError):
@@ -107,6 +108,19 @@ class _ListOf(_Type):
         return f"a list of {size}{self.inner.describe()} ([a,b] or a*b)"
 
 
+class _Heads(_ListOf):
+    """The hparam `heads`: a list of head names; a single name (`heads=segmentation`) is a list
+    of one. Emptiness and repeats are checked with the other rules (`_check_heads`)."""
+
+    def __init__(self):
+        super().__init__(_OneOf(*HEADS), min_length=0)
+
+    def check(self, value):
+        if isinstance(value, str) and "*" not in value:
+            value = [value]
+        return super().check(value)
+
+
 class _ImageSize(_Type):
     """An int, [height, width], or the official "WxH" string; stored as (height, width)."""
 
@@ -161,6 +175,7 @@ _DECLARED_TYPES: dict[str, Any] = {
     "backbone_survival_prob": _Optional(FLOAT),
     "act_type": _OneOf("swish", "silu", "relu", "relu6", "hswish", "gelu", "mish"),
     "image_size": _ImageSize(),
+    "heads": _Heads(),
     "fpn_name": _OneOf("bifpn", "bifpn_dyn", "qufpn", "fpn", "panet"),
     "fpn_weight_method": _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
     "survival_prob": _Optional(FLOAT),
@@ -482,6 +497,7 @@ def _check_relations(values: dict[str, Any]) -> None:
         raise ConfigError(
             f"hparam jitter_min={values['jitter_min']} exceeds jitter_max={values['jitter_max']}."
         )
+    _check_heads(values)
     label_map = values["label_map"]
     if isinstance(label_map, Mapping) and max(label_map, default=0) > values["num_classes"]:
         raise ConfigError(
@@ -491,3 +507,26 @@ def _check_relations(values: dict[str, Any]) -> None:
     for key in ("backbone_survival_prob", "survival_prob"):
         if values[key] is not None and not 0.0 < values[key] <= 1.0:
             raise ConfigError(f"hparam {key!r} = {values[key]} must be in (0, 1] or null.")
+
+
+def _check_heads(values: dict[str, Any]) -> None:
+    heads = values["heads"]
+    if not heads or len(set(heads)) != len(heads):
+        raise ConfigError(
+            f"hparam 'heads' = {heads}: name each head once, at least one of {', '.join(HEADS)} "
+            "(e.g. heads=object_detection*segmentation)."
+        )
+    if "segmentation" not in heads:
+        return
+    if values["seg_num_classes"] < 2:
+        raise ConfigError(
+            f"hparam 'seg_num_classes' = {values['seg_num_classes']} must be at least 2 (the "
+            "background counts as a class)."
+        )
+    stride = 2 ** values["max_level"]
+    if any(side % stride for side in values["image_size"]):
+        raise ConfigError(
+            f"hparam image_size={list(values['image_size'])} with the segmentation head: each side "
+            f"must be a multiple of 2**max_level = {stride}, for the head upsamples P{values['max_level']} "
+            "back level by level."
+        )

@@ -6,13 +6,17 @@ inference/), so the same network serves training, evaluation and export.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
+import tensorflow as tf
 
 from efficientdet_tf.anchors import feature_sizes
 from efficientdet_tf.model.bifpn import ResampleFeatureMap, feature_network
 from efficientdet_tf.model.efficientnet import EfficientNet
 from efficientdet_tf.model.heads import box_head, class_head
 from efficientdet_tf.model.layers import NormSettings
+from efficientdet_tf.model.segmentation_head import segmentation_head
 
 BACKBONE_MAX_LEVEL = 5  # EfficientNet's deepest feature has stride 2**5
 
@@ -23,6 +27,9 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
     `model(images, training=False)` on normalized float images [B, H, W, 3] returns
     `(class_outputs, box_outputs)`: lists ordered min_level..max_level of
     [B, H_l, W_l, anchors * num_classes] logits and [B, H_l, W_l, anchors * 4] box regressions.
+    With the segmentation head in `config.heads` it returns a dict holding the heads present:
+    "class_outputs", "box_outputs" and "segmentation_logits" [B, H / 2**(min_level - 1),
+    W / 2**(min_level - 1), seg_num_classes]. `model_outputs` reads either form.
     """
     norm = NormSettings(
         momentum=config.batch_norm_momentum,
@@ -53,6 +60,29 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
             )(features[-1])
         )
     features = feature_network(config, sizes, norm)(features)
-    class_outputs = class_head(config, norm)(features)
-    box_outputs = box_head(config, norm)(features)
-    return keras.Model(images, (class_outputs, box_outputs), name=config.name)
+    outputs = {}
+    if "object_detection" in config.heads:
+        outputs["class_outputs"] = class_head(config, norm)(features)
+        outputs["box_outputs"] = box_head(config, norm)(features)
+    if "segmentation" not in config.heads:
+        return keras.Model(images, (outputs["class_outputs"], outputs["box_outputs"]),
+                           name=config.name)
+    outputs["segmentation_logits"] = segmentation_head(config, norm)(features)
+    return keras.Model(images, outputs, name=config.name)
+
+
+class ModelOutputs(NamedTuple):
+    """The outputs of a model from `build_model`, None for a head it lacks."""
+
+    class_outputs: list[tf.Tensor] | None
+    box_outputs: list[tf.Tensor] | None
+    segmentation_logits: tf.Tensor | None
+
+
+def model_outputs(config, outputs) -> ModelOutputs:
+    """`outputs` of `build_model(config)` (a detection pair or a dict) as `ModelOutputs`."""
+    if "segmentation" not in config.heads:
+        class_outputs, box_outputs = outputs
+        return ModelOutputs(list(class_outputs), list(box_outputs), None)
+    return ModelOutputs(
+        outputs.get("class_outputs"), outputs.get("box_outputs"), outputs["segmentation_logits"])
