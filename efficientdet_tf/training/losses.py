@@ -140,6 +140,22 @@ class DetectionLoss:
         return parts
 
 
+def segmentation_cross_entropy(logits, masks, ignore_label: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Softmax cross-entropy of `logits` [B, h, w, classes] against `masks` [B, H, W] (class ids),
+    summed over the pixels whose label is not `ignore_label`, and the number of those pixels.
+
+    The masks come at the network's input size; they are brought to the logits' size here with
+    nearest-neighbour sampling, so labels stay class ids.
+    """
+    masks = tf.image.resize(masks[..., tf.newaxis], tf.shape(logits)[1:3], method="nearest")
+    masks = tf.cast(masks[..., 0], tf.int32)
+    labelled = tf.not_equal(masks, ignore_label)
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(labelled, masks, 0), logits=tf.cast(logits, tf.float32))
+    weights = tf.cast(labelled, tf.float32)
+    return tf.reduce_sum(cross_entropy * weights), tf.reduce_sum(weights)
+
+
 def l2_regularization(variables, weight_decay: float) -> tf.Tensor:
     """weight_decay * sum of squares / 2 of every conv and dense kernel (official `reg_l2_loss`)."""
     kernels = [v for v in variables if _REGULARIZED.match(v.path)]

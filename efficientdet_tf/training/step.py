@@ -1,7 +1,8 @@
 """One training step of the official recipe, on one replica's share of the global batch.
 
 Every replica runs the network on its part of the global batch and computes its share of the loss
-(normalized by the positives of the whole global batch) and its gradients; these are clipped with
+(normalized by the positives, or for segmentation the labelled pixels, of the whole global batch)
+and its gradients; these are clipped with
 the factors of the summed gradient (`clip_factors`), summed across replicas by the optimizer and
 applied, then the weight average is updated. So N replicas give the same update as one device
 with the same global batch. (The official TPU trainer clipped each replica's gradient before the
@@ -16,9 +17,15 @@ import re
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.data.masks import IGNORE_LABEL
+from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.model.weight_average import WeightAverage
 from efficientdet_tf.training.learning_rate import WarmupSchedule
-from efficientdet_tf.training.losses import DetectionLoss, l2_regularization
+from efficientdet_tf.training.losses import (
+    DetectionLoss,
+    l2_regularization,
+    segmentation_cross_entropy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +43,16 @@ class RecipeStep:
         self.average = average
         self.loss = DetectionLoss(config)
 
-    def loss_keys(self) -> list[str]:
-        keys = ["cls_loss", "box_loss", "det_loss", "reg_l2_loss", "loss"]
-        return keys + (["iou_loss"] if self.config.iou_loss_type else [])
-
     def __call__(self, images, labels, optimizer) -> dict[str, tf.Tensor]:
         """One step on this replica's share of the batch; returns the global batch's loss parts."""
         context = tf.distribute.get_replica_context()
-        local_positives = tf.reduce_sum(labels["mean_num_positives"])
-        num_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, local_positives)
         with tf.GradientTape() as tape:
-            class_outputs, box_outputs = self.network(images, training=True)
-            parts = self.loss(class_outputs, box_outputs, labels, num_positives)
+            outputs = model_outputs(self.config, self.network(images, training=True))
+            parts, head_loss = self._head_losses(outputs, labels, context)
             # Every replica adds its share, so that the sum over replicas is the whole term.
             parts["reg_l2_loss"] = l2_regularization(
                 self.trainable, self.config.weight_decay) / context.num_replicas_in_sync
-            parts["loss"] = parts["det_loss"] + parts["reg_l2_loss"]
+            parts["loss"] = head_loss + parts["reg_l2_loss"]
             scaled_loss = _scale_loss(optimizer, parts["loss"])
         gradients = tape.gradient(scaled_loss, self.trainable)
         gradients = self.clip_gradients(gradients, optimizer, context)
@@ -61,6 +62,23 @@ class RecipeStep:
         # official trainer (its average sits inside the loss scale optimizer).
         self.average.update(applied=optimizer.iterations > step)
         return context.all_reduce(tf.distribute.ReduceOp.SUM, parts)
+
+    def _head_losses(self, outputs, labels, context) -> tuple[dict, tf.Tensor]:
+        """This replica's share of each head's loss, normalized over the global batch, and their
+        weighted sum: det_loss, plus seg_loss_weight * seg_loss with the segmentation head."""
+        parts, total = {}, 0.0
+        if outputs.class_outputs is not None:
+            local_positives = tf.reduce_sum(labels["mean_num_positives"])
+            num_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, local_positives)
+            parts = self.loss(outputs.class_outputs, outputs.box_outputs, labels, num_positives)
+            total = parts["det_loss"]
+        if outputs.segmentation_logits is not None:
+            cross_entropy, labelled = segmentation_cross_entropy(
+                outputs.segmentation_logits, labels["segmentation_masks"], IGNORE_LABEL)
+            labelled = context.all_reduce(tf.distribute.ReduceOp.SUM, labelled)
+            parts["seg_loss"] = cross_entropy / tf.maximum(labelled, 1.0)
+            total += self.config.seg_loss_weight * parts["seg_loss"]
+        return parts, total
 
     def clip_gradients(self, gradients, optimizer, context):
         """Scales every replica's gradients by the clip factors of their sum.
