@@ -1,4 +1,5 @@
-"""The official detection loss: focal loss on classes, Huber (and optionally IoU) loss on boxes.
+"""The official detection loss: focal loss on classes, Huber (and optionally IoU) loss on boxes;
+and the segmentation loss (softmax cross-entropy over the labelled pixels).
 
 All parts are sums over anchors divided by the number of positive anchors + 1 of the whole
 global batch, so a batch split across replicas gives, summed, exactly the single-device loss.
@@ -138,6 +139,25 @@ class DetectionLoss:
             total += config.iou_loss_weight * parts["iou_loss"]
         parts["det_loss"] = total
         return parts
+
+
+def segmentation_loss(logits, masks, ignore_label: int):
+    """Softmax cross-entropy of `logits` [B, h, w, classes] against `masks` [B, H, W] (class ids,
+    any integer dtype), averaged over the pixels whose label is not `ignore_label` (0 if none are).
+
+    The masks come at the network's input size; they are brought to the logits' size here with
+    nearest-neighbour sampling, so labels stay class ids. The official demo
+    (efficientdet/tf2/segmentation.py) instead resized its masks to the head's 128x128 in the
+    input pipeline (bilinear, then used as labels) and had no ignore label.
+    """
+    masks = tf.image.resize(
+        masks[..., tf.newaxis], tf.shape(logits)[1:3], method="nearest")[..., 0]
+    masks = tf.cast(masks, tf.int32)
+    labelled = tf.not_equal(masks, ignore_label)
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(labelled, masks, 0), logits=tf.cast(logits, tf.float32))
+    weights = tf.cast(labelled, tf.float32)
+    return tf.reduce_sum(cross_entropy * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
 def l2_regularization(variables, weight_decay: float) -> tf.Tensor:
