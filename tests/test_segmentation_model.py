@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from efficientdet_tf import build_model, get_config, load_weights, save_weights
+from efficientdet_tf.anchors import Anchors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.model.checkpoint import checkpoint_name
@@ -49,6 +50,8 @@ def test_two_head_model_returns_both_and_detection_only_keeps_its_pair():
     assert [tuple(c.shape) for c in read.class_outputs] == [
         (1, 16, 16, 27), (1, 8, 8, 27), (1, 4, 4, 27), (1, 2, 2, 27), (1, 1, 1, 27)]
     assert len(read.box_outputs) == 5
+    predictions = sum(int(np.prod(c.shape)) // both.num_classes for c in read.class_outputs)
+    assert len(Anchors.from_config(both)) == predictions  # anchors cover P2 too
     detection = tiny_config("num_classes=3")
     outputs = build_model(detection)(np.zeros((1, 64, 64, 3), np.float32))
     assert isinstance(outputs, (tuple, list)) and len(outputs) == 2
