@@ -8,6 +8,8 @@ from efficientdet_tf.anchors import Anchors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.model.checkpoint import checkpoint_name
+from efficientdet_tf.model.layers import NormSettings
+from efficientdet_tf.model.segmentation_head import SegmentationHead
 
 # 64 = 2**max_level: the head doubles P6 back to 64 / 8 * 2 = 16 pixels.
 TINY = "image_size=64,max_level=6,fpn_cell_repeats=1,box_class_repeats=1"
@@ -88,3 +90,11 @@ def test_d0_segmentation_has_the_official_parameter_counts():
     model = build_model(get_config("efficientdet-d0", "heads=segmentation,seg_num_classes=3"))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     assert (model.count_params(), trainable) == (4_097_496, 4_053_688)
+
+
+def test_head_config_round_trips():
+    head = SegmentationHead(4, filters=8, num_levels=3, act_type="relu",
+                            norm=NormSettings(momentum=0.9), name="segmentation_head")
+    copy = SegmentationHead.from_config(head.get_config())
+    assert copy.get_config() == head.get_config()
+    assert copy.norm_settings == NormSettings(momentum=0.9) and copy.act_type == "relu"
