@@ -527,6 +527,6 @@ def _check_heads(values: dict[str, Any]) -> None:
     if any(side % stride for side in values["image_size"]):
         raise ConfigError(
             f"hparam image_size={list(values['image_size'])} with the segmentation head: each side "
-            f"must be a multiple of 2**max_level = {stride}, for the head upsamples P{values['max_level']} "
-            "back level by level."
+            f"must be a multiple of 2**max_level = {stride}, for the head doubles each level back "
+            "to the one below."
         )

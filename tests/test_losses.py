@@ -1,4 +1,4 @@
-"""The detection loss parts against hand-computed values."""
+"""The detection and segmentation loss parts against hand-computed values."""
 
 import math
 
@@ -14,6 +14,7 @@ from efficientdet_tf.training.losses import (
     huber_box_loss,
     iou_variant,
     l2_regularization,
+    segmentation_cross_entropy,
 )
 
 
@@ -141,3 +142,16 @@ def test_official_ciou_gradient(compiled):
     np.testing.assert_allclose(d_pred.numpy(), [[0.0789376, -0.04241373, 0.01617984, -0.16566768],
                                                 [0.03031043, 0.01788712, -0.03867403, -0.0441989]],
                                atol=1e-6)
+
+
+def test_segmentation_cross_entropy_sums_over_labelled_pixels_at_the_logits_size():
+    # A 4x4 mask of 2x2 blocks (0, 1 / ignored, 1) against 2x2 logits of 2 classes.
+    mask = np.kron(np.array([[0, 1], [255, 1]], np.uint8), np.ones((2, 2), np.uint8))[None]
+    logits = np.array([[[[0.0, 0.0], [0.0, math.log(3.0)]],
+                        [[50.0, -50.0], [2.0, 2.0]]]], np.float32)
+    expected = (math.log(2.0) + math.log(4.0 / 3.0) + math.log(2.0)) / 3
+    total, labelled = segmentation_cross_entropy(logits, mask, ignore_label=255)
+    assert float(labelled) == 3.0
+    assert float(total) / 3.0 == pytest.approx(expected, rel=1e-6)
+    all_ignored = np.full_like(mask, 255)
+    assert [float(x) for x in segmentation_cross_entropy(logits, all_ignored, 255)] == [0.0, 0.0]

@@ -91,4 +91,4 @@ def test_summary_mode_reports_a_bad_override_by_name():
     # One line naming the fix, not absl's page of flag help after it.
     assert result.stderr.strip().splitlines() == [
         "main.py: error: Unknown hparam 'num_clases'. Closest known keys: num_classes, "
-        "num_scales, num_epochs. See efficientdet_tf/hparams/base.yaml for every key."]
+        "seg_num_classes, num_scales. See efficientdet_tf/hparams/base.yaml for every key."]

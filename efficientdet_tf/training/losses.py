@@ -1,4 +1,5 @@
-"""The official detection loss: focal loss on classes, Huber (and optionally IoU) loss on boxes.
+"""The official detection loss: focal loss on classes, Huber (and optionally IoU) loss on boxes;
+and the segmentation loss (softmax cross-entropy over the labelled pixels).
 
 All parts are sums over anchors divided by the number of positive anchors + 1 of the whole
 global batch, so a batch split across replicas gives, summed, exactly the single-device loss.
@@ -141,11 +142,14 @@ class DetectionLoss:
 
 
 def segmentation_cross_entropy(logits, masks, ignore_label: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Softmax cross-entropy of `logits` [B, h, w, classes] against `masks` [B, H, W] (class ids),
-    summed over the pixels whose label is not `ignore_label`, and the number of those pixels.
+    """Softmax cross-entropy of `logits` [B, h, w, classes] against `masks` [B, H, W] (class ids,
+    any integer dtype), summed over the pixels whose label is not `ignore_label`, and the number
+    of those pixels: the loss is the sum over the number (of the global batch, in training).
 
     The masks come at the network's input size; they are brought to the logits' size here with
-    nearest-neighbour sampling, so labels stay class ids.
+    nearest-neighbour sampling, so labels stay class ids. The official demo
+    (efficientdet/tf2/segmentation.py) instead resized its masks to the head's 128x128 in the
+    input pipeline (bilinear, then used as labels) and had no ignore label.
     """
     masks = tf.image.resize(masks[..., tf.newaxis], tf.shape(logits)[1:3], method="nearest")
     masks = tf.cast(masks[..., 0], tf.int32)
