@@ -27,9 +27,10 @@ _COLOR_CLASSES = np.array([k for k, palette in _PALETTES.items() for _ in palett
 
 
 def config_for(heads, **overrides):
-    """A tiny config for the synthetic classes: background and 3 shapes."""
-    return get_config("efficientdet-d0", {"image_size": 64, "num_classes": 3, "heads": heads,
-                                          "seg_num_classes": 4, **overrides})
+    """A tiny config for the synthetic classes: background and 3 shapes (max_level 6: the
+    segmentation head needs image sides that are multiples of 2**max_level)."""
+    return get_config("efficientdet-d0", {"image_size": 64, "max_level": 6, "num_classes": 3,
+                                          "heads": heads, "seg_num_classes": 4, **overrides})
 
 
 def synthetic_examples(count=2):
@@ -267,7 +268,7 @@ def mask_folder(root):
 def test_mask_folder_spec_skips_and_counts_bad_masks(tmp_path):
     good = mask_folder(tmp_path)
     spec = f"masks:{tmp_path}/masks:{tmp_path}/images:{tmp_path}/ids.txt"
-    config = config_for(["segmentation"], image_size=16)
+    config = config_for(["segmentation"], image_size=16, max_level=4)
     _, labels = next(iter(build_dataset(spec, config, is_training=False, batch_size=4)))
     assert labels["segmentation_masks"].shape == (1, 16, 16)
     np.testing.assert_array_equal(labels["segmentation_masks"][0, :12], good)
