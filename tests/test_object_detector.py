@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf import ObjectDetector
+from efficientdet_tf import ConfigError, ObjectDetector
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.inference.detector import SIGNATURE_KEY
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
@@ -176,3 +176,18 @@ def test_the_command_line_and_fit_train_the_same_weights(tmp_path):
     for name in names:
         np.testing.assert_allclose(from_api.get_tensor(name), from_cli.get_tensor(name),
                                    rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_a_segmentation_only_model_is_refused_where_detections_are_needed_and_two_heads_detect():
+    detector = ObjectDetector("efficientdet-d0", TINY + ",heads=segmentation,max_level=6,"
+                              "seg_num_classes=4")
+    message = r"heads=\['segmentation'\]: detection, COCO evaluation and export need the"
+    with pytest.raises(ConfigError, match=message):
+        detector.fit("synthetic:train:8", epochs=1, batch_size=8, verbose=0,
+                     validation_data="synthetic:val:8")
+    assert int(detector.optimizer.iterations.numpy()) == 0  # refused before training
+    with pytest.raises(ConfigError, match=message):
+        detector.predict([np.zeros((64, 64, 3), np.uint8)])
+    both = ObjectDetector("efficientdet-d0", TINY + ",heads=object_detection*segmentation,"
+                          "max_level=6,seg_num_classes=4")
+    assert both.predict([np.zeros((64, 64, 3), np.uint8)])["detection_boxes"].shape == (1, 100, 4)

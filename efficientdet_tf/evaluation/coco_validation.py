@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from efficientdet_tf.evaluation.model_evaluation import evaluate
+from efficientdet_tf.inference.detector import check_detection_head
 
 
 class CocoValidation(keras.callbacks.Callback):
@@ -22,6 +23,9 @@ class CocoValidation(keras.callbacks.Callback):
         self.every = every
         self.last_epoch = last_epoch
         self.evaluation_options = evaluation_options
+
+    def on_train_begin(self, logs=None):
+        check_detection_head(self.model.config)  # before training, not after its first epoch
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1

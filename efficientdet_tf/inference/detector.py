@@ -16,10 +16,11 @@ import os
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.postprocess import Detections, Postprocessor
-from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.builder import build_model, model_outputs
 from efficientdet_tf.model.checkpoint import load_weights
 
 # Output names of the exported serving signature (those of the TF object detection API).
@@ -54,6 +55,16 @@ def detections_from_dict(outputs: dict) -> Detections:
     return Detections(*(outputs[name] for name in OUTPUT_NAMES))
 
 
+def check_detection_head(config) -> None:
+    """Detection, its evaluation and export need the detection head."""
+    if "object_detection" not in config.heads:
+        raise ConfigError(
+            f"heads={list(config.heads)}: detection, COCO evaluation and export need the "
+            "object_detection head. A segmentation-only model trains (`--mode=train`, "
+            "`ObjectDetector.fit` without validation_data); its masks are not yet served by "
+            "inference, export or --mode=eval.")
+
+
 class Detector(tf.Module):
     """EfficientDet with the official pre- and post-processing around it.
 
@@ -65,6 +76,7 @@ class Detector(tf.Module):
 
     def __init__(self, config, model: keras.Model | None = None, mode: str = "global"):
         super().__init__(name="detector")
+        check_detection_head(config)
         self.config = config
         self.model = build_model(config) if model is None else model
         self.postprocessor = Postprocessor(config, mode)
@@ -83,8 +95,8 @@ class Detector(tf.Module):
 
     def detect_preprocessed(self, network_inputs, image_scales) -> Detections:
         """Pre-processed images [batch, *config.image_size, 3] and their scales -> detections."""
-        class_outputs, box_outputs = self.model(network_inputs, training=False)
-        return self.postprocessor(class_outputs, box_outputs, image_scales)
+        outputs = model_outputs(self.config, self.model(network_inputs, training=False))
+        return self.postprocessor(outputs.class_outputs, outputs.box_outputs, image_scales)
 
     def serving_function(self) -> tf.types.experimental.ConcreteFunction:
         """uint8 images [batch, height, width, 3] -> `detections_to_dict`, reading the variables."""
