@@ -178,15 +178,17 @@ def test_the_command_line_and_fit_train_the_same_weights(tmp_path):
                                    rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-def test_a_segmentation_only_model_is_refused_where_detections_are_needed_and_two_heads_detect():
+def test_a_segmentation_model_validates_with_miou_and_refuses_to_predict_boxes():
     detector = ObjectDetector("efficientdet-d0", TINY + ",heads=segmentation,max_level=6,"
                               "seg_num_classes=4")
-    message = r"heads=\['segmentation'\]: detection, COCO evaluation and export need the"
-    with pytest.raises(ConfigError, match=message):
-        detector.fit("synthetic:train:8", epochs=1, batch_size=8, verbose=0,
-                     validation_data="synthetic:val:8")
-    assert int(detector.optimizer.iterations.numpy()) == 0  # refused before training
-    with pytest.raises(ConfigError, match=message):
+    history = detector.fit("synthetic:train:8", epochs=1, batch_size=8, verbose=0,
+                           validation_data="synthetic:val:8")
+    assert 0 < history.history["val_mIoU"][0] <= 1
+    assert {"val_pixel_accuracy", "val_IoU/0", "val_IoU/3"} <= history.history.keys()
+    assert "val_AP" not in history.history  # no detection head, no COCO metrics
+    assert detector.evaluate("synthetic:val:8")["mIoU"] == history.history["val_mIoU"][0]
+    with pytest.raises(ConfigError, match=r"heads=\['segmentation'\]: detection, COCO "
+                                          "evaluation and export need the"):
         detector.predict([np.zeros((64, 64, 3), np.uint8)])
     both = ObjectDetector("efficientdet-d0", TINY + ",heads=object_detection*segmentation,"
                           "max_level=6,seg_num_classes=4")

@@ -1,16 +1,17 @@
-"""Validation inside `fit`: COCO metrics of the averaged weights, in Keras's epoch logs."""
+"""Validation inside `fit`: COCO metrics (and mIoU with the segmentation head) of the averaged
+weights, in Keras's epoch logs."""
 
 from __future__ import annotations
 
 import keras
 
 from efficientdet_tf.evaluation.model_evaluation import evaluate
-from efficientdet_tf.inference.detector import check_detection_head
 
 
 class CocoValidation(keras.callbacks.Callback):
-    """COCO metrics of the averaged weights on a validation source, in the epoch logs as
-    `val_AP`, `val_AP50`, ... every `every` epochs and after epoch `last_epoch` (1-based).
+    """The metrics of `evaluate` (COCO; mIoU with the segmentation head) of the averaged weights
+    on a validation source, in the epoch logs as `val_AP`, `val_AP50`, ..., `val_mIoU`, every
+    `every` epochs and after epoch `last_epoch` (1-based).
 
     `evaluation_options` go to `evaluation.model_evaluation.evaluate` (batch_size,
     eval_samples, val_json_file, summary_writer: TensorBoard scalars at the optimizer's step).
@@ -23,9 +24,6 @@ class CocoValidation(keras.callbacks.Callback):
         self.every = every
         self.last_epoch = last_epoch
         self.evaluation_options = evaluation_options
-
-    def on_train_begin(self, logs=None):
-        check_detection_head(self.model.config)  # before training, not after its first epoch
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1

@@ -16,10 +16,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
+from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
 from efficientdet_tf.label_map import read_label_map
+from efficientdet_tf.model.builder import model_outputs
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ def evaluate(
     step: int | tf.Variable | None = None,
     results_file: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """COCO metrics of `model` on `dataset`.
+    """COCO metrics of `model` on `dataset`, and segmentation metrics for a network with the
+    segmentation head.
 
     Args:
       model: a `build_model(config)` network, or the runner of an exported SavedModel or TFLite
@@ -57,44 +61,90 @@ def evaluate(
       results_file: where to write the detections as a COCO results JSON.
 
     Returns:
-      {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm',
-       'ARl'} and 'AP_/<class name>' per class with ground truth in the evaluated images.
+      With the detection head: {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10',
+      'ARmax100', 'ARs', 'ARm', 'ARl'} and 'AP_/<class name>' per class with ground truth in the
+      evaluated images. With the segmentation head: 'mIoU', 'pixel_accuracy' and 'IoU/<class
+      id>' (`segmentation_metrics`).
     """
     if eval_samples is not None and eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (or None for all), got {eval_samples}.")
     source = source_from_spec(dataset, config)
-    groundtruth = _read_json(val_json_file) if val_json_file else source.coco_groundtruth()
-    evaluator = CocoEvaluator(
-        groundtruth, read_label_map(config.label_map) if config.label_map else None
-    )
-    detect = _detect_function(model, config, mode)
+    scorers = []
+    if not isinstance(model, keras.Model) or "object_detection" in config.heads:
+        scorers.append(_CocoScorer(model, config, source, mode, val_json_file))
+    if isinstance(model, keras.Model) and "segmentation" in config.heads:
+        scorers.append(_SegmentationScorer(model, config))
     batches = build_dataset(source, config, is_training=False, batch_size=batch_size)
-    remaining = eval_samples
+    remaining, num_images = eval_samples, 0
     for images, labels in batches:
         if remaining is not None:
             images, labels = images[:remaining], tf.nest.map_structure(lambda x: x[:remaining],
                                                                         labels)
             remaining -= int(tf.shape(images)[0])
-        evaluator.add_detections(labels["source_ids"], detect(images, labels["image_scales"]))
-        if groundtruth is None:
-            evaluator.add_groundtruth(labels["source_ids"], labels["groundtruth_data"])
+        num_images += int(tf.shape(images)[0])
+        for scorer in scorers:
+            scorer.add(images, labels)
         if remaining is not None and remaining <= 0:
             break
-    log.info("Evaluated %d images of %s", len(evaluator.image_ids), dataset)
-    metrics = evaluator.evaluate()
-    if results_file:
-        evaluator.write_results(results_file)
+    log.info("Evaluated %d images of %s", num_images, dataset)
+    metrics = {}
+    for scorer in scorers:
+        metrics.update(scorer.result(results_file))
     if summary_writer is not None:
         write_summaries(metrics, summary_writer, step)
     return metrics
 
 
-def _detect_function(model, config, mode: str):
-    """Pre-processed batches -> Detections; a network is compiled once for any batch size."""
-    if isinstance(model, keras.Model):
-        detect = Detector(config, model, mode).preprocessed_function()
-        return lambda images, image_scales: detections_from_dict(detect(images, image_scales))
-    return model.detect_preprocessed
+class _CocoScorer:
+    """COCO metrics of the detections; a network is compiled once for any batch size."""
+
+    def __init__(self, model, config, source, mode: str, val_json_file):
+        self.groundtruth = (_read_json(val_json_file) if val_json_file
+                            else source.coco_groundtruth())
+        self.evaluator = CocoEvaluator(
+            self.groundtruth, read_label_map(config.label_map) if config.label_map else None)
+        if isinstance(model, keras.Model):
+            detect = Detector(config, model, mode).preprocessed_function()
+            self.detect = lambda images, scales: detections_from_dict(detect(images, scales))
+        else:
+            self.detect = model.detect_preprocessed
+
+    def add(self, images, labels) -> None:
+        self.evaluator.add_detections(labels["source_ids"],
+                                      self.detect(images, labels["image_scales"]))
+        if self.groundtruth is None:
+            self.evaluator.add_groundtruth(labels["source_ids"], labels["groundtruth_data"])
+
+    def result(self, results_file) -> dict[str, float]:
+        metrics = self.evaluator.evaluate()
+        if results_file:
+            self.evaluator.write_results(results_file)
+        return metrics
+
+
+class _SegmentationScorer:
+    """mIoU, pixel accuracy and per-class IoU over the whole set, at the network input size
+    (the eval masks are resized and padded as the images are; padding is ignored)."""
+
+    def __init__(self, network: keras.Model, config):
+        self.metrics = SegmentationMetrics(config.seg_num_classes, IGNORE_LABEL)
+        self.class_maps = tf.function(
+            lambda images: predicted_class_maps(network, config, images))
+
+    def add(self, images, labels) -> None:
+        self.metrics.update(self.class_maps(images).numpy(),
+                            labels["segmentation_masks"].numpy())
+
+    def result(self, results_file) -> dict[str, float]:
+        return self.metrics.result()
+
+
+def predicted_class_maps(network, config, images) -> tf.Tensor:
+    """The class of every pixel of pre-processed images: the logits upsampled (bilinear) to the
+    network input size, then their argmax; uint8 [B, H, W]."""
+    logits = model_outputs(config, network(images, training=False)).segmentation_logits
+    logits = tf.image.resize(tf.cast(logits, tf.float32), config.image_size)
+    return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
 
 
 def _read_json(path: str | os.PathLike) -> dict:

@@ -60,9 +60,9 @@ def check_detection_head(config) -> None:
     if "object_detection" not in config.heads:
         raise ConfigError(
             f"heads={list(config.heads)}: detection, COCO evaluation and export need the "
-            "object_detection head. A segmentation-only model trains (`--mode=train`, "
-            "`ObjectDetector.fit` without validation_data); its masks are not yet served by "
-            "inference, export or --mode=eval.")
+            "object_detection head. A segmentation-only model trains and evaluates (mIoU: "
+            "--mode=train_and_eval, --mode=eval --ckpt, ObjectDetector.fit/evaluate); its masks "
+            "are not yet served by inference or export.")
 
 
 class Detector(tf.Module):
