@@ -145,9 +145,9 @@ class ObjectDetector(keras.Model):
             'classes': [N]})`. Augmentation and anchor labelling are the recipe's.
           batch_size: the global batch, split over the strategy's replicas.
           steps_per_epoch: default: the images of `x` divided by `batch_size`.
-          validation_data: data in the same forms; its COCO metrics (averaged weights) go into
-            the logs as `val_AP`, `val_AP50`, ... every `validation_freq` epochs and after the
-            last one.
+          validation_data: data in the same forms; its metrics of the averaged weights (COCO,
+            and mIoU with the segmentation head) go into the logs as `val_AP`, `val_AP50`, ...,
+            `val_mIoU`, every `validation_freq` epochs and after the last one.
           callbacks: Keras callbacks; with a `training.callbacks.TrainingCheckpoints`, the run
             resumes from its model_dir and saves there.
           seed: seeds the order of the training data.
