@@ -159,7 +159,7 @@ class ObjectDetector(keras.Model):
         if batch_size % replicas:
             raise ValueError(f"The global batch size {batch_size} does not split evenly over "
                              f"{replicas} replicas; use a multiple of {replicas}.")
-        steps_per_epoch = steps_per_epoch or _steps_per_epoch(source, batch_size)
+        steps_per_epoch = steps_per_epoch or epoch_steps(source.count_examples(), batch_size)
         self._compile_for_run(batch_size, steps_per_epoch, epochs)
         callbacks = list(callbacks or [])
         start_step = self._restore_or_start(callbacks)
@@ -181,7 +181,6 @@ class ObjectDetector(keras.Model):
                 data, epochs=epochs, initial_epoch=epoch, callbacks=callbacks, shuffle=False,
                 steps_per_epoch=steps_per_epoch, verbose=verbose))
         self.weight_average.copy_to_variables()
-        self._detect_function = None
         return _merged(histories) if histories else keras.callbacks.History()  # run complete
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -303,12 +302,12 @@ class ObjectDetector(keras.Model):
         return cls(Config(validate(values.pop("hparams"))), **values)
 
 
-def _steps_per_epoch(source, batch_size: int) -> int:
-    examples = source.count_examples()
-    if examples < batch_size:
-        raise ConfigError(f"batch_size={batch_size} exceeds the {examples} images of the "
-                          "training data.")
-    return examples // batch_size
+def epoch_steps(num_examples: int, batch_size: int) -> int:
+    """Whole batches in an epoch of `num_examples` images."""
+    if num_examples < batch_size:
+        raise ConfigError(f"batch_size={batch_size} (--batch_size) exceeds the {num_examples} "
+                          "images of an epoch.")
+    return num_examples // batch_size
 
 
 def _largest_divisor(number: int, at_most: int) -> int:

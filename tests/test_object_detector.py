@@ -193,3 +193,9 @@ def test_a_segmentation_model_validates_with_miou_and_refuses_to_predict_boxes()
     both = ObjectDetector("efficientdet-d0", TINY + ",heads=object_detection*segmentation,"
                           "max_level=6,seg_num_classes=4")
     assert both.predict([np.zeros((64, 64, 3), np.uint8)])["detection_boxes"].shape == (1, 100, 4)
+
+
+def test_a_batch_larger_than_the_data_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"batch_size=8 \(--batch_size\) exceeds the 4 images "
+                                          "of an epoch"):
+        ObjectDetector("efficientdet-d0", TINY).fit("synthetic:train:4", batch_size=8)

@@ -14,7 +14,7 @@ from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.coco_validation import CocoValidation
-from efficientdet_tf.object_detector import ObjectDetector
+from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
 from efficientdet_tf.training.callbacks import (
     StepSummaries,
     TrainingCheckpoints,
@@ -105,11 +105,7 @@ def _steps_per_epoch(flag_values, source) -> int:
         examples = source.count_examples()
         print(f"Counted {examples} training examples in {flag_values.train_file_pattern}; "
               f"--num_examples_per_epoch={examples} skips the count.")
-    steps = examples // flag_values.batch_size
-    if steps < 1:
-        raise ConfigError(
-            f"--batch_size={flag_values.batch_size} exceeds the {examples} images of an epoch.")
-    return steps
+    return epoch_steps(examples, flag_values.batch_size)
 
 
 def validation(flag_values, config: Config, val_source) -> CocoValidation:
