@@ -28,8 +28,8 @@ import tensorflow as tf
 from efficientdet_tf.config import Config, ConfigError, get_config, validate
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
 from efficientdet_tf.data.preprocess import preprocess_images
-from efficientdet_tf.evaluation.coco_validation import CocoValidation
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
+from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, export_tflite
 from efficientdet_tf.inference.detector import Detector
@@ -164,7 +164,7 @@ class ObjectDetector(keras.Model):
         callbacks = list(callbacks or [])
         start_step = self._restore_or_start(callbacks)
         if validation_data is not None:
-            callbacks.append(CocoValidation(
+            callbacks.append(ValidationMetrics(
                 source_from_spec(validation_data, self.config), every=validation_freq,
                 last_epoch=epochs, batch_size=validation_batch_size or batch_size))
         callbacks = _in_running_order(callbacks)
@@ -319,7 +319,7 @@ def _in_running_order(callbacks: list) -> list:
     saved before it is validated), then validation (its metrics reach the user's callbacks)."""
     def rank(callback):
         return (0 if isinstance(callback, TrainingCheckpoints)
-                else 1 if isinstance(callback, CocoValidation) else 2)
+                else 1 if isinstance(callback, ValidationMetrics) else 2)
 
     return [NonFiniteLossGuard(), *sorted(callbacks, key=rank)]
 

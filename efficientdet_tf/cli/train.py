@@ -13,7 +13,7 @@ from efficientdet_tf.config import Config, ConfigError
 from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
-from efficientdet_tf.evaluation.coco_validation import CocoValidation
+from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
 from efficientdet_tf.training.callbacks import (
     StepSummaries,
@@ -108,11 +108,11 @@ def _steps_per_epoch(flag_values, source) -> int:
     return epoch_steps(examples, flag_values.batch_size)
 
 
-def validation(flag_values, config: Config, val_source) -> CocoValidation:
+def validation(flag_values, config: Config, val_source) -> ValidationMetrics:
     """The evaluation inside train_and_eval: COCO metrics of the averaged weights on the
     validation data every hparams map_freq epochs and after the last, logged to TensorBoard in
     model_dir/eval."""
-    return CocoValidation(
+    return ValidationMetrics(
         val_source,
         every=config.map_freq,
         last_epoch=config.num_epochs,

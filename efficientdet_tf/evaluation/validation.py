@@ -8,7 +8,7 @@ import keras
 from efficientdet_tf.evaluation.model_evaluation import evaluate
 
 
-class CocoValidation(keras.callbacks.Callback):
+class ValidationMetrics(keras.callbacks.Callback):
     """The metrics of `evaluate` (COCO; mIoU with the segmentation head) of the averaged weights
     on a validation source, in the epoch logs as `val_AP`, `val_AP50`, ..., `val_mIoU`, every
     `every` epochs and after epoch `last_epoch` (1-based).
