@@ -33,6 +33,7 @@ from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, export_tflite
 from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.inference.segmentation_masks import with_image_size_masks
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_training_start, load_weights
 from efficientdet_tf.model.weight_average import WeightAverage
@@ -235,28 +236,32 @@ class ObjectDetector(keras.Model):
     def evaluate(self, x, batch_size: int = DEFAULT_BATCH_SIZE, *,
                  eval_samples: int | None = None, val_json_file=None, results_file=None,
                  verbose=None) -> dict[str, float]:
-        """COCO metrics on `x` (the forms `fit` takes): 'AP', 'AP50', 'AP75', 'APs', 'APm',
-        'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm', 'ARl', and 'AP_/<class name>'.
-        `eval_samples`, `val_json_file`, `results_file` are as in `--mode=eval`."""
+        """Metrics on `x` (the forms `fit` takes). With the detection head the COCO metrics
+        'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm',
+        'ARl' and 'AP_/<class name>'; with the segmentation head 'mIoU', 'pixel_accuracy' and
+        'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file` are as in
+        `--mode=eval`."""
         return evaluate(self.network, self.config, x, batch_size=batch_size,
                         eval_samples=eval_samples, val_json_file=val_json_file,
                         results_file=results_file)
 
     def predict(self, images, batch_size: int = DEFAULT_BATCH_SIZE,
-                verbose=None) -> dict[str, np.ndarray]:
-        """Detections in uint8 images of any sizes (a batch [B, H, W, 3] or a list of
-        [H, W, 3]): the serving signature's outputs as NumPy arrays, `detection_boxes` (ymin,
-        xmin, ymax, xmax in original pixels), `detection_scores`, `detection_classes` (1-based)
-        and `num_detections`; the pre- and post-processing of the exported SavedModel."""
+                verbose=None) -> dict[str, np.ndarray | list[np.ndarray]]:
+        """Detections and masks in uint8 images of any sizes (a batch [B, H, W, 3] or a list of
+        [H, W, 3]): the serving signature's outputs as NumPy arrays, the pre- and
+        post-processing of the exported SavedModel. With the detection head `detection_boxes`
+        (ymin, xmin, ymax, xmax in original pixels), `detection_scores`, `detection_classes`
+        (1-based) and `num_detections`; with the segmentation head `segmentation_masks`, uint8
+        [B, H, W] class per pixel (for a list of images, a list of [H, W] masks)."""
         if self._detect_function is None:
             self._detect_function = Detector(self.config, self.network).preprocessed_function()
         chunks = []
         for start in range(0, len(images), batch_size):
-            network_inputs, image_scales = preprocess_images(
-                images[start:start + batch_size], self.config)
-            chunks.append(self._detect_function(network_inputs, image_scales))
-        return {name: np.concatenate([chunk[name].numpy() for chunk in chunks])
-                for name in chunks[0]}
+            chunk = images[start:start + batch_size]
+            network_inputs, image_scales = preprocess_images(chunk, self.config)
+            chunks.append(with_image_size_masks(
+                self._detect_function(network_inputs, image_scales), chunk, self.config))
+        return {name: _joined([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
     def export(self, directory: str | os.PathLike, formats=EXPORT_FORMATS,
                representative_data=None, tflite_input: str = "pixels",
@@ -308,6 +313,13 @@ def epoch_steps(num_examples: int, batch_size: int) -> int:
         raise ConfigError(f"batch_size={batch_size} (--batch_size) exceeds the {num_examples} "
                           "images of an epoch.")
     return num_examples // batch_size
+
+
+def _joined(chunks: list) -> np.ndarray | list[np.ndarray]:
+    """One output of `predict` over its chunks: an array, or a list for per-image lists."""
+    if isinstance(chunks[0], list):
+        return [np.asarray(item) for chunk in chunks for item in chunk]
+    return np.concatenate([np.asarray(chunk) for chunk in chunks])
 
 
 def _largest_divisor(number: int, at_most: int) -> int:

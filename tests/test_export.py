@@ -15,7 +15,7 @@ from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import export_tflite
-from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector
+from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector, detections_from_dict
 from efficientdet_tf.inference.loading import SavedModelDetector, open_detector
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
@@ -58,9 +58,11 @@ def test_saved_model_serves_any_image_size_without_this_package(small_detector, 
     for name, shape in (("batch", (2, 100, 150, 3)), ("tall", (1, 300, 77, 3))):
         images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
         expected = detect(tf.constant(images))
-        for key, value in zip(OUTPUT_NAMES, reloaded(images)):
+        outputs = reloaded(images)
+        assert sorted(outputs) == sorted(OUTPUT_NAMES)
+        for key in OUTPUT_NAMES:
             np.testing.assert_allclose(served[f"{name}/{key}"], expected[key], atol=1e-5)
-            np.testing.assert_allclose(value, expected[key], atol=1e-5)
+            np.testing.assert_allclose(outputs[key], expected[key], atol=1e-5)
         assert served[f"{name}/num_detections"].shape == (shape[0],)
         # Boxes are in input pixels: within the (clipped) image.
         boxes = served[f"{name}/detection_boxes"]
@@ -89,7 +91,7 @@ def test_tflite_float16_and_int8_run_with_litert(small_detector, tmp_path):
     assert len(int8_tensors) > 100  # the network itself runs in int8
     assert files["float16"].stat().st_size < 0.6 * files["float32"].stat().st_size
 
-    detections = {name: runner([image]) for name, runner in runners.items()}
+    detections = {name: detections_from_dict(runner([image])) for name, runner in runners.items()}
     for name, found in detections.items():
         assert found.boxes.shape == (1, config.tflite_max_detections, 4), name
         assert 0 < found.num_detections[0] <= config.tflite_max_detections, name
@@ -120,8 +122,9 @@ def test_saved_model_and_tflite_reproduce_keras_on_input_png(tmp_path):
         ("saved_model", saved_model, config), ("tflite", tflite, hard),
     ):
         keras_detector = tf.function(Detector(reference_config, model, "global"))
-        expected = [np.asarray(v)[0] for v in keras_detector(image[np.newaxis])[:3]]
-        actual = [np.asarray(v)[0] for v in detector(image[np.newaxis])[:3]]
+        expected = [np.asarray(v)[0] for v in
+                    detections_from_dict(keras_detector(image[np.newaxis]))[:3]]
+        actual = [np.asarray(v)[0] for v in detections_from_dict(detector(image[np.newaxis]))[:3]]
         match = match_detections(expected, actual, score_tolerance=1e-4, min_iou=0.0)
         assert match.num_matched >= 95, f"{name}: {match.num_matched}/100 class and score"
         candidates = decoded_candidates(reference_config, "global", *raw, image_scale)

@@ -178,7 +178,7 @@ def test_the_command_line_and_fit_train_the_same_weights(tmp_path):
                                    rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-def test_a_segmentation_model_validates_with_miou_and_refuses_to_predict_boxes():
+def test_a_segmentation_model_validates_with_miou_and_predicts_masks_not_boxes():
     detector = ObjectDetector("efficientdet-d0", TINY + ",heads=segmentation,max_level=6,"
                               "seg_num_classes=4")
     history = detector.fit("synthetic:train:8", epochs=1, batch_size=8, verbose=0,
@@ -187,12 +187,14 @@ def test_a_segmentation_model_validates_with_miou_and_refuses_to_predict_boxes()
     assert {"val_pixel_accuracy", "val_IoU/0", "val_IoU/3"} <= history.history.keys()
     assert "val_AP" not in history.history  # no detection head, no COCO metrics
     assert detector.evaluate("synthetic:val:8")["mIoU"] == history.history["val_mIoU"][0]
-    with pytest.raises(ConfigError, match=r"heads=\['segmentation'\]: detection, COCO "
-                                          "evaluation and export need the"):
-        detector.predict([np.zeros((64, 64, 3), np.uint8)])
+    masks_only = detector.predict([np.zeros((64, 48, 3), np.uint8)])
+    assert set(masks_only) == {"segmentation_masks"}
+    assert masks_only["segmentation_masks"][0].shape == (64, 48)
     both = ObjectDetector("efficientdet-d0", TINY + ",heads=object_detection*segmentation,"
                           "max_level=6,seg_num_classes=4")
-    assert both.predict([np.zeros((64, 64, 3), np.uint8)])["detection_boxes"].shape == (1, 100, 4)
+    outputs = both.predict([np.zeros((64, 64, 3), np.uint8)])
+    assert outputs["detection_boxes"].shape == (1, 100, 4)
+    assert outputs["segmentation_masks"][0].shape == (64, 64)
 
 
 def test_a_batch_larger_than_the_data_is_refused_by_name():

@@ -16,6 +16,7 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.export import tflite_metadata
 from efficientdet_tf.export.tflite import export_tflite
+from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.object_detector import ObjectDetector
 
@@ -70,7 +71,7 @@ def test_runner_reads_both_input_layouts_alike(trained, tmp_path):
             model, config, tmp_path / f"{layout}.tflite", input_layout=layout, metadata=False),
             config)
         assert runner.takes_pixels == (layout == "pixels")
-        found[layout] = runner([image])
+        found[layout] = detections_from_dict(runner([image]))
     np.testing.assert_allclose(found["pixels"].scores, found["normalized"].scores, atol=1e-3)
     np.testing.assert_array_equal(found["pixels"].classes, found["normalized"].classes)
     np.testing.assert_allclose(found["pixels"].boxes, found["normalized"].boxes, atol=0.1)
@@ -115,7 +116,7 @@ def test_mediapipe_object_detector_gives_our_runners_detections(trained, tmp_pat
 def _ours(runner, image, config):
     """(box yxyx in pixels, score, class name) of each of our runner's detections."""
     names = tflite_metadata.class_names(config)
-    found = runner([image])
+    found = detections_from_dict(runner([image]))
     keep = np.arange(found.scores.shape[1]) < found.num_detections[0]
     return [(_whole_pixels(box), score, names[int(class_id) - 1]) for box, score, class_id in
             zip(found.boxes[0][keep], found.scores[0][keep], found.classes[0][keep])]

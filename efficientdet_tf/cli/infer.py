@@ -1,8 +1,11 @@
-"""`--mode=infer`: detections on image files, drawn and saved, and written as JSON.
+"""`--mode=infer`: detections and masks on image files, drawn and saved.
 
-Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .tflite file).
-An unreadable file is skipped: the others are still done and written, and the command exits
-with status 1 after saying how many files failed and why.
+Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .tflite file). Each
+image is saved under its name in --output_image_dir with what the heads give drawn on it: the
+mask's classes in colour, then the boxes. The detections of all images go to detections.json;
+the masks to masks/<image name>.png, palette PNGs of class indices as Pascal VOC's. An unreadable
+file is skipped: the others are still done and written, and the command exits with status 1 after
+saying how many files failed and why.
 """
 
 from __future__ import annotations
@@ -22,16 +25,21 @@ from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.images import BadImageError, read_rgb_image
+from efficientdet_tf.data.masks import write_mask
 from efficientdet_tf.data.pipeline import source_from_spec
-from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, class_names, draw_detections
+from efficientdet_tf.inference.detector import detections_from_dict
+from efficientdet_tf.inference.draw import (
+    DEFAULT_MIN_SCORE, class_names, draw_detections, overlay_mask)
 from efficientdet_tf.inference.loading import open_detector
+from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 
 DETECTIONS_FILE_NAME = "detections.json"
+MASKS_DIR_NAME = "masks"
 
 flags.DEFINE_string("input_image", None, "Image file glob, e.g. 'images/*.jpg', or images of "
                     "the synthetic dataset, e.g. 'synthetic:val:4'.")
 flags.DEFINE_string("output_image_dir", None,
-                    f"Where the drawn images and {DETECTIONS_FILE_NAME} go.")
+                    f"Where the drawn images, {DETECTIONS_FILE_NAME} and {MASKS_DIR_NAME}/ go.")
 flags.DEFINE_float("min_score_thresh", DEFAULT_MIN_SCORE,
                    "Detections scoring lower are neither drawn nor written.")
 
@@ -44,10 +52,10 @@ def run(flag_values) -> None:
     model_path = _model_path(flag_values)
     output_dir = Path(flag_values.output_image_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    names = class_names(config)
     with usage_errors():
         detect = open_detector(model_path, config, flag_values.postprocess_mode)
-    records, failures = {}, {}
+    draw = _Drawing(config, output_dir, flag_values.min_score_thresh)
+    failures = {}
     for label, read in images:
         try:
             image = read()
@@ -55,24 +63,61 @@ def run(flag_values) -> None:
             failures[label] = error.reason
             print(f"{label}: skipped, {error}", file=sys.stderr)
             continue
-        detections = [np.asarray(field)[0] for field in detect(image[np.newaxis])]
-        boxes, scores, classes = _kept(*detections, flag_values.min_score_thresh)
-        draw_detections(image, boxes, scores, classes, names, min_score=0.0).save(
-            output_dir / Path(label).name)
-        records[label] = [
-            {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
-             "class_name": names.get(int(class_id), f"class {int(class_id)}")}
-            for box, score, class_id in zip(boxes, scores, classes)
-        ]
-        print(f"{label}: {len(scores)} detections")
-    (output_dir / DETECTIONS_FILE_NAME).write_text(json.dumps(records, indent=1))
-    print(f"Images and {DETECTIONS_FILE_NAME} of {len(records)} images written to {output_dir}")
+        outputs = {name: np.asarray(value)[0] for name, value in detect(image[np.newaxis]).items()}
+        print(f"{label}: {draw(label, image, outputs)}")
+    print(draw.finish())
     if failures:
         reasons = collections.Counter(failures.values())
         print(f"{len(failures)} of {len(images)} images could not be read and were skipped ("
               + ", ".join(f"{count} {reason}" for reason, count in reasons.items()) + ")",
               file=sys.stderr)
         sys.exit(1)
+
+
+class _Drawing:
+    """Draws the outputs of each image and saves them; the detections of all go to one JSON."""
+
+    def __init__(self, config, output_dir: Path, min_score: float):
+        self.output_dir = output_dir
+        self.min_score = min_score
+        self.names = class_names(config)
+        self.detections = {} if "object_detection" in config.heads else None
+        self.masks_dir = output_dir / MASKS_DIR_NAME if "segmentation" in config.heads else None
+        self.num_images = 0
+
+    def __call__(self, label: str, image: np.ndarray, outputs: dict) -> str:
+        """Saves the drawing (and mask) of one image's outputs; says what it found."""
+        found = []
+        if self.masks_dir is not None:
+            mask = outputs[SEGMENTATION_MASKS]
+            self.masks_dir.mkdir(exist_ok=True)
+            write_mask(mask, self.masks_dir / f"{Path(label).stem}.png")
+            image = overlay_mask(image, mask)
+            found.append(f"classes {sorted(set(np.unique(mask).tolist()) - {0})} in the mask")
+        boxes, scores, classes = [], [], []
+        if self.detections is not None:
+            boxes, scores, classes = _kept(*detections_from_dict(outputs), self.min_score)
+            self.detections[label] = [
+                {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
+                 "class_name": self.names.get(int(class_id), f"class {int(class_id)}")}
+                for box, score, class_id in zip(boxes, scores, classes)
+            ]
+            found.insert(0, f"{len(scores)} detections")
+        draw_detections(image, boxes, scores, classes, self.names, min_score=0.0).save(
+            self.output_dir / Path(label).name)
+        self.num_images += 1
+        return ", ".join(found)
+
+    def finish(self) -> str:
+        """Writes the detections of all images; says what was written."""
+        written = [f"{self.num_images} images"]
+        if self.detections is not None:
+            (self.output_dir / DETECTIONS_FILE_NAME).write_text(
+                json.dumps(self.detections, indent=1))
+            written.append(DETECTIONS_FILE_NAME)
+        if self.masks_dir is not None:
+            written.append(f"their masks in {MASKS_DIR_NAME}/")
+        return f"{', '.join(written)} written to {self.output_dir}"
 
 
 def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], np.ndarray]]]:

@@ -6,7 +6,8 @@ indices are the classes (the colours only show them), or grayscale PNGs. PIL rea
 TensorFlow's PNG decoder would return the palette's colours, so records store masks as grayscale
 PNGs (`encode_mask`), which the graph decodes as they are (`decode_mask`); records written by
 other tools must hold grayscale masks too (as the TF DeepLab tooling writes them after its
-remove_gt_colormap step).
+remove_gt_colormap step). `write_mask` saves a mask as Pascal VOC does, a palette PNG with VOC's
+colour map, which `read_mask` and the VOC tools read back as indices.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ from efficientdet_tf.data.images import BadImageError, EncodedImage
 
 IGNORE_LABEL = 255
 _INDEX_MODES = ("P", "L")  # palette indices, or gray levels that are the classes
+
+
+def _voc_colour_map() -> np.ndarray:
+    """Pascal VOC's colour of each of the 256 indices, uint8 [256, 3]: the bits of an index spread
+    over the high bits of red, green and blue in turn (1 -> dark red, 255 -> cream)."""
+    colours = np.zeros((256, 3), np.uint8)
+    for index in range(256):
+        value = index
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                colours[index, channel] |= ((value >> channel) & 1) << bit
+            value >>= 3
+    return colours
+
+
+VOC_COLOURS = _voc_colour_map()
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -40,6 +57,13 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise BadImageError(path, "mask is not a palette or grayscale PNG",
                             f"mode {mode}; save the class indices")
     return mask
+
+
+def write_mask(mask: np.ndarray, path: str | Path) -> None:
+    """Saves uint8 class indices [height, width] as a palette PNG with VOC's colours."""
+    image = PIL.Image.fromarray(np.asarray(mask, np.uint8), mode="P")
+    image.putpalette(VOC_COLOURS.tobytes())
+    image.save(path, format="PNG")
 
 
 def encode_mask(mask: np.ndarray) -> EncodedImage:

@@ -53,14 +53,20 @@ def _resize_and_pad(images: tf.Tensor, config) -> tuple[tf.Tensor, tf.Tensor]:
     """Same-sized images [batch, height, width, 3] -> network inputs and image scales [batch]."""
     output_height, output_width = config.image_size
     images = normalize_image(images, config.mean_rgb, config.stddev_rgb)
-    height = tf.cast(tf.shape(images)[1], tf.float32)
-    width = tf.cast(tf.shape(images)[2], tf.float32)
-    scale = tf.minimum(output_height / height, output_width / width)
-    # The official code truncates the scaled size to integers; so does this.
-    scaled_size = tf.cast(tf.stack([height * scale, width * scale]), tf.int32)
+    scaled_size, scale = fitted_size(tf.shape(images)[1], tf.shape(images)[2], config)
     images = tf.image.resize(images, scaled_size, method=tf.image.ResizeMethod.BILINEAR)
     images = tf.image.pad_to_bounding_box(images, 0, 0, output_height, output_width)
     return images, tf.fill(tf.shape(images)[:1], 1.0 / scale)
+
+
+def fitted_size(height, width, config) -> tuple[tf.Tensor, tf.Tensor]:
+    """The size (int32 [2]) an image of `height` x `width` is resized to before padding, and the
+    scale factor from its pixels to the network input's."""
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    output_height, output_width = config.image_size
+    scale = tf.minimum(output_height / height, output_width / width)
+    # The official code truncates the scaled size to integers; so does this.
+    return tf.cast(tf.stack([height * scale, width * scale]), tf.int32), scale
 
 
 def normalize_image(

@@ -1,9 +1,10 @@
-"""Running a model over an evaluation dataset and scoring its detections with COCO metrics.
+"""Running a model over an evaluation dataset: COCO metrics of its detections, mIoU of its masks.
 
 One loop for every kind of model: the input pipeline pre-processes the images in batches, and the
-model detects on them with `detect_preprocessed(network_inputs, image_scales)`: a Keras network
+model runs on them with `detect_preprocessed(network_inputs, image_scales)`: a Keras network
 through `Detector`, an exported SavedModel or TFLite file through its runner
-(`inference.loading.open_exported`).
+(`inference.loading.open_exported`). Masks are scored at the network input size, against the eval
+masks resized and padded as the images are (padding is ignored).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.data.masks import IGNORE_LABEL
@@ -21,8 +23,8 @@ from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
+from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import read_label_map
-from efficientdet_tf.model.builder import model_outputs
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +71,15 @@ def evaluate(
     if eval_samples is not None and eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (or None for all), got {eval_samples}.")
     source = source_from_spec(dataset, config)
+    if isinstance(model, keras.Model):
+        detect = Detector(config, model, mode).preprocessed_function()
+    else:
+        detect = model.detect_preprocessed
     scorers = []
-    if not isinstance(model, keras.Model) or "object_detection" in config.heads:
-        scorers.append(_CocoScorer(model, config, source, mode, val_json_file))
-    if isinstance(model, keras.Model) and "segmentation" in config.heads:
-        scorers.append(_SegmentationScorer(model, config))
+    if "object_detection" in config.heads:
+        scorers.append(_CocoScorer(config, source, val_json_file))
+    if "segmentation" in config.heads:
+        scorers.append(_SegmentationScorer(config))
     batches = build_dataset(source, config, is_training=False, batch_size=batch_size)
     remaining, num_images = eval_samples, 0
     for images, labels in batches:
@@ -82,11 +88,13 @@ def evaluate(
                                                                         labels)
             remaining -= int(tf.shape(images)[0])
         num_images += int(tf.shape(images)[0])
+        outputs = detect(images, labels["image_scales"])
         for scorer in scorers:
-            scorer.add(images, labels)
+            scorer.add(outputs, labels)
         if remaining is not None and remaining <= 0:
             break
-    log.info("Evaluated %d images of %s", num_images, dataset)
+    log.info("Evaluated %d images of %s", num_images,
+             dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__)
     metrics = {}
     for scorer in scorers:
         metrics.update(scorer.result(results_file))
@@ -96,22 +104,16 @@ def evaluate(
 
 
 class _CocoScorer:
-    """COCO metrics of the detections; a network is compiled once for any batch size."""
+    """COCO metrics of the detections."""
 
-    def __init__(self, model, config, source, mode: str, val_json_file):
+    def __init__(self, config, source, val_json_file):
         self.groundtruth = (_read_json(val_json_file) if val_json_file
                             else source.coco_groundtruth())
         self.evaluator = CocoEvaluator(
             self.groundtruth, read_label_map(config.label_map) if config.label_map else None)
-        if isinstance(model, keras.Model):
-            detect = Detector(config, model, mode).preprocessed_function()
-            self.detect = lambda images, scales: detections_from_dict(detect(images, scales))
-        else:
-            self.detect = model.detect_preprocessed
 
-    def add(self, images, labels) -> None:
-        self.evaluator.add_detections(labels["source_ids"],
-                                      self.detect(images, labels["image_scales"]))
+    def add(self, outputs, labels) -> None:
+        self.evaluator.add_detections(labels["source_ids"], detections_from_dict(outputs))
         if self.groundtruth is None:
             self.evaluator.add_groundtruth(labels["source_ids"], labels["groundtruth_data"])
 
@@ -123,28 +125,21 @@ class _CocoScorer:
 
 
 class _SegmentationScorer:
-    """mIoU, pixel accuracy and per-class IoU over the whole set, at the network input size
-    (the eval masks are resized and padded as the images are; padding is ignored)."""
+    """mIoU, pixel accuracy and per-class IoU over the whole set."""
 
-    def __init__(self, network: keras.Model, config):
+    def __init__(self, config):
         self.metrics = SegmentationMetrics(config.seg_num_classes, IGNORE_LABEL)
-        self.class_maps = tf.function(
-            lambda images: predicted_class_maps(network, config, images))
 
-    def add(self, images, labels) -> None:
-        self.metrics.update(self.class_maps(images).numpy(),
+    def add(self, outputs, labels) -> None:
+        if SEGMENTATION_MASKS not in outputs:
+            raise ValueError(
+                f"The model's outputs ({', '.join(outputs)}) lack {SEGMENTATION_MASKS}: it has no "
+                "segmentation head. Give the hparams (heads) it was trained or exported with.")
+        self.metrics.update(np.asarray(outputs[SEGMENTATION_MASKS]),
                             labels["segmentation_masks"].numpy())
 
     def result(self, results_file) -> dict[str, float]:
         return self.metrics.result()
-
-
-def predicted_class_maps(network, config, images) -> tf.Tensor:
-    """The class of every pixel of pre-processed images: the logits upsampled (bilinear) to the
-    network input size, then their argmax; uint8 [B, H, W]."""
-    logits = model_outputs(config, network(images, training=False)).segmentation_logits
-    logits = tf.image.resize(tf.cast(logits, tf.float32), config.image_size)
-    return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
 
 
 def _read_json(path: str | os.PathLike) -> dict:

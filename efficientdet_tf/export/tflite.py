@@ -17,8 +17,12 @@ The op's NMS is TFLite's fast NMS: each anchor keeps its best class, then one cl
 NMS with nms_configs.iou_thresh / score_thresh, i.e. the `global` mode with method 'hard'. With
 nms_configs.max_nms_inputs > 0 only that many anchors, those with the best class logits, go to the
 op (a pre-NMS top-k over anchors: the op keeps one class per anchor anyway).
-`export_tflite` embeds TFLite metadata (`export.tflite_metadata`): labels, normalization, output
-tensors. `inference.tflite_detector.TfliteDetector` runs either layout with LiteRT.
+With the segmentation head, one more output follows (the only one without the detection head):
+    segmentation_masks uint8 [1, height, width]: the class of each pixel of the network input.
+`export_tflite` embeds TFLite metadata (`export.tflite_metadata`) in detection files: labels,
+normalization, output tensors. Files with the segmentation head have none: the metadata's
+segmenter layout (per-class scores [1, h, w, classes]) is not this class mask.
+`inference.tflite_detector.TfliteDetector` runs either layout with LiteRT.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from efficientdet_tf.data.pipeline import build_dataset
 from efficientdet_tf.data.preprocess import normalize_image, to_pixels
 from efficientdet_tf.export.tflite_metadata import add_metadata
 from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
+from efficientdet_tf.inference.segmentation_masks import network_input_masks
+from efficientdet_tf.model.builder import model_outputs
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 INPUT_LAYOUTS = ("pixels", "normalized")
@@ -41,19 +47,35 @@ DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 DEFAULT_CALIBRATION_STEPS = 100
 
 
-def tflite_detection_function(
+def tflite_function(
     model, config, input_layout: str = "pixels"
 ) -> tf.types.experimental.ConcreteFunction:
-    """Input [1, H, W, 3] of `input_layout` -> (boxes, classes, scores, count) of the NMS op."""
+    """Input [1, H, W, 3] of `input_layout` -> the file's outputs: (boxes, classes, scores, count)
+    of the NMS op with the detection head, then the segmentation mask with that head."""
     network = _network(model, config, input_layout)
+    detect = _detections(config) if "object_detection" in config.heads else None
+
+    @tf.function(input_signature=[_input_spec(config, input_layout)])
+    def outputs(images):
+        network_outputs = model_outputs(config, network(images))
+        results = ()
+        if detect is not None:
+            results += detect(network_outputs.class_outputs, network_outputs.box_outputs)
+        if network_outputs.segmentation_logits is not None:
+            results += (network_input_masks(network_outputs.segmentation_logits, config),)
+        return results
+
+    return outputs.get_concrete_function()
+
+
+def _detections(config) -> Callable:
+    """Class and box outputs of the levels -> (boxes, classes, scores, count) of the NMS op."""
     postprocessor = Postprocessor(config, "global")
     anchors = _center_size_anchors(postprocessor.anchors.boxes, config.image_size)
     nms = _detection_postprocess_op(config)
     max_nms_inputs = min(config.nms_configs.max_nms_inputs, len(postprocessor.anchors))
 
-    @tf.function(input_signature=[_input_spec(config, input_layout)])
-    def detect(images):
-        class_outputs, box_outputs = network(images)
+    def detect(class_outputs, box_outputs):
         logits, box_regressions = postprocessor.merge_levels(class_outputs, box_outputs)
         if max_nms_inputs:
             logits, box_regressions, kept_anchors = _top_anchors(
@@ -62,7 +84,7 @@ def tflite_detection_function(
             kept_anchors = anchors
         return nms(box_regressions, tf.sigmoid(logits), kept_anchors)
 
-    return detect.get_concrete_function()
+    return detect
 
 
 def _top_anchors(logits, box_regressions, anchors, count: int):
@@ -215,17 +237,17 @@ def export_tflite(
     input_layout: str = "pixels",
     metadata: bool = True,
 ) -> Path:
-    """Writes the TFLite detection model of `model` to `path`; int8 calibrates on `dataset`.
+    """Writes the TFLite model of `model` to `path`; int8 calibrates on `dataset`.
 
     `metadata=False` leaves out the TFLite metadata (and the need for its writer): for files that
-    only this package runs, such as the benchmarks'.
+    only this package runs, such as the benchmarks'. Files with the segmentation head have none.
     """
     calibration = None
     if quantization == "int8" and dataset is not None:
         calibration = representative_images(dataset, config, num_calibration_images, input_layout)
-    function = tflite_detection_function(model, config, input_layout)
+    function = tflite_function(model, config, input_layout)
     flatbuffer = convert(function, model, quantization, calibration)
-    if metadata:
+    if metadata and "segmentation" not in config.heads:
         flatbuffer = add_metadata(flatbuffer, config, input_layout)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,16 @@
-"""End-to-end detection: uint8 images of any size in, detections in original-image pixels out.
+"""End-to-end inference: uint8 images of any size in, the serving signature's outputs out.
 
     detector = Detector.from_checkpoint(get_config('efficientdet-d0'), 'efficientdet-d0/')
-    detections = detector(images)               # uint8 [batch, height, width, 3]
+    outputs = detector(images)          # uint8 [batch, height, width, 3] -> {'detection_boxes': ..}
     serve = detector.inference_function()      # the same, compiled: BN folded into the convs
 
-Pre-processing is the official aspect-preserving resize and zero pad (`preprocess`), then the
-network, then `Postprocessor` in the chosen NMS mode. Everything is TensorFlow ops, so the same
-module runs eagerly, in a `tf.function`, and inside an exported SavedModel.
+The outputs are a dict keyed by the exported signature's names, those of the heads in the config:
+  object_detection: `OUTPUT_NAMES` (the TF object detection API's), detections in original-image
+    pixels from `Postprocessor` in the chosen NMS mode;
+  segmentation: 'segmentation_masks', uint8 class per pixel [batch, height, width] at the size of
+    the images (`segmentation_masks`).
+Pre-processing is the official aspect-preserving resize and zero pad (`preprocess`). Everything is
+TensorFlow ops, so the same module runs eagerly, in a `tf.function`, and inside a SavedModel.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import os
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.postprocess import Detections, Postprocessor
+from efficientdet_tf.inference.segmentation_masks import (
+    SEGMENTATION_MASKS,
+    network_input_masks,
+    with_image_size_masks,
+)
 from efficientdet_tf.model.builder import build_model, model_outputs
 from efficientdet_tf.model.checkpoint import load_weights
 
@@ -51,18 +59,13 @@ def detections_to_dict(detections: Detections) -> dict[str, tf.Tensor]:
 
 
 def detections_from_dict(outputs: dict) -> Detections:
-    """Inverse of `detections_to_dict`."""
+    """The detections of `outputs` (the serving signature's) as `Detections`."""
+    missing = [name for name in OUTPUT_NAMES if name not in outputs]
+    if missing:
+        raise ValueError(
+            f"The model's outputs ({', '.join(outputs)}) lack {', '.join(missing)}: it has no "
+            "detection head. Give the hparams (heads) it was trained or exported with.")
     return Detections(*(outputs[name] for name in OUTPUT_NAMES))
-
-
-def check_detection_head(config) -> None:
-    """Detection, its evaluation and export need the detection head."""
-    if "object_detection" not in config.heads:
-        raise ConfigError(
-            f"heads={list(config.heads)}: detection, COCO evaluation and export need the "
-            "object_detection head. A segmentation-only model trains and evaluates (mIoU: "
-            "--mode=train_and_eval, --mode=eval --ckpt, ObjectDetector.fit/evaluate); its masks "
-            "are not yet served by inference or export.")
 
 
 class Detector(tf.Module):
@@ -71,15 +74,15 @@ class Detector(tf.Module):
     Args:
       config: the model's Config.
       model: the network (`build_model(config)`), e.g. a trained one; a new one when None.
-      mode: post-processing mode, one of `postprocess.MODES`.
+      mode: post-processing mode of the detections, one of `postprocess.MODES`.
     """
 
     def __init__(self, config, model: keras.Model | None = None, mode: str = "global"):
         super().__init__(name="detector")
-        check_detection_head(config)
         self.config = config
         self.model = build_model(config) if model is None else model
-        self.postprocessor = Postprocessor(config, mode)
+        self.postprocessor = (Postprocessor(config, mode) if "object_detection" in config.heads
+                              else None)
 
     @classmethod
     def from_checkpoint(cls, config, checkpoint: str | os.PathLike, mode: str = "global"):
@@ -88,28 +91,34 @@ class Detector(tf.Module):
         load_weights(model, checkpoint)
         return cls(config, model, mode)
 
-    def __call__(self, images) -> Detections:
-        """uint8 images [batch, height, width, 3], or a list of [height, width, 3] -> detections."""
+    def __call__(self, images) -> dict[str, tf.Tensor]:
+        """uint8 images [batch, height, width, 3], or a list of [height, width, 3] -> outputs
+        (a list of masks for a list of images)."""
         network_inputs, image_scales = preprocess_images(images, self.config)
-        return self.detect_preprocessed(network_inputs, image_scales)
+        return with_image_size_masks(
+            self.detect_preprocessed(network_inputs, image_scales), images, self.config)
 
-    def detect_preprocessed(self, network_inputs, image_scales) -> Detections:
-        """Pre-processed images [batch, *config.image_size, 3] and their scales -> detections."""
+    def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, tf.Tensor]:
+        """Pre-processed images [batch, *config.image_size, 3] and their scales -> outputs, the
+        masks at the network input size (padding included)."""
         outputs = model_outputs(self.config, self.model(network_inputs, training=False))
-        return self.postprocessor(outputs.class_outputs, outputs.box_outputs, image_scales)
+        results = {}
+        if self.postprocessor is not None:
+            results.update(detections_to_dict(self.postprocessor(
+                outputs.class_outputs, outputs.box_outputs, image_scales)))
+        if outputs.segmentation_logits is not None:
+            results[SEGMENTATION_MASKS] = network_input_masks(
+                outputs.segmentation_logits, self.config)
+        return results
 
     def serving_function(self) -> tf.types.experimental.ConcreteFunction:
-        """uint8 images [batch, height, width, 3] -> `detections_to_dict`, reading the variables."""
-        return tf.function(lambda images: detections_to_dict(self(images))).get_concrete_function(
-            IMAGES_SPEC
-        )
+        """uint8 images [batch, height, width, 3] -> outputs, reading the variables."""
+        return tf.function(self.__call__).get_concrete_function(IMAGES_SPEC)
 
     def preprocessed_function(self) -> tf.types.experimental.ConcreteFunction:
-        """`detect_preprocessed` -> `detections_to_dict`, compiled for any batch size."""
-        return tf.function(
-            lambda network_inputs, image_scales: detections_to_dict(
-                self.detect_preprocessed(network_inputs, image_scales))
-        ).get_concrete_function(*preprocessed_specs(self.config))
+        """`detect_preprocessed`, compiled for any batch size."""
+        return tf.function(self.detect_preprocessed).get_concrete_function(
+            *preprocessed_specs(self.config))
 
     def inference_function(self) -> FoldedFunction:
         """`serving_function` frozen with batch norms folded: faster, the weights of now."""

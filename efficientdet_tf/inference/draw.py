@@ -1,10 +1,12 @@
-"""Drawing detections on an image with Pillow: a box, class name and score per detection."""
+"""Drawing on an image with Pillow: a box, class name and score per detection; a mask's classes
+blended in their Pascal VOC colours (those of the mask PNGs, `data.masks.write_mask`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from efficientdet_tf.data.masks import IGNORE_LABEL, VOC_COLOURS
 from efficientdet_tf.label_map import COCO_CLASS_NAMES, read_label_map
 
 # Distinct, saturated colours; a class always gets the same one.
@@ -14,6 +16,7 @@ _PALETTE = (
     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128),
 )
 DEFAULT_MIN_SCORE = 0.4  # official infer default
+MASK_OPACITY = 0.6
 
 
 def class_names(config) -> dict[int, str]:
@@ -54,3 +57,13 @@ def draw_detections(
         draw.rectangle((left, top - top_offset, right, bottom - top_offset), fill=color)
         draw.text((xmin, ymin - top_offset), label, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = MASK_OPACITY) -> np.ndarray:
+    """A copy of `image` (uint8 [height, width, 3]) with each pixel of a class of `mask` (uint8
+    [height, width]) blended with the class's colour; background (0) and ignore are left as is."""
+    image = np.asarray(image, np.uint8)
+    mask = np.asarray(mask)
+    blended = (1 - opacity) * image + opacity * VOC_COLOURS[mask].astype(np.float32)
+    coloured = (mask != 0) & (mask != IGNORE_LABEL)
+    return np.where(coloured[..., None], np.round(blended), image).astype(np.uint8)

@@ -2,9 +2,10 @@
 
 The path picks the runner: a `.tflite` file runs with LiteRT, a SavedModel directory with
 `tf.saved_model.load`, anything else is a checkpoint (prefix or directory) loaded into a new
-`Detector`. Each runner maps uint8 images [batch, height, width, 3] to `Detections`. The runners
-of exported files (`open_exported`) also have `detect_preprocessed(network_inputs, image_scales)`,
-as `Detector` does, which is what COCO evaluation calls.
+`Detector`. Each runner maps uint8 images [batch, height, width, 3] to the serving signature's
+outputs (a dict, see `inference.detector`). The runners of exported files (`open_exported`) also
+have `detect_preprocessed(network_inputs, image_scales)`, as `Detector` does, which is what
+evaluation calls.
 """
 
 from __future__ import annotations
@@ -15,16 +16,10 @@ from typing import Callable
 
 import tensorflow as tf
 
-from efficientdet_tf.inference.detector import (
-    PREPROCESSED_SIGNATURE_KEY,
-    SIGNATURE_KEY,
-    Detector,
-    detections_from_dict,
-)
-from efficientdet_tf.inference.postprocess import Detections
+from efficientdet_tf.inference.detector import PREPROCESSED_SIGNATURE_KEY, SIGNATURE_KEY, Detector
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 
-DetectFunction = Callable[[object], Detections]
+DetectFunction = Callable[[object], dict]
 
 
 class SavedModelDetector:
@@ -40,11 +35,11 @@ class SavedModelDetector:
         self._serve = self._loaded.signatures[SIGNATURE_KEY]
         self._export_dir = str(export_dir)
 
-    def __call__(self, images) -> Detections:
-        return detections_from_dict(self._serve(images=tf.convert_to_tensor(images, tf.uint8)))
+    def __call__(self, images) -> dict[str, tf.Tensor]:
+        return self._serve(images=tf.convert_to_tensor(images, tf.uint8))
 
-    def detect_preprocessed(self, network_inputs, image_scales) -> Detections:
-        """Pre-processed images and their scales (see `Detector`) -> detections."""
+    def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, tf.Tensor]:
+        """Pre-processed images and their scales (see `Detector`) -> outputs."""
         if PREPROCESSED_SIGNATURE_KEY not in self._loaded.signatures:
             raise ValueError(
                 f"SavedModel {self._export_dir!r} has no {PREPROCESSED_SIGNATURE_KEY!r} signature "
@@ -58,7 +53,7 @@ class SavedModelDetector:
                 f"but they are {network_inputs.shape[1]}x{network_inputs.shape[2]}: give the "
                 "--model_name / --hparams (image_size) it was exported with."
             )
-        return detections_from_dict(detect(network_inputs=network_inputs, image_scales=image_scales))
+        return detect(network_inputs=network_inputs, image_scales=image_scales)
 
 
 def open_detector(path: str | os.PathLike, config, mode: str = "global") -> DetectFunction:
@@ -72,7 +67,7 @@ def open_detector(path: str | os.PathLike, config, mode: str = "global") -> Dete
         return open_exported(path, config)
     if Path(path).is_dir() or tf.io.gfile.exists(path + ".index"):
         detect = Detector.from_checkpoint(config, path, mode).inference_function()
-        return lambda images: detections_from_dict(detect(tf.convert_to_tensor(images, tf.uint8)))
+        return lambda images: detect(tf.convert_to_tensor(images, tf.uint8))
     raise FileNotFoundError(
         f"{path!r} is neither a .tflite file, a SavedModel directory nor a checkpoint (a prefix "
         "with a .index file, or a directory holding one)."

@@ -1,11 +1,12 @@
-"""Running an exported TFLite detection model with LiteRT: uint8 images in, detections out.
+"""Running an exported TFLite model with LiteRT: uint8 images in, detections and masks out.
 
 The file is one that `export.tflite` writes, of either input layout, told apart by the file's
 input tensor: uint8 without quantization parameters takes raw pixels (normalized in the graph);
 float32, or uint8 with a scale (int8 files), takes the normalized image of the official export.
 This runner does what the TFLite model leaves out: the official pre-processing before it (resize
 keeping the aspect ratio, pad), and after it the boxes back to original-image pixels (clipped to
-the network input first, as the `global` mode does) and 1-based classes.
+the network input first, as the `global` mode does) and 1-based classes, and the masks back to
+the images' size.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from efficientdet_tf.data.preprocess import preprocess_image, to_pixels
+from efficientdet_tf.inference.detector import detections_to_dict
 from efficientdet_tf.inference.postprocess import Detections
+from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS, with_image_size_masks
 
 
 class TfliteDetector:
-    """A TFLite detection file run by LiteRT, called like `Detector` (one image at a time).
+    """A TFLite file run by LiteRT, called like `Detector` (one image at a time).
 
     Args:
       path: the .tflite file.
@@ -41,6 +44,7 @@ class TfliteDetector:
         self._input = self.interpreter.get_input_details()[0]
         self._runner = self.interpreter.get_signature_runner()
         self._input_name = next(iter(self._runner.get_input_details()))
+        self._path = path
         self._check_input_size(path)
         self._preprocess = tf.function(
             lambda image: preprocess_image(image, config),
@@ -84,21 +88,38 @@ class TfliteDetector:
         quantized = np.round(np.asarray(network_input) / scale + zero_point)
         return np.clip(quantized, limits.min, limits.max).astype(dtype)
 
-    def detect_one(self, image: np.ndarray) -> Detections:
-        """One uint8 image [height, width, 3] -> Detections with a batch of 1 (NumPy arrays)."""
-        network_input, image_scale = self._preprocess(image)
-        return self.detect_preprocessed(network_input[tf.newaxis], image_scale[tf.newaxis])
-
-    def detect_preprocessed(self, network_inputs, image_scales) -> Detections:
+    def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, np.ndarray]:
         """Pre-processed images [batch, *config.image_size, 3] and their scales [batch] (what
-        `preprocess_images` gives) -> NumPy Detections, image by image."""
+        `preprocess_images` gives) -> the outputs of `inference.detector` as NumPy arrays, masks
+        at the network input size; image by image."""
         network_inputs, image_scales = np.asarray(network_inputs), np.asarray(image_scales)
-        return _concatenated([self._detect(network_inputs[i:i + 1], image_scales[i])
-                              for i in range(len(network_inputs))])
+        per_image = [self._outputs(network_inputs[i:i + 1], image_scales[i])
+                     for i in range(len(network_inputs))]
+        return {name: np.concatenate([outputs[name] for outputs in per_image])
+                for name in per_image[0]}
 
-    def _detect(self, network_input: np.ndarray, image_scale) -> Detections:
-        """One network input [1, H, W, 3] and its image scale -> Detections with a batch of 1."""
-        boxes, classes, scores, count = self.run(network_input)
+    def _outputs(self, network_input: np.ndarray, image_scale) -> dict[str, np.ndarray]:
+        """One network input [1, H, W, 3] and its image scale -> outputs with a batch of 1."""
+        file_outputs = self.run(network_input)
+        self._check_num_outputs(len(file_outputs))
+        outputs = {}
+        if "object_detection" in self.config.heads:
+            outputs.update(detections_to_dict(self._detections(*file_outputs[:4], image_scale)))
+        if "segmentation" in self.config.heads:
+            outputs[SEGMENTATION_MASKS] = file_outputs[-1].astype(np.uint8)
+        return outputs
+
+    def _check_num_outputs(self, found: int) -> None:
+        heads = self.config.heads
+        expected = 4 * ("object_detection" in heads) + ("segmentation" in heads)
+        if found != expected:
+            raise ValueError(
+                f"TFLite file {self._path} has {found} outputs but a model with "
+                f"heads={list(heads)} has {expected}: give the --hparams (heads) the file was "
+                "exported with.")
+
+    def _detections(self, boxes, classes, scores, count, image_scale) -> Detections:
+        """The NMS op's outputs -> Detections in original-image pixels with 1-based classes."""
         height, width = self.config.image_size
         # Fractions of the network input -> its pixels (clipped to it) -> original pixels.
         boxes = np.clip(boxes, 0.0, 1.0) * np.array([height, width, height, width], np.float32)
@@ -110,13 +131,22 @@ class TfliteDetector:
             num_detections=count.astype(np.int32),
         )
 
-    def __call__(self, images) -> Detections:
-        """uint8 images [batch, height, width, 3] (or a list) -> NumPy Detections, one by one."""
-        return _concatenated([self.detect_one(np.asarray(image)) for image in images])
+    def __call__(self, images) -> dict[str, np.ndarray | list[np.ndarray]]:
+        """uint8 images [batch, height, width, 3], or a list of [height, width, 3] -> outputs as
+        NumPy arrays, masks at the size of the images (a list of masks for a list of images)."""
+        processed = [self._preprocess(np.asarray(image)) for image in images]
+        outputs = self.detect_preprocessed(np.stack([image for image, _ in processed]),
+                                           np.stack([scale for _, scale in processed]))
+        return {name: _numpy(value) for name, value in
+                with_image_size_masks(outputs, images, self.config).items()}
+
+    def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """One uint8 image [height, width, 3] -> outputs with a batch of 1."""
+        return self(np.asarray(image)[np.newaxis])
 
 
-def _concatenated(per_image: list[Detections]) -> Detections:
-    return Detections(*(np.concatenate(field) for field in zip(*per_image)))
+def _numpy(value):
+    return [np.asarray(item) for item in value] if isinstance(value, list) else np.asarray(value)
 
 
 def _output_position(name: str) -> int:
