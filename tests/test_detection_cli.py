@@ -17,7 +17,8 @@ from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.model.checkpoint import save_weights
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL_FLAGS = ("--model_name=efficientdet-d0", "--hparams=image_size=128,num_classes=3")
+SMALL = "image_size=128,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
+SMALL_FLAGS = ("--model_name=efficientdet-d0", f"--hparams={SMALL}")
 
 
 def main_py(*args):
@@ -32,7 +33,7 @@ def assert_ok(result):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    model = build_model(get_config("efficientdet-d0", {"image_size": 128, "num_classes": 3}))
+    model = build_model(get_config("efficientdet-d0", SMALL))
     return save_weights(model, tmp_path_factory.mktemp("checkpoint") / "model")
 
 
@@ -93,7 +94,7 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, 
     if model == "checkpoint":
         model_flag = f"--ckpt={checkpoint}"
     else:
-        config = get_config("efficientdet-d0", {"image_size": 128, "num_classes": 3})
+        config = get_config("efficientdet-d0", SMALL)
         detector = Detector.from_checkpoint(config, checkpoint)
         model_flag = f"--saved_model_dir={export_saved_model(detector, tmp_path / 'exported')}"
     result = main_py("--mode=eval", *SMALL_FLAGS, model_flag,

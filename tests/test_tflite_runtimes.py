@@ -20,8 +20,9 @@ from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.object_detector import ObjectDetector
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 # moving_average_decay=0: the weights after fit are the trained ones, not a lagging average of
-# 80 steps (confident, distinct scores that survive int8).
+# 40 steps (confident, distinct scores that survive int8).
 TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,label_map=synthetic,"
         "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0,learning_rate=0.64,"
         "moving_average_decay=0")
@@ -38,12 +39,12 @@ def _requires_metadata_writer():
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny D0 fitted to 8 synthetic images (80 steps): confident, distinct scores."""
+    """A tiny D0 fitted to 8 synthetic images (40 steps): confident, distinct scores."""
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
     detector = ObjectDetector("efficientdet-d0", TINY)
     detector.compile(steps_per_execution=10)
-    detector.fit(TRAIN_DATA, epochs=4, batch_size=8, steps_per_epoch=20, seed=0, verbose=0)
+    detector.fit(TRAIN_DATA, epochs=4, batch_size=8, steps_per_epoch=10, seed=0, verbose=0)
     return detector.network, detector.config
 
 

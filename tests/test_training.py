@@ -3,6 +3,7 @@ equivalence, starting from a checkpoint, non-finite losses, resumption, multi-wo
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -218,18 +219,44 @@ def test_training_from_the_official_fixture_starts_from_its_plain_values():
     assert num_updates == 0
 
 
-def _checkpoint_to_start_from(tmp_path, start):
+class Interruption(Exception):
+    pass
+
+
+class InterruptAtStep(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise Interruption
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """The directory of a run of 2 epochs of 3 steps, saving every 2 steps, interrupted after
+    step 4 (ckpt-4, mid-epoch); tests that write into it copy it first."""
+    directory = tmp_path_factory.mktemp("interrupted_run")
+    with pytest.raises(Interruption):
+        fit(make_detector(), epochs=2, steps_per_epoch=3,
+            callbacks=[TrainingCheckpoints(directory, save_checkpoints_steps=2),
+                       InterruptAtStep(4)])
+    return directory
+
+
+def _checkpoint_to_start_from(tmp_path, start, request):
     """The checkpoint to start from, with averages that differ from its plain values, and both
     {variable path: value}."""
     if start == "training run":
+        run = request.getfixturevalue("interrupted_run")
+        reader = tf.train.load_checkpoint(str(run))
         detector = make_detector()
-        fit(detector, steps_per_epoch=1, callbacks=[TrainingCheckpoints(tmp_path / "run")])
-        reader = tf.train.load_checkpoint(str(tmp_path / "run"))
         plain = {v.path: reader.get_tensor(_saved_key("model/by_path", v.path))
                  for v in detector.network.weights}
         averages = {v.path: reader.get_tensor(_saved_key("ema/shadows", v.path))
                     for v in detector.network.trainable_variables}
-        return str(tmp_path / "run"), plain, averages
+        return str(run), plain, averages
     keras.backend.clear_session()
     model = build_model(get_config("efficientdet-d0", TINY.replace("num_classes=3", "num_classes=5")))
     plain = {v.path: v.numpy() + 0.5 for v in model.weights}
@@ -246,9 +273,12 @@ def _saved_key(prefix, path):
     return f"{prefix}/{path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+@pytest.mark.xdist_group("interrupted_run")
 @pytest.mark.parametrize("start", ["official layout", "backbone", "training run"])
-def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average(tmp_path, start):
-    checkpoint, plain, averages = _checkpoint_to_start_from(tmp_path, start)
+def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average(
+    tmp_path, start, request
+):
+    checkpoint, plain, averages = _checkpoint_to_start_from(tmp_path, start, request)
     detector = make_detector()
     initial = {v.path: v.numpy() for v in detector.network.weights}
     detector.load_pretrained(checkpoint,
@@ -285,30 +315,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(v.numpy()).all() for v in model.weights)
 
 
-class Interruption(Exception):
-    pass
-
-
-class InterruptAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.step:
-            raise Interruption
-
-
-def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_count(tmp_path):
-    with pytest.raises(Interruption):
-        fit(make_detector(), epochs=2, steps_per_epoch=3,
-            callbacks=[TrainingCheckpoints(tmp_path, save_checkpoints_steps=2),
-                       InterruptAtStep(4)])
-    saved = tf.train.load_checkpoint(str(tmp_path / "ckpt-4"))
+@pytest.mark.xdist_group("interrupted_run")
+def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_count(
+    interrupted_run, tmp_path
+):
+    run = Path(shutil.copytree(interrupted_run, tmp_path / "run"))
+    saved = tf.train.load_checkpoint(str(run / "ckpt-4"))
     detector = make_detector()
     snapshots = Snapshots()
     history = fit(detector, epochs=2, steps_per_epoch=3,
-                  callbacks=[TrainingCheckpoints(tmp_path), snapshots])
+                  callbacks=[TrainingCheckpoints(run), snapshots])
     weights, averages, num_updates = snapshots.at_start
     assert num_updates == 4
     for path, value in weights.items():
@@ -318,7 +334,7 @@ def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_co
     # Step 4 is the first of epoch 2 (3 steps each): its last 2 steps, then the run ends.
     assert len(snapshots.after_steps) == 2 and int(detector.optimizer.iterations.numpy()) == 6
     assert history.epoch == [1]
-    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
+    assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-6")
 
 
 def _train_command(model_dir, *extra):
@@ -350,7 +366,8 @@ def test_tfrecords_are_counted_and_a_run_infers_without_optimizer_warnings(tmp_p
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
-    command = _train_command(tmp_path, "--num_epochs=2", "--save_checkpoints_steps=2")
+    command = _train_command(tmp_path, "--num_epochs=2", "--num_examples_per_epoch=32",
+                             "--save_checkpoints_steps=2")  # 16 steps
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
@@ -373,9 +390,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resumed from {latest} at step {saved_step}" in result.stderr
-    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-32")
-    final = tf.train.load_checkpoint(str(tmp_path / "ckpt-32"))
-    assert int(final.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE")) == 32  # continued
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-16")
+    final = tf.train.load_checkpoint(str(tmp_path / "ckpt-16"))
+    assert int(final.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE")) == 16  # continued
 
 
 def _free_port():
