@@ -68,8 +68,7 @@ class ObjectDetector(keras.Model):
         self.weight_average = WeightAverage(trainable, config.moving_average_decay)
         self.recipe = RecipeStep(config, self.network, trainable, self.weight_average)
         self._training_start = None
-        self._chosen_optimizer = None
-        self._compile_options = {"steps_per_execution": 1, "jit_compile": False}
+        self.compile()  # the defaults: the official optimizer, made by `fit`
         self._representative_data = None
         self._detect_function = None
         self.built = True
@@ -107,14 +106,17 @@ class ObjectDetector(keras.Model):
 
     # --- training --------------------------------------------------------------------------------
 
-    def compile(self, optimizer=None, *, steps_per_execution: int = 1, jit_compile=False):
+    def compile(self, optimizer=None, *, steps_per_execution: int = 1, jit_compile=False,
+                run_eagerly=False):
         """Keras's `compile`. Without an optimizer `fit` makes the official one (SGD with
         momentum, warm-up then the configured decay over the epochs given to `fit`, loss scaling
         under mixed_float16). The loss is the recipe's; `steps_per_execution` steps run per
-        `tf.function` call (lowered to a divisor of the epoch's steps)."""
+        `tf.function` call (lowered to a divisor of the epoch's steps). `run_eagerly` runs the
+        step op by op, as Python (Keras's debugging mode; one device only): no tracing, so a
+        fit of a few steps starts at once, but each step is slower."""
         self._chosen_optimizer = optimizer
         self._compile_options = {"steps_per_execution": steps_per_execution,
-                                 "jit_compile": jit_compile}
+                                 "jit_compile": jit_compile, "run_eagerly": run_eagerly}
 
     def train_step(self, data):
         images, labels = data
@@ -198,7 +200,8 @@ class ObjectDetector(keras.Model):
             optimizer = self._chosen_optimizer or make_optimizer(
                 self.config, batch_size, steps_per_epoch, epochs)
             super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
-                            jit_compile=self._compile_options["jit_compile"])
+                            jit_compile=self._compile_options["jit_compile"],
+                            run_eagerly=self._compile_options["run_eagerly"])
             if not optimizer.built:
                 optimizer.build(self.recipe.trainable)
 

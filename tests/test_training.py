@@ -72,11 +72,16 @@ def _state(detector):
             int(average.num_updates.numpy()))
 
 
-def make_detector(strategy=None, overrides=""):
+def make_detector(strategy=None, overrides="", run_eagerly=False):
+    """`run_eagerly`: for tests of a few steps' arithmetic or bookkeeping, which then start at
+    once instead of tracing for seconds. The traced step runs in the learning and replica tests,
+    and in every run of the command line."""
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
     with (strategy or tf.distribute.get_strategy()).scope():
-        return ObjectDetector("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+        detector = ObjectDetector("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+    detector.compile(run_eagerly=run_eagerly)
+    return detector
 
 
 def fit(detector, data=TRAIN_DATA, **options):
@@ -101,32 +106,38 @@ def test_the_model_fits_a_small_set_of_images_with_both_heads():
         assert history.history[loss][-1] < 0.7 * history.history[loss][0], (loss, history.history)
 
 
-def test_two_replicas_update_like_one_device():
+def test_two_replicas_and_the_eager_step_update_like_one_traced_device():
     """Both heads: each loss is normalized over the global batch (positive anchors, labelled
     pixels), so that the replicas' shares add up to the one-device loss; and the gradients are
-    clipped (at 0.1, so every tensor is) by the norms of their sum over the replicas."""
+    clipped (at 0.1, so every tensor is) by the norms of their sum over the replicas. The eager
+    step (`run_eagerly`, which the short tests here use) is the traced one."""
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(cpus) == 2, "conftest.py configures two logical CPU devices"
-    results, initial_weights = [], None
-    for strategy in [None, tf.distribute.MirroredStrategy(cpus)]:
+    runs = {"one device": (None, False), "eager": (None, True),
+            "two replicas": (tf.distribute.MirroredStrategy(cpus), False)}
+    results, initial = {}, None
+    for name, (strategy, run_eagerly) in runs.items():
         detector = make_detector(
-            strategy, overrides="learning_rate=0.64,clip_gradients_norm=0.1," + TWO_HEADS)
-        if initial_weights is None:
-            initial_weights = {v.path: v.numpy() for v in detector.network.weights}
-        else:  # start both runs from the same weights, whatever the initializers drew
+            strategy, "lr_warmup_init=0.64,clip_gradients_norm=0.1," + TWO_HEADS, run_eagerly)
+        if initial is None:
+            initial = {v.path: v.numpy() for v in detector.network.weights}
+        else:  # start every run from the same weights, whatever the initializers drew
             for variable in detector.network.weights:
-                variable.assign(initial_weights[variable.path])
+                variable.assign(initial[variable.path])
         snapshots = Snapshots()
-        # 8 images and a global batch of 8: both runs see the same images, in whatever order.
+        # 8 images and a global batch of 8: every run sees the same images, in whatever order.
         fit(detector, "synthetic:train:8", steps_per_epoch=1, callbacks=[snapshots])
-        results.append(snapshots.after_steps[0])
-    (weights_one, ema_one, _, logs_one), (weights_two, ema_two, _, logs_two) = results
-    for loss in ("loss", "det_loss", "seg_loss"):
-        assert logs_two[loss] == pytest.approx(logs_one[loss], rel=1e-4), loss
-    for path, value in weights_one.items():
-        np.testing.assert_allclose(weights_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
-    for path, value in ema_one.items():
-        np.testing.assert_allclose(ema_two[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
+        results[name] = snapshots.after_steps[0]
+    weights_one, averages_one, _, logs_one = results.pop("one device")
+    for name, (weights, averages, _, logs) in results.items():
+        for loss in ("loss", "det_loss", "seg_loss"):
+            assert logs[loss] == pytest.approx(logs_one[loss], rel=1e-4), (name, loss)
+        for path, value in weights_one.items():  # the updates (lr 0.64 from the first step)
+            np.testing.assert_allclose(weights[path] - initial[path], value - initial[path],
+                                       rtol=1e-2, atol=1e-6, err_msg=f"{name}: {path}")
+        for path, value in averages_one.items():
+            np.testing.assert_allclose(averages[path], value, rtol=1e-3, atol=1e-5,
+                                       err_msg=f"{name}: {path}")
 
 
 # A loss whose gradient is known: norm 1000 on one tensor, 3 and 4 on two others, 0 elsewhere.
@@ -159,7 +170,7 @@ def use_linear_loss(detector, global_batch_size=8):
 
 def test_gradients_are_clipped_per_tensor_then_globally():
     """(On the cross-replica sum: `test_two_replicas_update_like_one_device`.)"""
-    detector = make_detector(overrides="weight_decay=0,clip_gradients_norm=10")
+    detector = make_detector(overrides="weight_decay=0,clip_gradients_norm=10", run_eagerly=True)
     use_linear_loss(detector)
     snapshots = Snapshots()
     fit(detector, "synthetic:train:8", steps_per_epoch=1, callbacks=[snapshots])
@@ -239,7 +250,7 @@ def interrupted_run(tmp_path_factory):
     step 4 (ckpt-4, mid-epoch); tests that write into it copy it first."""
     directory = tmp_path_factory.mktemp("interrupted_run")
     with pytest.raises(Interruption):
-        fit(make_detector(), epochs=2, steps_per_epoch=3,
+        fit(make_detector(run_eagerly=True), epochs=2, steps_per_epoch=3,
             callbacks=[TrainingCheckpoints(directory, save_checkpoints_steps=2),
                        InterruptAtStep(4)])
     return directory
@@ -297,7 +308,7 @@ def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    detector = make_detector()
+    detector = make_detector(run_eagerly=True)
     real_loss = detector.recipe.loss
 
     def loss_turning_nan_at_step_4(*args):
@@ -319,7 +330,7 @@ def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_co
 ):
     run = Path(shutil.copytree(interrupted_run, tmp_path / "run"))
     saved = tf.train.load_checkpoint(str(run / "ckpt-4"))
-    detector = make_detector()
+    detector = make_detector(run_eagerly=True)
     snapshots = Snapshots()
     history = fit(detector, epochs=2, steps_per_epoch=3,
                   callbacks=[TrainingCheckpoints(run), snapshots])
