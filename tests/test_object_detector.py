@@ -18,6 +18,7 @@ from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import TrainingCheckpoints
 from official_fixture import FIXTURE_DIR, requires_fixture
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
         "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0,learning_rate=0.64")

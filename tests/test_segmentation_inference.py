@@ -23,6 +23,7 @@ from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS, ima
 from efficientdet_tf.model.checkpoint import save_weights
 from efficientdet_tf.object_detector import ObjectDetector
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 REPO = Path(__file__).resolve().parents[1]
 # Both heads, at 64x64 (a multiple of 2**max_level, as the segmentation head needs).
 BOTH_HEADS = ("image_size=64,max_level=6,fpn_cell_repeats=1,box_class_repeats=1,num_classes=3,"

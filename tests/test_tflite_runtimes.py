@@ -20,6 +20,7 @@ from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.object_detector import ObjectDetector
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 # moving_average_decay=0: the weights after fit are the trained ones, not a lagging average of
 # 40 steps (confident, distinct scores that survive int8).
 TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,label_map=synthetic,"

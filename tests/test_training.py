@@ -284,6 +284,7 @@ def _saved_key(prefix, path):
     return f"{prefix}/{path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+@pytest.mark.xdist_group("interrupted_run")
 @pytest.mark.parametrize("start", ["official layout", "backbone", "training run"])
 def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average(
     tmp_path, start, request
@@ -325,6 +326,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(v.numpy()).all() for v in model.weights)
 
 
+@pytest.mark.xdist_group("interrupted_run")
 def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_count(
     interrupted_run, tmp_path
 ):
