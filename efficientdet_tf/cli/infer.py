@@ -83,6 +83,8 @@ class _Drawing:
         self.names = class_names(config)
         self.detections = {} if "object_detection" in config.heads else None
         self.masks_dir = output_dir / MASKS_DIR_NAME if "segmentation" in config.heads else None
+        if self.masks_dir is not None:
+            self.masks_dir.mkdir(exist_ok=True)
         self.num_images = 0
 
     def __call__(self, label: str, image: np.ndarray, outputs: dict) -> str:
@@ -90,7 +92,6 @@ class _Drawing:
         found = []
         if self.masks_dir is not None:
             mask = outputs[SEGMENTATION_MASKS]
-            self.masks_dir.mkdir(exist_ok=True)
             write_mask(mask, self.masks_dir / f"{Path(label).stem}.png")
             image = overlay_mask(image, mask)
             found.append(f"classes {sorted(set(np.unique(mask).tolist()) - {0})} in the mask")

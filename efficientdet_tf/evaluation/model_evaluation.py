@@ -22,7 +22,11 @@ from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
-from efficientdet_tf.inference.detector import Detector, detections_from_dict
+from efficientdet_tf.inference.detector import (
+    Detector,
+    detections_from_dict,
+    require_outputs,
+)
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import read_label_map
 
@@ -131,10 +135,7 @@ class _SegmentationScorer:
         self.metrics = SegmentationMetrics(config.seg_num_classes, IGNORE_LABEL)
 
     def add(self, outputs, labels) -> None:
-        if SEGMENTATION_MASKS not in outputs:
-            raise ValueError(
-                f"The model's outputs ({', '.join(outputs)}) lack {SEGMENTATION_MASKS}: it has no "
-                "segmentation head. Give the hparams (heads) it was trained or exported with.")
+        require_outputs(outputs, [SEGMENTATION_MASKS], "segmentation")
         self.metrics.update(np.asarray(outputs[SEGMENTATION_MASKS]),
                             labels["segmentation_masks"].numpy())
 

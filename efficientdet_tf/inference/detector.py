@@ -60,12 +60,18 @@ def detections_to_dict(detections: Detections) -> dict[str, tf.Tensor]:
 
 def detections_from_dict(outputs: dict) -> Detections:
     """The detections of `outputs` (the serving signature's) as `Detections`."""
-    missing = [name for name in OUTPUT_NAMES if name not in outputs]
+    require_outputs(outputs, OUTPUT_NAMES, "detection")
+    return Detections(*(outputs[name] for name in OUTPUT_NAMES))
+
+
+def require_outputs(outputs: dict, names, head: str) -> None:
+    """A clear error when `outputs` lack `names`, those of `head` (the config's heads differ
+    from the model's)."""
+    missing = [name for name in names if name not in outputs]
     if missing:
         raise ValueError(
             f"The model's outputs ({', '.join(outputs)}) lack {', '.join(missing)}: it has no "
-            "detection head. Give the hparams (heads) it was trained or exported with.")
-    return Detections(*(outputs[name] for name in OUTPUT_NAMES))
+            f"{head} head. Give the hparams (heads) it was trained or exported with.")
 
 
 class Detector(tf.Module):
