@@ -13,13 +13,13 @@ import tensorflow as tf
 
 from efficientdet_tf.model.fpn_topology import FpnNode, FpnTopology, get_topology
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, from_plain, recompute_if)
+    CompositeLayer, NormSettings, activation, from_plain, recompute_if, trace_in_sequence)
 
 FAST_FUSION_EPSILON = 1e-4  # fast normalized fusion: relu(w) / (sum(relu(w)) + epsilon)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class ResampleFeatureMap(keras.layers.Layer):
+class ResampleFeatureMap(CompositeLayer):
     """Brings a feature to a target size and width.
 
     Width: 1x1 conv (+ BN) only when the channel count differs. Size: max pooling (kernel
@@ -60,6 +60,15 @@ class ResampleFeatureMap(keras.layers.Layer):
             stride = ((height - 1) // target_height + 1, (width - 1) // target_width + 1)
             self.pool = keras.layers.MaxPooling2D(
                 pool_size=(stride[0] + 1, stride[1] + 1), strides=stride, padding="same")
+        super().build(input_shape)
+
+    def trace_shapes(self, input_shape, apply):
+        project = [self.projection, self.projection_norm]
+        if self.pool is None:
+            projected = trace_in_sequence(project, input_shape, apply)
+            return (projected[0], *self.target_size, projected[-1])  # resized
+        order = [self.pool, *project] if self.conv_after_downsample else [*project, self.pool]
+        return trace_in_sequence(order, input_shape, apply)
 
     def _project(self, x, training):
         if self.projection is None:
@@ -94,7 +103,7 @@ class ResampleFeatureMap(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class FusionNode(keras.layers.Layer):
+class FusionNode(CompositeLayer):
     """One fused feature: resample its inputs, fuse them with learned weights, act, conv, BN."""
 
     def __init__(
@@ -139,14 +148,19 @@ class FusionNode(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        if self.weight_method == "sum":
-            self.edge_weights = []
-            return
-        shape = (self.filters,) if self.weight_method.startswith("channel_") else ()
-        self.edge_weights = [
-            self.add_weight(shape=shape, initializer="ones", name="WSM" + (f"_{i}" if i else ""))
-            for i in range(len(self.input_ids))
-        ]
+        self.edge_weights = []
+        if self.weight_method != "sum":
+            shape = (self.filters,) if self.weight_method.startswith("channel_") else ()
+            self.edge_weights = [
+                self.add_weight(shape=shape, initializer="ones", name="WSM" + (f"_{i}" if i else ""))
+                for i in range(len(self.input_ids))
+            ]
+        super().build(input_shape)
+
+    def trace_shapes(self, input_shape, apply):
+        for resample, input_id in zip(self.resamplers, self.input_ids):
+            fused = apply(resample, input_shape[input_id])
+        return apply(self.op_after_combine, fused)
 
     def call(self, features, training=None):
         inputs = [
@@ -197,7 +211,7 @@ def fuse(inputs: list[tf.Tensor], weights: list[tf.Variable], method: str) -> tf
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class ConvNorm(keras.layers.Layer):
+class ConvNorm(CompositeLayer):
     """3x3 convolution (separable or not) then batch norm, as `conv` and `bn`."""
 
     def __init__(self, filters: int, separable_conv: bool, use_bias: bool, norm: NormSettings,
@@ -208,6 +222,9 @@ class ConvNorm(keras.layers.Layer):
         conv_layer = keras.layers.SeparableConv2D if separable_conv else keras.layers.Conv2D
         self.conv = conv_layer(filters, 3, padding="same", use_bias=use_bias, name="conv")
         self.norm = norm.make("bn")
+
+    def trace_shapes(self, input_shape, apply):
+        return trace_in_sequence([self.conv, self.norm], input_shape, apply)
 
     def call(self, x, training=None):
         return self.norm(self.conv(x), training=training)
@@ -223,7 +240,7 @@ class ConvNorm(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class FpnCell(keras.layers.Layer):
+class FpnCell(CompositeLayer):
     """One repeat of the topology: inputs at levels min..max in, newest feature per level out.
 
     `fusion` holds the `FusionNode` arguments shared by every node (filters, weight_method, ...,
@@ -248,6 +265,12 @@ class FpnCell(keras.layers.Layer):
             )
             for index, node in enumerate(topology.nodes)
         ]
+
+    def trace_shapes(self, input_shape, apply):
+        shapes = list(input_shape)
+        for node in self.nodes:
+            shapes.append(apply(node, list(shapes)))
+        return [shapes[i] for i in self.topology.output_ids()]
 
     def call(self, features, training=None):
         def run_nodes(*features):
@@ -281,6 +304,9 @@ class FeatureNetwork(CompositeLayer):
             FpnCell(topology, feature_sizes, fusion, grad_checkpoint, name=f"cell_{repeat}")
             for repeat in range(cell_repeats)
         ]
+
+    def trace_shapes(self, input_shape, apply):
+        return trace_in_sequence(self.cells, input_shape, apply)
 
     def call(self, features, training=None):
         for cell in self.cells:

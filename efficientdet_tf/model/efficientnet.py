@@ -15,7 +15,8 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if)
+    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if,
+    trace_in_sequence)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def expand_blocks(stages: list[BlockSpec]) -> list[BlockSpec]:
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class SqueezeExcite(keras.layers.Layer):
+class SqueezeExcite(CompositeLayer):
     """Channel gating from globally pooled features (reduce 1x1 conv, act, expand, sigmoid)."""
 
     def __init__(self, reduced_filters: int, filters: int, act_type: str, **kwargs):
@@ -141,6 +142,11 @@ class SqueezeExcite(keras.layers.Layer):
         self.act = activation(act_type)
         self.reduce = keras.layers.Conv2D(reduced_filters, 1, name="conv2d")
         self.expand = keras.layers.Conv2D(filters, 1, name="conv2d_1")
+
+    def trace_shapes(self, input_shape, apply):
+        squeezed = (input_shape[0], 1, 1, input_shape[-1])
+        trace_in_sequence([self.reduce, self.expand], squeezed, apply)
+        return tuple(input_shape)
 
     def call(self, inputs):
         squeezed = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
@@ -153,7 +159,7 @@ class SqueezeExcite(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class Stem(keras.layers.Layer):
+class Stem(CompositeLayer):
     """3x3 stride-2 convolution, batch norm, activation."""
 
     def __init__(self, filters: int, act_type: str, norm: NormSettings, **kwargs):
@@ -165,6 +171,9 @@ class Stem(keras.layers.Layer):
             kernel_initializer=_conv_initializer(), name="conv2d",
         )
         self.norm = norm.make("tpu_batch_normalization")
+
+    def trace_shapes(self, input_shape, apply):
+        return trace_in_sequence([self.conv, self.norm], input_shape, apply)
 
     def call(self, images, training=None):
         return self.act(self.norm(self.conv(images), training=training))
@@ -179,7 +188,7 @@ class Stem(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class ClassifierHead(keras.layers.Layer):
+class ClassifierHead(CompositeLayer):
     """1x1 convolution to the head width, batch norm, activation, pooling, dropout, dense."""
 
     def __init__(self, filters: int, num_classes: int, dropout_rate: float, act_type: str,
@@ -198,6 +207,10 @@ class ClassifierHead(keras.layers.Layer):
             name="dense",
         )
 
+    def trace_shapes(self, input_shape, apply):
+        features = trace_in_sequence([self.conv, self.norm], input_shape, apply)
+        return apply(self.dense, (features[0], features[-1]))  # after pooling
+
     def call(self, features, training=None):
         x = self.act(self.norm(self.conv(features), training=training))
         x = tf.reduce_mean(x, axis=[1, 2])
@@ -214,7 +227,7 @@ class ClassifierHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
-class MBConvBlock(keras.layers.Layer):
+class MBConvBlock(CompositeLayer):
     """Mobile inverted bottleneck: expand 1x1, depthwise kxk, SE, project 1x1, identity skip."""
 
     def __init__(
@@ -260,6 +273,12 @@ class MBConvBlock(keras.layers.Layer):
     @property
     def has_skip(self) -> bool:
         return self.block.strides == 1 and self.block.input_filters == self.block.output_filters
+
+    def trace_shapes(self, input_shape, apply):
+        return trace_in_sequence(
+            [self.expand_conv, self.expand_norm, self.depthwise_conv, self.depthwise_norm, self.se,
+             self.project_conv, self.project_norm],
+            input_shape, apply)
 
     def call(self, inputs, training=None):
         def body(x):
@@ -341,6 +360,15 @@ class EfficientNet(CompositeLayer):
                 HEAD_FILTERS, spec.width_coefficient)
             self.head = ClassifierHead(
                 head_filters, num_classes, spec.dropout_rate, act_type, norm, name="head")
+
+    def trace_shapes(self, input_shape, apply):
+        shape = apply(self.stem, input_shape)
+        features = []
+        for index, block in enumerate(self.blocks):
+            shape = apply(block, shape)
+            if index in self.level_ends:
+                features.append(shape)
+        return features if self.head is None else apply(self.head, shape)
 
     def call(self, images, training=None):
         x = self.stem(images, training=training)

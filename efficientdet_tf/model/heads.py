@@ -12,7 +12,8 @@ import keras
 
 from efficientdet_tf.anchors import num_anchors_per_location
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if)
+    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if,
+    trace_in_sequence)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
@@ -57,16 +58,27 @@ class PredictionHead(CompositeLayer):
         self.predict = _conv(
             separable_conv, outputs_per_location, self.bias_initializer, name=f"{prefix}-predict")
 
+    def trace_shapes(self, input_shape, apply):
+        return [self._trace_level(shape, level, apply)
+                for shape, level in zip(input_shape, self.levels)]
+
+    def _trace_level(self, shape, level, apply):
+        for i, conv in enumerate(self.convs):
+            shape = trace_in_sequence([conv, self._norm(i, level)], shape, apply)
+        return apply(self.predict, shape)
+
     def call(self, features, training=None):
         return [
             self._predict_level(feature, level, training)
             for feature, level in zip(features, self.levels)
         ]
 
+    def _norm(self, repeat: int, level: int) -> keras.layers.BatchNormalization:
+        return self.norms[repeat * len(self.levels) + level - self.levels[0]]
+
     def _predict_level(self, x, level, training):
-        level_index = level - self.levels[0]
         for i, conv in enumerate(self.convs):
-            norm = self.norms[i * len(self.levels) + level_index]
+            norm = self._norm(i, level)
             shortcut = x
 
             def conv_norm_act(x, conv=conv, norm=norm):

@@ -74,11 +74,39 @@ def recompute_if(enabled: bool, function):
 
 
 class CompositeLayer(keras.layers.Layer):
-    """A layer made only of sublayers, which build on its first call.
+    """A layer made of sublayers, whose shapes all follow from its input shape.
 
-    Its `build` has nothing to do; defining it tells Keras so, which keeps loading a `.keras`
-    file (it calls `build(input_shape)` on each layer of the model's graph) free of warnings.
+    A subclass writes down once how shapes flow through its sublayers, in
+    `trace_shapes(input_shape, apply)`: it calls `apply(sublayer, shape)` for the shape each
+    sublayer gets and uses the shape that returns. `build` runs that with sublayers being built,
+    `compute_output_shape` with shapes only. So Keras neither traces `call` in a scratch graph
+    to build the layer nor to learn its output shapes (most of a model's build time otherwise),
+    and loading a `.keras` file (which calls `build(input_shape)`) builds everything.
     """
 
+    def trace_shapes(self, input_shape, apply):
+        raise NotImplementedError
+
     def build(self, input_shape):
-        del input_shape  # the sublayers build when `call` runs them
+        self.trace_shapes(input_shape, _build_and_infer)
+
+    def compute_output_shape(self, input_shape):
+        return self.trace_shapes(input_shape, _infer)
+
+
+def _infer(layer: keras.layers.Layer, input_shape):
+    return layer.compute_output_shape(input_shape)
+
+
+def _build_and_infer(layer: keras.layers.Layer, input_shape):
+    if not layer.built:
+        layer.build(input_shape)
+    return layer.compute_output_shape(input_shape)
+
+
+def trace_in_sequence(layers: list, input_shape, apply):
+    """The shape after `layers` (None entries skipped) applied one after the other."""
+    for layer in layers:
+        if layer is not None:
+            input_shape = apply(layer, input_shape)
+    return input_shape

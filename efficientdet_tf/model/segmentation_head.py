@@ -13,7 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.model.layers import CompositeLayer, NormSettings, activation, from_plain
+from efficientdet_tf.model.layers import (
+    CompositeLayer, NormSettings, activation, from_plain, trace_in_sequence)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
@@ -34,6 +35,13 @@ class SegmentationHead(CompositeLayer):
         ]
         self.norms = [norm.make(f"bn_{i}") for i in range(num_levels - 1)]
         self.logits = _transposed_conv(num_classes, use_bias=True, index=num_levels - 1)
+
+    def trace_shapes(self, input_shape, apply):
+        shape = input_shape[-1]
+        for upsample, norm, skip in zip(self.upsamples, self.norms, reversed(input_shape[:-1])):
+            shape = trace_in_sequence([upsample, norm], shape, apply)
+            shape = (*shape[:-1], shape[-1] + skip[-1])  # concatenated
+        return apply(self.logits, shape)
 
     def call(self, features, training=None):
         x = features[-1]
