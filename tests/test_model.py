@@ -1,5 +1,6 @@
 """EfficientDet assembly: every feature network and fusion method builds and runs."""
 
+import functools
 import math
 
 import keras
@@ -9,6 +10,8 @@ import tensorflow as tf
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.model.bifpn import fuse
+from efficientdet_tf.model.efficientnet import build_classifier
+from efficientdet_tf.model.layers import CompositeLayer
 
 TINY = "image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
 
@@ -42,6 +45,37 @@ def test_feature_networks_and_fusion_methods_build_and_run(fpn_name, weight_meth
     else:
         expected_shape = (64,) if weight_method.startswith("channel") else ()
         assert fusion_weights and all(v.shape == expected_shape for v in fusion_weights)
+
+
+def subclasses(cls) -> list[type]:
+    direct = cls.__subclasses__()
+    return direct + [indirect for subclass in direct for indirect in subclasses(subclass)]
+
+
+@pytest.mark.parametrize("build", [
+    lambda: tiny_model("fpn_name=qufpn,image_size=[64,128],max_level=6,"
+           "heads=object_detection*segmentation")[1],
+    lambda: tiny_model("max_level=8,image_size=256,conv_after_downsample=true")[1],
+    lambda: build_classifier("efficientnet-lite0", image_size=64, num_classes=5),
+], ids=["qufpn two heads rectangular", "extra levels", "classifier"])
+def test_models_build_from_shapes_without_calling_layers_and_declare_what_they_compute(
+        build, monkeypatch):
+    """Composite layers build their sublayers from shapes (`trace_shapes`): Keras runs no `call`
+    in a scratch graph (most of the build time otherwise), and the shapes they declare are
+    those their `call` gives."""
+    calls = []
+    for cls in subclasses(CompositeLayer):
+        def counted(self, *args, call=cls.call, **kwargs):
+            calls.append(type(self).__name__)
+            return call(self, *args, **kwargs)
+        # `wraps` keeps the signature, from which Keras learns that `call` takes `training`.
+        monkeypatch.setattr(cls, "call", functools.wraps(cls.call)(counted))
+    model = build()
+    assert calls == []
+    outputs = run(model, batch=1)
+    assert calls
+    declared = [tuple(t.shape[1:]) for t in keras.tree.flatten(model.outputs)]
+    assert [tuple(t.shape[1:]) for t in keras.tree.flatten(outputs)] == declared
 
 
 def test_fusion_formulas():
