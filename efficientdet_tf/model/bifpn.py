@@ -152,7 +152,7 @@ class FusionNode(CompositeLayer):
         if self.weight_method != "sum":
             shape = (self.filters,) if self.weight_method.startswith("channel_") else ()
             self.edge_weights = [
-                self.add_weight(shape=shape, initializer="ones", name="WSM" + (f"_{i}" if i else ""))
+                self.add_weight(shape=shape, initializer="ones", name=f"WSM_{i}" if i else "WSM")
                 for i in range(len(self.input_ids))
             ]
         super().build(input_shape)

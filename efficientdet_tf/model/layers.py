@@ -85,7 +85,8 @@ class CompositeLayer(keras.layers.Layer):
     """
 
     def trace_shapes(self, input_shape, apply):
-        raise NotImplementedError
+        """The output shape for `input_shape`, found by `apply` on each sublayer in turn."""
+        raise NotImplementedError(f"{type(self).__name__} must define trace_shapes.")
 
     def build(self, input_shape):
         self.trace_shapes(input_shape, _build_and_infer)
