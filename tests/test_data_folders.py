@@ -20,10 +20,10 @@ from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
 from efficientdet_tf.inference.draw import class_names
 from official_fixture import SHARED_DIR
+from small_models import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 BCCD = SHARED_DIR / "datasets" / "bccd" / "BCCD"
-TINY = "image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
 # Synthetic class ids renamed so that sorted names give other ids: apple 1, mango 2, zebra 3.
 NAMES = {1: "zebra", 2: "apple", 3: "mango"}
 SORTED_IDS = {1: 3, 2: 1, 3: 2}  # synthetic id -> id of its name in sorted order

@@ -15,9 +15,9 @@ from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.model.checkpoint import save_weights
+from small_models import SMALL
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = "image_size=128,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
 SMALL_FLAGS = ("--model_name=efficientdet-d0", f"--hparams={SMALL}")
 
 

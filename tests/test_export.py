@@ -21,8 +21,8 @@ from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 from official_fixture import FIXTURE_DIR, FIXTURE_MODEL, input_image, requires_fixture
+from small_models import SMALL
 
-SMALL = "image_size=128,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
 
 SERVE_WITHOUT_PACKAGE = textwrap.dedent("""
     import sys, numpy as np, tensorflow as tf

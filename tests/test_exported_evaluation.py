@@ -22,11 +22,11 @@ from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import SIGNATURE_KEY, Detector
 from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.model.builder import build_model
+import small_models
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 # Hard NMS: what TFLite's detection op does, so that the float32 file can match the network.
-TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
-        "nms_configs.method=hard")
+TINY = f"{small_models.TINY},nms_configs.method=hard"
 NUM_IMAGES = 6
 GROUNDTRUTH_PER_IMAGE = 3
 

@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf import ObjectDetector
+import small_models
 
-TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
-        "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0")
+TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
 HARMLESS_SCALE = 1.0  # float16 gradients of this tiny model stay far below 65504
 OVERFLOWING_SCALE = 1e30  # representable in the float32 scale, inf in any float16 gradient
 

@@ -12,8 +12,7 @@ from efficientdet_tf import build_model, get_config
 from efficientdet_tf.model.bifpn import fuse
 from efficientdet_tf.model.efficientnet import build_classifier
 from efficientdet_tf.model.layers import CompositeLayer
-
-TINY = "image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
+from small_models import TINY
 
 
 def tiny_model(overrides=""):

@@ -17,11 +17,11 @@ from efficientdet_tf.inference.detector import SIGNATURE_KEY
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import TrainingCheckpoints
 from official_fixture import FIXTURE_DIR, requires_fixture
+import small_models
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 REPO = Path(__file__).resolve().parents[1]
-TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
-        "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0,learning_rate=0.64")
+TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION},learning_rate=0.64"
 COCO_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100",
                 "ARs", "ARm", "ARl"]
 

@@ -15,8 +15,6 @@ from efficientdet_tf.data.masks import read_mask
 from efficientdet_tf.data.preprocess import fitted_size
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation.model_evaluation import evaluate
-from efficientdet_tf.export.saved_model import export_saved_model
-from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector
 from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS, image_size_masks

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from efficientdet_tf import build_model, get_config
+from small_models import TINY
 
-TINY = "image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1"
 VARIANTS = ["", "fpn_name=qufpn", "grad_checkpoint=true"]
 
 

@@ -19,13 +19,13 @@ from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.object_detector import ObjectDetector
+import small_models
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 # moving_average_decay=0: the weights after fit are the trained ones, not a lagging average of
 # 40 steps (confident, distinct scores that survive int8).
-TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,label_map=synthetic,"
-        "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0,learning_rate=0.64,"
-        "moving_average_decay=0")
+TINY = (f"{small_models.TINY},{small_models.NO_AUGMENTATION},label_map=synthetic,"
+        "learning_rate=0.64,moving_average_decay=0")
 TRAIN_DATA = "synthetic:train:8"
 MAX_RESULTS = 10
 

@@ -23,11 +23,10 @@ from efficientdet_tf.object_detector import ObjectDetector
 from efficientdet_tf.training.callbacks import NonFiniteLossError, TrainingCheckpoints
 from efficientdet_tf.training.step import make_optimizer
 from official_fixture import FIXTURE_DIR, requires_fixture
+import small_models
 
 REPO = Path(__file__).resolve().parents[1]
-# Small and without random augmentation, so that runs can be compared exactly.
-TINY = ("image_size=64,num_classes=3,fpn_cell_repeats=1,box_class_repeats=1,"
-        "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0")
+TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
 TRAIN_DATA = "synthetic:train:64"
 # Detection and segmentation (P7 upsampled level by level to 64x64 needs max_level 6).
 TWO_HEADS = "heads=object_detection*segmentation,seg_num_classes=4,max_level=6"
