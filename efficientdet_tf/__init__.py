@@ -29,6 +29,7 @@ _EXPORTS = {
     "build_model": "efficientdet_tf.model.builder",
     "get_config": "efficientdet_tf.config",
     "load_weights": "efficientdet_tf.model.checkpoint",
+    "open_detector": "efficientdet_tf.inference.loading",
     "save_weights": "efficientdet_tf.model.checkpoint",
 }
 __all__ = sorted(_EXPORTS)
@@ -36,6 +37,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from efficientdet_tf.config import Config, ConfigError, available_models, get_config
     from efficientdet_tf.model.builder import build_model
+    from efficientdet_tf.inference.loading import open_detector
     from efficientdet_tf.model.checkpoint import CheckpointMismatchError, load_weights, save_weights
     from efficientdet_tf.object_detector import ObjectDetector
 
@@ -44,3 +46,8 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'efficientdet_tf' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so that `dir()` and completion find them before first use."""
+    return sorted({*globals(), *_EXPORTS})

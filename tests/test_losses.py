@@ -100,9 +100,13 @@ def test_perfect_box_predictions_have_no_iou_loss():
 def test_l2_regularization_covers_kernels_only():
     model = build_model(get_config("efficientdet-d0", "image_size=64,fpn_cell_repeats=1,box_class_repeats=1"))
     kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    others = [v for v in model.trainable_variables if not v.path.endswith("kernel")]
+    assert {v.path.rsplit("/", 1)[-1] for v in others} >= {"gamma", "beta", "bias", "WSM"}
     expected = 4e-5 * sum(float(np.sum(np.square(v.numpy()))) / 2 for v in kernels)
     assert float(l2_regularization(model.trainable_variables, 4e-5)) == pytest.approx(expected, rel=1e-4)
-    assert not any(v.path.endswith(("gamma", "beta", "bias", "WSM")) for v in kernels)
+    # Batch-norm scales and offsets, biases and fusion weights are not decayed (official).
+    assert float(l2_regularization(others + kernels[:1], 4e-5)) == pytest.approx(
+        4e-5 * float(np.sum(np.square(kernels[0].numpy()))) / 2, rel=1e-4)
 
 
 # The boxes of the official iou_utils_test.py (yxyx).
