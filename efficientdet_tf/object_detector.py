@@ -98,8 +98,14 @@ class ObjectDetector(keras.Model):
         classification checkpoint."""
         skipped = load_weights(self.network, checkpoint, skip_mismatch=self.config.skip_mismatch,
                                only_scope=only_scope)
-        self._training_start = (checkpoint, only_scope)
+        self.start_training_from(checkpoint, only_scope)
         return skipped
+
+    def start_training_from(self, checkpoint: str | os.PathLike, only_scope: str | None = None):
+        """`fit` will start from `checkpoint`'s plain weights, its averages seeding the weight
+        average (as the official trainers), unless it resumes a run of its
+        `TrainingCheckpoints`. Nothing is loaded now (`load_pretrained` also loads it now)."""
+        self._training_start = (checkpoint, only_scope)
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -138,7 +144,8 @@ class ObjectDetector(keras.Model):
 
     def fit(self, x, *, epochs: int = 1, batch_size: int = 64, steps_per_epoch=None,
             validation_data=None, validation_freq: int = 1, validation_batch_size=None,
-            callbacks=None, verbose="auto", seed: int | None = None):
+            validation_options: dict | None = None, callbacks=None, verbose="auto",
+            seed: int | None = None):
         """Trains on `x` with the official recipe; returns Keras's `History`.
 
         Args:
@@ -151,6 +158,8 @@ class ObjectDetector(keras.Model):
           validation_data: data in the same forms; its metrics of the averaged weights (COCO,
             and mIoU with the segmentation head) go into the logs as `val_AP`, `val_AP50`, ...,
             `val_mIoU`, every `validation_freq` epochs and after the last one.
+          validation_options: more options of the validation's `evaluate`: `eval_samples`,
+            `val_json_file`, `summary_writer` (a log directory for TensorBoard scalars).
           callbacks: Keras callbacks; with a `training.callbacks.TrainingCheckpoints`, the run
             resumes from its model_dir and saves there.
           seed: seeds the order of the training data.
@@ -169,7 +178,8 @@ class ObjectDetector(keras.Model):
         if validation_data is not None:
             callbacks.append(ValidationMetrics(
                 source_from_spec(validation_data, self.config), every=validation_freq,
-                last_epoch=epochs, batch_size=validation_batch_size or batch_size))
+                last_epoch=epochs, batch_size=validation_batch_size or batch_size,
+                **(validation_options or {})))
         callbacks = _in_running_order(callbacks)
         data = self._distributed_dataset(source, batch_size, seed)
         epoch, done_in_epoch = divmod(start_step, steps_per_epoch)

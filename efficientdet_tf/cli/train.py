@@ -9,16 +9,12 @@ import tensorflow as tf
 from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
-from efficientdet_tf.config import Config, ConfigError
+from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
-from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
-from efficientdet_tf.training.callbacks import (
-    StepSummaries,
-    TrainingCheckpoints,
-)
+from efficientdet_tf.training.callbacks import StepSummaries, TrainingCheckpoints
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -74,22 +70,24 @@ def run(flag_values) -> None:
     steps_per_epoch = _steps_per_epoch(flag_values, source)
     with strategy.scope():
         detector = ObjectDetector(config)
+    if flag_values.pretrained_ckpt:
+        detector.start_training_from(flag_values.pretrained_ckpt)
+    elif flag_values.backbone_ckpt:
+        detector.start_training_from(flag_values.backbone_ckpt, only_scope=config.backbone_name)
     model_dir = flag_values.model_dir
-    if not tf.train.latest_checkpoint(model_dir):
-        if flag_values.pretrained_ckpt:
-            detector.load_pretrained(flag_values.pretrained_ckpt)
-        elif flag_values.backbone_ckpt:
-            detector.load_pretrained(flag_values.backbone_ckpt, only_scope=config.backbone_name)
     callbacks = [
         TrainingCheckpoints(model_dir, flag_values.save_checkpoints_steps,
                             flag_values.keep_checkpoint_max),
         StepSummaries(os.path.join(model_dir, "train")),
     ]
-    if evaluating:
-        callbacks.append(validation(flag_values, config, val_source))
     detector.compile(steps_per_execution=flag_values.steps_per_execution)
     detector.fit(source, epochs=config.num_epochs, batch_size=flag_values.batch_size,
                  steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                 validation_data=val_source, validation_freq=config.map_freq,
+                 validation_options={
+                     "eval_samples": flag_values.eval_samples,
+                     "val_json_file": flag_values.val_json_file,
+                     "summary_writer": os.path.join(model_dir, "eval")},
                  seed=flag_values.tf_random_seed)
 
 
@@ -106,18 +104,3 @@ def _steps_per_epoch(flag_values, source) -> int:
         print(f"Counted {examples} training examples in {flag_values.train_file_pattern}; "
               f"--num_examples_per_epoch={examples} skips the count.")
     return epoch_steps(examples, flag_values.batch_size)
-
-
-def validation(flag_values, config: Config, val_source) -> ValidationMetrics:
-    """The evaluation inside train_and_eval: COCO metrics of the averaged weights on the
-    validation data every hparams map_freq epochs and after the last, logged to TensorBoard in
-    model_dir/eval."""
-    return ValidationMetrics(
-        val_source,
-        every=config.map_freq,
-        last_epoch=config.num_epochs,
-        batch_size=flag_values.batch_size,
-        eval_samples=flag_values.eval_samples,
-        val_json_file=flag_values.val_json_file,
-        summary_writer=os.path.join(flag_values.model_dir, "eval"),
-    )
