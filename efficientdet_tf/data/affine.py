@@ -6,8 +6,6 @@ ImageProjectiveTransformV3 op, which core TF still has, so the same op here give
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
 
@@ -29,10 +27,10 @@ def sample(image: tf.Tensor, sampling: tf.Tensor, fill_value, interpolation: str
     )[0]
 
 
-def rotation(degrees, height, width) -> tf.Tensor:
-    """The sampling of `tfa.image.rotate` by `degrees` about the centre of a height x width image
-    (counter-clockwise on screen for positive degrees)."""
-    radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+def rotation(radians, height, width) -> tf.Tensor:
+    """The sampling of `tfa.image.rotate` by `radians` about the centre of a height x width image
+    (counter-clockwise on screen for positive angles)."""
+    radians = tf.cast(radians, tf.float32)
     cos, sin = tf.cos(radians), tf.sin(radians)
     last_x, last_y = tf.cast(width, tf.float32) - 1.0, tf.cast(height, tf.float32) - 1.0
     x_offset = (last_x - (cos * last_x - sin * last_y)) / 2.0

@@ -216,7 +216,7 @@ def _sheared_boxes(boxes: Boxes, image: Image, level, horizontal: bool) -> Boxes
     return _normalized_boxes(*_enclosing_box(corners_y, corners_x), height, width)
 
 
-def _rotated_boxes(boxes: Boxes, image: Image, degrees) -> Boxes:
+def _rotated_boxes(boxes: Boxes, image: Image, radians) -> Boxes:
     """Official `_rotate_bbox`: corners in whole pixels from the image centre (y up), rotated,
     truncated to whole pixels again."""
     height, width = _image_size(image)
@@ -224,7 +224,6 @@ def _rotated_boxes(boxes: Boxes, image: Image, degrees) -> Boxes:
     up_min, up_max = -_truncate(height * ymin), -_truncate(height * ymax)
     corners_up, corners_x = _corners(up_min, _truncate(width * xmin), up_max,
                                      _truncate(width * xmax))
-    radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
     cos, sin = tf.cos(radians), tf.sin(radians)
     rotated_up = cos * corners_up + sin * corners_x
     rotated_x = -sin * corners_up + cos * corners_x
@@ -248,8 +247,9 @@ def shear_with_boxes(image: Image, boxes: Boxes, level, horizontal: bool):
 def rotate_with_boxes(image: Image, boxes: Boxes, degrees):
     """Official `rotate_with_bboxes`: about the image centre, counter-clockwise for degrees > 0."""
     height, width = _image_size(image)
-    return (_sample_image(image, affine.rotation(degrees, height, width)),
-            _rotated_boxes(boxes, image, degrees))
+    radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+    return (_sample_image(image, affine.rotation(radians, height, width)),
+            _rotated_boxes(boxes, image, radians))
 
 
 def _inside_each_box(image: Image, boxes: Boxes, probability, operation) -> Image:
