@@ -24,13 +24,13 @@ FIXED_DRAW_CASES = {
     # 17..22, 27..32, 37..39 of the image.
     "wide": (20, 40, draws(period=10, offset_y=3, offset_x=7),
              [*range(3, 9), *range(13, 19)],
-             [*range(0, 3), *range(7, 13), *range(17, 23), *range(27, 33), *range(37, 40)]),
+             [*range(3), *range(7, 13), *range(17, 23), *range(27, 33), *range(37, 40)]),
     # 40 x 20, period 20: bands int(12.5) = 12 wide. Grid rows 20 + 20 i .. + 11 (i = 0..2, the
     # last one past the grid) and columns 0 + 20 i .. + 11; the crop is grid rows 10..49 and
     # columns 20..39. The official loop starts at the offset: grid rows 0..11 (image rows 0, 1)
     # are not a band.
     "tall, no band before the offset": (40, 20, draws(period=20, offset_y=20, offset_x=0),
-                                        [*range(10, 22), *range(30, 40)], [*range(0, 12)]),
+                                        [*range(10, 22), *range(30, 40)], [*range(12)]),
 }
 
 

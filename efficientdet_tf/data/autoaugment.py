@@ -125,9 +125,7 @@ def cutout(image: Image, half_size) -> Image:
 
 
 # --- geometry ------------------------------------------------------------------------------------
-# Images move as in the official code (tfa, nearest, grey outside). Boxes move by the official
-# rules: on the integer pixel grid (coordinates truncated to int32 before and after the move),
-# clipped to the image, and a box left without height or width gets a 5% extent at the border.
+# Images move as tfa moves them (nearest, grey outside); boxes by the official rules (see above).
 
 
 def _sample_image(image: Image, sampling: tf.Tensor) -> Image:
