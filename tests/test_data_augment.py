@@ -1,4 +1,5 @@
-"""Augmentation moves boxes with the image: flip, scale jitter, evaluation resize, AutoAugment."""
+"""Augmentation moves boxes with the image: flip, scale jitter, evaluation resize, AutoAugment (by
+the official box and Solarize rules)."""
 
 import numpy as np
 import PIL.Image
