@@ -108,6 +108,19 @@ def test_autoaugment_which_would_not_move_the_mask_is_refused():
         ExampleParser(config_for(BOTH_HEADS, autoaugment_policy="v0"), is_training=True)
 
 
+def test_grid_mask_which_moves_no_pixel_leaves_the_mask_unchanged():
+    fixed_geometry = {"jitter_min": 1.0, "jitter_max": 1.0, "input_rand_hflip": False}
+    tf.random.set_seed(2)
+    plain, masked = (
+        [ExampleParser(config_for(BOTH_HEADS, grid_mask=grid_mask, **fixed_geometry),
+                       is_training=True)(example) for example in synthetic_examples(2)]
+        for grid_mask in (False, True))
+    for plain_outputs, masked_outputs in zip(plain, masked):
+        np.testing.assert_array_equal(masked_outputs["segmentation_masks"],
+                                      plain_outputs["segmentation_masks"])
+    assert any(not np.array_equal(m["image"], p["image"]) for m, p in zip(masked, plain))
+
+
 def test_evaluation_resizes_the_mask_like_the_image_and_pads_it_with_ignore():
     config = config_for(["segmentation"])
     parser = ExampleParser(config, is_training=False)

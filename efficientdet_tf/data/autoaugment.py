@@ -3,9 +3,12 @@
 [1] Zoph et al., Learning Data Augmentation Strategies for Object Detection, arXiv:1906.11172.
 
 Works on a uint8 [height, width, 3] image with normalized [ymin, xmin, ymax, xmax] boxes, before any
-resizing. Geometric operations (translate, shear, rotate) move the boxes with the image; boxes are
-clipped to the image, and a box pushed out of it keeps zero area, so that the pipeline drops it
-(the official code instead widened such boxes to 5% of the image).
+resizing. Geometric operations (translate, shear, rotate) move the boxes with the image by the
+official rules, quirks included: boxes move on the integer pixel grid (coordinates truncated to
+whole pixels before and after the move), are clipped to the image, and a box left without height
+or width (pushed out of the image) gets an extent of 5% of the image at the border it left by
+(official `_check_bbox_area`). Solarize thresholds wrap modulo 256, as the official uint8
+comparison does.
 
 Operation magnitudes follow the official `level_to_arg`: a level in 0..10 scales each operation's
 maximum; the policy table and the constants below are the official ones.
@@ -18,6 +21,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from efficientdet_tf.data import affine
+
 _MAX_LEVEL = 10.0
 _FILL_VALUE = 128  # Grey for pixels uncovered by translate / shear / rotate / cutout.
 _CUTOUT_CONST = 100  # Cutout half-size in pixels at level 10.
@@ -25,6 +30,7 @@ _TRANSLATE_CONST = 250  # Image translation in pixels at level 10.
 _TRANSLATE_BBOX_CONST = 120  # Translation of content inside a box at level 10.
 _ROTATE_MAX_DEGREES = 30.0
 _SHEAR_MAX = 0.3
+_COLLAPSED_BOX_EXTENT = 0.05  # Official `_check_bbox_area` delta: least extent of a moved box.
 _BBOX_ONLY_PROBABILITY_DIVISOR = 3.0  # Official: box-only ops apply to each box with prob / 3.
 
 # Sub-policies of (operation, probability, level); one is drawn per image, its operations applied
@@ -92,9 +98,13 @@ def equalize(image: Image) -> Image:
     return tf.cast(tf.stack(channels, axis=-1), tf.uint8)
 
 
-def solarize(image: Image, threshold) -> Image:
-    """Inverts pixels at or above `threshold`."""
-    return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+def solarize(image: Image, threshold: int) -> Image:
+    """Inverts pixels at or above `threshold` modulo 256.
+
+    The official `solarize` compares the uint8 image with the threshold as a uint8, so thresholds
+    wrap: 256 (level 10) inverts every pixel, 384 (RandAugment's magnitude 15) acts as 128.
+    """
+    return tf.where(image < tf.constant(threshold % 256, tf.uint8), image, 255 - image)
 
 
 def solarize_add(image: Image, addition, threshold=128) -> Image:
@@ -115,36 +125,11 @@ def cutout(image: Image, half_size) -> Image:
 
 
 # --- geometry ------------------------------------------------------------------------------------
+# Images move as tfa moves them (nearest, grey outside); boxes by the official rules (see above).
 
 
 def _sample_image(image: Image, sampling: tf.Tensor) -> Image:
-    """Output pixel (x, y) <- input pixel `sampling` @ (x, y, 1), nearest, grey outside."""
-    transform = tf.concat([tf.reshape(sampling, [6]), tf.zeros([2])], axis=0)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None],
-        transforms=transform[None],
-        output_shape=tf.shape(image)[:2],
-        fill_value=float(_FILL_VALUE),
-        interpolation="NEAREST",
-        fill_mode="CONSTANT",
-    )[0]
-
-
-def _move_boxes(boxes: Boxes, sampling: tf.Tensor, image: Image) -> Boxes:
-    """Boxes after `_sample_image`: their corners mapped by the inverse of `sampling`, enclosed."""
-    size = tf.cast(tf.shape(image)[:2], tf.float32)
-    forward = tf.linalg.inv(tf.concat([sampling, [[0.0, 0.0, 1.0]]], axis=0))[:2]
-    ymin, xmin, ymax, xmax = tf.unstack(boxes * tf.tile(size, [2]) - 0.5, num=4, axis=-1)
-    corners_x = tf.stack([xmin, xmax, xmin, xmax], axis=-1)  # [N, 4]
-    corners_y = tf.stack([ymin, ymin, ymax, ymax], axis=-1)
-    new_x = forward[0, 0] * corners_x + forward[0, 1] * corners_y + forward[0, 2]
-    new_y = forward[1, 0] * corners_x + forward[1, 1] * corners_y + forward[1, 2]
-    moved = tf.stack(
-        [tf.reduce_min(new_y, 1), tf.reduce_min(new_x, 1), tf.reduce_max(new_y, 1),
-         tf.reduce_max(new_x, 1)],
-        axis=-1,
-    )
-    return tf.clip_by_value((moved + 0.5) / tf.tile(size, [2]), 0.0, 1.0)
+    return affine.sample(image, sampling, _FILL_VALUE, "NEAREST")
 
 
 def _translation(pixels, horizontal: bool) -> tf.Tensor:
@@ -161,18 +146,108 @@ def _shear(level, horizontal: bool) -> tf.Tensor:
     return tf.stack([[1.0, 0.0, 0.0], [level, 1.0, 0.0]])
 
 
-def _rotation(degrees, image: Image) -> tf.Tensor:
-    """Rotation about the image centre, as the official (tfa) rotate."""
-    radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+def _image_size(image: Image) -> tuple[tf.Tensor, tf.Tensor]:
+    """(height, width) as float32."""
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    return size[0], size[1]
+
+
+def _truncate(values) -> tf.Tensor:
+    """float -> int32 toward zero, then back to float32: the official `tf.to_int32`."""
+    return tf.cast(tf.cast(values, tf.int32), tf.float32)
+
+
+def _pixel_boxes(boxes: Boxes, height, width) -> list[tf.Tensor]:
+    """Normalized boxes -> [ymin, xmin, ymax, xmax] whole pixels (truncated), each [N]."""
+    return tf.unstack(_truncate(boxes * tf.stack([height, width, height, width])), num=4, axis=-1)
+
+
+def _widen_collapsed(low, high, delta=_COLLAPSED_BOX_EXTENT):
+    """Official `_check_bbox_area` on one axis: where a clipped box has no extent, the upper
+    edge is moved to at least `delta` and the lower one to at most 1 - `delta`."""
+    collapsed = tf.equal(high - low, 0.0)
+    return (tf.where(collapsed, tf.minimum(low, 1.0 - delta), low),
+            tf.where(collapsed, tf.maximum(high, delta), high))
+
+
+def _normalized_boxes(ymin, xmin, ymax, xmax, height, width) -> Boxes:
+    """Pixel coordinates -> normalized boxes clipped to the image, collapsed ones widened."""
+    ymin, ymax = _widen_collapsed(*(tf.clip_by_value(v / height, 0.0, 1.0) for v in (ymin, ymax)))
+    xmin, xmax = _widen_collapsed(*(tf.clip_by_value(v / width, 0.0, 1.0) for v in (xmin, xmax)))
+    return tf.stack([ymin, xmin, ymax, xmax], axis=-1)
+
+
+def _translated_boxes(boxes: Boxes, image: Image, pixels, horizontal: bool) -> Boxes:
+    """Official `_shift_bbox`: whole-pixel boxes shifted by -pixels (truncated)."""
+    height, width = _image_size(image)
+    ymin, xmin, ymax, xmax = _pixel_boxes(boxes, height, width)
+    pixels = _truncate(pixels)
+    if horizontal:
+        xmin, xmax = tf.maximum(0.0, xmin - pixels), tf.minimum(width, xmax - pixels)
+    else:
+        ymin, ymax = tf.maximum(0.0, ymin - pixels), tf.minimum(height, ymax - pixels)
+    return _normalized_boxes(ymin, xmin, ymax, xmax, height, width)
+
+
+def _enclosing_box(corners_y, corners_x):
+    """(ymin, xmin, ymax, xmax) of the [N, 4] corners, each truncated to whole pixels first."""
+    corners_y, corners_x = _truncate(corners_y), _truncate(corners_x)
+    return (tf.reduce_min(corners_y, 1), tf.reduce_min(corners_x, 1),
+            tf.reduce_max(corners_y, 1), tf.reduce_max(corners_x, 1))
+
+
+def _corners(ymin, xmin, ymax, xmax):
+    """[N, 4] y and x of the corners (top-left, top-right, bottom-left, bottom-right)."""
+    return (tf.stack([ymin, ymin, ymax, ymax], axis=-1),
+            tf.stack([xmin, xmax, xmin, xmax], axis=-1))
+
+
+def _sheared_boxes(boxes: Boxes, image: Image, level, horizontal: bool) -> Boxes:
+    """Official `_shear_bbox`: whole-pixel corners sheared about the top-left image corner."""
+    height, width = _image_size(image)
+    corners_y, corners_x = _corners(*_pixel_boxes(boxes, height, width))
+    level = tf.cast(level, tf.float32)
+    if horizontal:
+        corners_x = corners_x - level * corners_y
+    else:
+        corners_y = corners_y - level * corners_x
+    return _normalized_boxes(*_enclosing_box(corners_y, corners_x), height, width)
+
+
+def _rotated_boxes(boxes: Boxes, image: Image, radians) -> Boxes:
+    """Official `_rotate_bbox`: corners in whole pixels from the image centre (y up), rotated,
+    truncated to whole pixels again."""
+    height, width = _image_size(image)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes - 0.5, num=4, axis=-1)
+    up_min, up_max = -_truncate(height * ymin), -_truncate(height * ymax)
+    corners_up, corners_x = _corners(up_min, _truncate(width * xmin), up_max,
+                                     _truncate(width * xmax))
     cos, sin = tf.cos(radians), tf.sin(radians)
-    size = tf.cast(tf.shape(image)[:2], tf.float32) - 1.0
-    x_offset = (size[1] - (cos * size[1] - sin * size[0])) / 2.0
-    y_offset = (size[0] - (sin * size[1] + cos * size[0])) / 2.0
-    return tf.stack([[cos, -sin, x_offset], [sin, cos, y_offset]])
+    rotated_up = cos * corners_up + sin * corners_x
+    rotated_x = -sin * corners_up + cos * corners_x
+    low_up, low_x, high_up, high_x = _enclosing_box(rotated_up, rotated_x)
+    return _normalized_boxes(height / 2.0 - high_up, width / 2.0 + low_x,
+                             height / 2.0 - low_up, width / 2.0 + high_x, height, width)
 
 
-def _affine_with_boxes(image: Image, boxes: Boxes, sampling: tf.Tensor) -> tuple[Image, Boxes]:
-    return _sample_image(image, sampling), _move_boxes(boxes, sampling, image)
+def translate_with_boxes(image: Image, boxes: Boxes, pixels, horizontal: bool):
+    """Official `translate_bbox`: content and boxes shifted by -pixels along x or y."""
+    return (_sample_image(image, _translation(pixels, horizontal)),
+            _translated_boxes(boxes, image, pixels, horizontal))
+
+
+def shear_with_boxes(image: Image, boxes: Boxes, level, horizontal: bool):
+    """Official `shear_with_bboxes`: x -= level * y (horizontal), else y -= level * x."""
+    return (_sample_image(image, _shear(level, horizontal)),
+            _sheared_boxes(boxes, image, level, horizontal))
+
+
+def rotate_with_boxes(image: Image, boxes: Boxes, degrees):
+    """Official `rotate_with_bboxes`: about the image centre, counter-clockwise for degrees > 0."""
+    height, width = _image_size(image)
+    radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+    return (_sample_image(image, affine.rotation(radians, height, width)),
+            _rotated_boxes(boxes, image, radians))
 
 
 def _inside_each_box(image: Image, boxes: Boxes, probability, operation) -> Image:
@@ -218,26 +293,25 @@ def _enhance_factor(level) -> float:
     return _fraction(level) * 1.8 + 0.1
 
 
-def _translate_with_boxes(horizontal: bool):
+def _translate_level(horizontal: bool):
     def operation(image, boxes, level):
         pixels = _randomly_negate(_fraction(level) * _TRANSLATE_CONST)
-        return _affine_with_boxes(image, boxes, _translation(pixels, horizontal))
+        return translate_with_boxes(image, boxes, pixels, horizontal)
 
     return operation
 
 
-def _shear_with_boxes(horizontal: bool):
+def _shear_level(horizontal: bool):
     def operation(image, boxes, level):
-        return _affine_with_boxes(
-            image, boxes, _shear(_randomly_negate(_fraction(level) * _SHEAR_MAX), horizontal)
-        )
+        shear = _randomly_negate(_fraction(level) * _SHEAR_MAX)
+        return shear_with_boxes(image, boxes, shear, horizontal)
 
     return operation
 
 
-def _rotate_with_boxes(image, boxes, level):
+def _rotate_level(image, boxes, level):
     degrees = _randomly_negate(_fraction(level) * _ROTATE_MAX_DEGREES)
-    return _affine_with_boxes(image, boxes, _rotation(degrees, image))
+    return rotate_with_boxes(image, boxes, degrees)
 
 
 def _image_only(operation: Callable[[Image, float], Image]):
@@ -259,11 +333,11 @@ _OPERATIONS = {
     "Cutout": _image_only(
         lambda image, level: cutout(image, int(_fraction(level) * _CUTOUT_CONST))
     ),
-    "TranslateX_BBox": _translate_with_boxes(horizontal=True),
-    "TranslateY_BBox": _translate_with_boxes(horizontal=False),
-    "ShearX_BBox": _shear_with_boxes(horizontal=True),
-    "ShearY_BBox": _shear_with_boxes(horizontal=False),
-    "Rotate_BBox": _rotate_with_boxes,
+    "TranslateX_BBox": _translate_level(horizontal=True),
+    "TranslateY_BBox": _translate_level(horizontal=False),
+    "ShearX_BBox": _shear_level(horizontal=True),
+    "ShearY_BBox": _shear_level(horizontal=False),
+    "Rotate_BBox": _rotate_level,
 }
 
 # Operations on the content of each box, each box with probability / 3; boxes stay where they are.

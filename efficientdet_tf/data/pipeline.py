@@ -22,7 +22,8 @@ of the data left when P % of its images are held out, or those held out (`named_
 voc: and csv: class names get the ids of config.label_map, else 1..K in sorted order.
 
 Training follows the official order: drop crowd boxes (config.skip_crowd_during_training),
-AutoAugment (config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
+GridMask (config.grid_mask; it moves no pixel, so segmentation masks stay right), AutoAugment
+(config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
 flip (config.input_rand_hflip), scale jitter in [config.jitter_min, config.jitter_max] with random
 crop and zero padding to config.image_size, then anchor labels. Evaluation resizes keeping the
 aspect ratio and pads, exactly as inference does. Mask classes outside
@@ -57,7 +58,7 @@ import logging
 
 import tensorflow as tf
 
-from efficientdet_tf.data import augment, autoaugment
+from efficientdet_tf.data import augment, autoaugment, gridmask
 from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
@@ -254,6 +255,8 @@ class ExampleParser:
         if config.skip_crowd_during_training:
             objects = _select(objects, tf.logical_not(objects["is_crowd"]))
         boxes = objects["boxes"]
+        if config.grid_mask:
+            image, boxes = gridmask.grid_mask(image, boxes)
         if config.autoaugment_policy:
             image, boxes = autoaugment.augment(image, boxes, config.autoaugment_policy)
         image = normalize_image(image, config.mean_rgb, config.stddev_rgb)
