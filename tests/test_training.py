@@ -332,6 +332,9 @@ def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_co
     run = Path(shutil.copytree(interrupted_run, tmp_path / "run"))
     saved = tf.train.load_checkpoint(str(run / "ckpt-4"))
     detector = make_detector(run_eagerly=True)
+    # A run that resumes ignores the checkpoint to start from (here one that does not exist), as
+    # the command line's --pretrained_ckpt on a model_dir with checkpoints.
+    detector.start_training_from(tmp_path / "no such checkpoint")
     snapshots = Snapshots()
     history = fit(detector, epochs=2, steps_per_epoch=3,
                   callbacks=[TrainingCheckpoints(run), snapshots])
