@@ -392,10 +392,13 @@ def randaugment(image: Image, boxes: Boxes) -> tuple[Image, Boxes]:
     return image, boxes
 
 
+# The policies by hparam `autoaugment_policy` (config.py lists the same names).
+POLICIES = {"v0": autoaugment_v0, "randaug": randaugment}
+
+
 def augment(image: Image, boxes: Boxes, policy: str) -> tuple[Image, Boxes]:
     """Applies the config's `autoaugment_policy`: 'v0' or 'randaug'."""
-    policies = {"v0": autoaugment_v0, "randaug": randaugment}
-    if policy not in policies:
-        raise ValueError(f"Unknown autoaugment_policy {policy!r}; use one of {sorted(policies)}.")
-    image, boxes = policies[policy](image, boxes)
+    if policy not in POLICIES:
+        raise ValueError(f"Unknown autoaugment_policy {policy!r}; use one of {sorted(POLICIES)}.")
+    image, boxes = POLICIES[policy](image, boxes)
     return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(boxes, [None, 4])

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 import keras
 import tensorflow as tf
 
-_ACTIVATIONS = {
+# The activations by hparam `act_type` (config.py lists the same names).
+ACTIVATIONS = {
     "swish": tf.nn.silu,
     "silu": tf.nn.silu,
     "relu": tf.nn.relu,
@@ -21,9 +22,9 @@ _ACTIVATIONS = {
 def activation(name: str):
     """The activation function called `name` in the hparams (`act_type`)."""
     try:
-        return _ACTIVATIONS[name]
+        return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"Unknown act_type {name!r}; known: {', '.join(_ACTIVATIONS)}.") from None
+        raise ValueError(f"Unknown act_type {name!r}; known: {', '.join(ACTIVATIONS)}.") from None
 
 
 @dataclass(frozen=True)

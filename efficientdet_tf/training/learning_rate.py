@@ -24,6 +24,9 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, config, global_batch_size: int, steps_per_epoch: int,
                  num_epochs: int | None = None):
         """`num_epochs`: the length of the run, config.num_epochs when None."""
+        if config.lr_decay_method not in DECAYS:
+            raise ValueError(f"Unknown lr_decay_method {config.lr_decay_method!r}; known: "
+                             f"{', '.join(DECAYS)}.")
         self.method = config.lr_decay_method
         self.peak = config.learning_rate * global_batch_size / REFERENCE_BATCH_SIZE
         self.warmup_init = config.lr_warmup_init
@@ -41,21 +44,39 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < self.warmup_steps, warmup, self._decayed(step))
 
     def _decayed(self, step):
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        if self.method == "cosine":
-            return 0.5 * self.peak * (1 + tf.cos(math.pi * step / decay_steps))
-        if self.method == "cosine_after_warmup":
-            progress = tf.minimum((step - self.warmup_steps) / decay_steps, 1.0)
-            return 0.5 * self.peak * (1 + tf.cos(math.pi * progress))
-        if self.method == "stepwise":
-            factor = tf.where(step < self.drop_steps[0], 1.0,
-                              tf.where(step < self.drop_steps[1], 0.1, 0.01))
-            return self.peak * factor
-        if self.method == "polynomial":
-            remaining = tf.maximum(1.0 - step / self.total_steps, 0.0)
-            return self.peak * remaining**self.poly_power
-        raise ValueError(f"Unknown lr_decay_method {self.method!r}.")
+        return DECAYS[self.method](self, step)
 
     def get_config(self):
         return {"method": self.method, "peak": self.peak, "warmup_steps": self.warmup_steps,
                 "total_steps": self.total_steps}
+
+
+def _cosine(schedule: WarmupSchedule, step):
+    decay_steps = max(1, schedule.total_steps - schedule.warmup_steps)
+    return 0.5 * schedule.peak * (1 + tf.cos(math.pi * step / decay_steps))
+
+
+def _cosine_after_warmup(schedule: WarmupSchedule, step):
+    decay_steps = max(1, schedule.total_steps - schedule.warmup_steps)
+    progress = tf.minimum((step - schedule.warmup_steps) / decay_steps, 1.0)
+    return 0.5 * schedule.peak * (1 + tf.cos(math.pi * progress))
+
+
+def _stepwise(schedule: WarmupSchedule, step):
+    first_drop, second_drop = schedule.drop_steps
+    return schedule.peak * tf.where(step < first_drop, 1.0,
+                                    tf.where(step < second_drop, 0.1, 0.01))
+
+
+def _polynomial(schedule: WarmupSchedule, step):
+    remaining = tf.maximum(1.0 - step / schedule.total_steps, 0.0)
+    return schedule.peak * remaining**schedule.poly_power
+
+
+# The decays after the warm-up, by hparam `lr_decay_method` (config.py lists the same names).
+DECAYS = {
+    "cosine": _cosine,
+    "cosine_after_warmup": _cosine_after_warmup,
+    "stepwise": _stepwise,
+    "polynomial": _polynomial,
+}
