@@ -14,9 +14,9 @@ With `nms_configs.max_nms_inputs` > 0, `global` and `per_class` first keep only 
 (anchor, class) pairs instead of each anchor's best class; `combined` never prunes (official).
 
 Like the official code, `global` and `combined` clip boxes to the network input before scaling them
-back to original pixels, and `per_class` does not clip. As the official `value or default`, a 0 in
-`iou_thresh`, `score_thresh` or `sigma` stands for the default, as null does. Only TensorFlow ops, so that it runs inside
-a `tf.function` or an exported SavedModel, with a dynamic batch size.
+back to original pixels, and `per_class` does not clip. A 0 in `iou_thresh`, `score_thresh` or
+`sigma` stands for the default, as null does (the official `value or default`). Only TensorFlow
+ops, so that it runs inside a `tf.function` or an exported SavedModel, with a dynamic batch size.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from efficientdet_tf.data.preprocess import preprocess_image, to_pixels
 from efficientdet_tf.inference.detector import detections_to_dict
 from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS, with_image_size_masks
-from efficientdet_tf.inference.tflite_outputs import detection_output_order
+from efficientdet_tf.inference.tflite_outputs import output_order_from_shape
 
 
 _OUTPUT_PREFIX = "output_"
@@ -73,6 +73,13 @@ class TfliteDetector:
         scale, _ = self._input["quantization"]
         return self._input["dtype"] == np.uint8 and not scale
 
+    @functools.cached_property
+    def detection_output_order(self) -> tuple[str, ...]:
+        """The names of the file's four detection outputs in file order: the Task Library's
+        (boxes first) or the official automl order (count first); see `tflite_outputs`."""
+        first = self._runner.get_output_details()[f"{_OUTPUT_PREFIX}0"]["shape"]
+        return output_order_from_shape(first)
+
     def run(self, network_input: np.ndarray) -> list[np.ndarray]:
         """The TFLite model's outputs (dequantized) for one network input [1, H, W, 3], the
         normalized image that `preprocess_image` makes, whatever the file's input layout."""
@@ -111,17 +118,11 @@ class TfliteDetector:
         self._check_num_outputs(len(file_outputs))
         outputs = {}
         if "object_detection" in self.config.heads:
-            named = dict(zip(self._detection_order, file_outputs[:4]))
+            named = dict(zip(self.detection_output_order, file_outputs[:4]))
             outputs.update(detections_to_dict(self._detections(**named, image_scale=image_scale)))
         if "segmentation" in self.config.heads:
             outputs[SEGMENTATION_MASKS] = file_outputs[-1].astype(np.uint8)
         return outputs
-
-    @functools.cached_property
-    def _detection_order(self) -> tuple[str, ...]:
-        """The names of the file's four detection outputs, in file order."""
-        first = self._runner.get_output_details()[f"{_OUTPUT_PREFIX}0"]["shape"]
-        return detection_output_order(first)
 
     def _check_num_outputs(self, found: int) -> None:
         heads = self.config.heads

@@ -19,7 +19,7 @@ TASK_LIBRARY_ORDER = ("boxes", "classes", "scores", "count")
 OFFICIAL_ORDER = TASK_LIBRARY_ORDER[::-1]
 
 
-def detection_output_order(first_output_shape: Sequence[int]) -> tuple[str, ...]:
+def output_order_from_shape(first_output_shape: Sequence[int]) -> tuple[str, ...]:
     """The order of a file's four detection outputs, from the shape of its first output."""
     if len(first_output_shape) == 1:
         return OFFICIAL_ORDER
