@@ -3,7 +3,8 @@
 The network has random weights, made to give distinct scores (with the initial batch-norm
 statistics every score is about 0.01, and ties make any comparison fragile); the ground truth is
 its own best detections (AP 1 for the network itself). An exported file that moved, rescaled or
-relabelled boxes, or lost some, scores lower.
+relabelled boxes, or lost some, scores lower. TFLite files of the official layout also give the
+official `eval_tflite` reader (re-expressed here) our runner's detections.
 """
 
 import json
