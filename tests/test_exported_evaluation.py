@@ -3,24 +3,29 @@
 The network has random weights, made to give distinct scores (with the initial batch-norm
 statistics every score is about 0.01, and ties make any comparison fragile); the ground truth is
 its own best detections (AP 1 for the network itself). An exported file that moved, rescaled or
-relabelled boxes, or lost some, scores lower.
+relabelled boxes, or lost some, scores lower. TFLite files of the official layout also give the
+official `eval_tflite` reader (re-expressed here) our runner's detections.
 """
 
 import json
+from typing import NamedTuple
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.preprocess import preprocess_images
+from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation.coco_evaluator import METRIC_NAMES
 from efficientdet_tf.evaluation.model_evaluation import evaluate
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import export_tflite
-from efficientdet_tf.inference.detector import SIGNATURE_KEY, Detector
+from efficientdet_tf.inference.detector import SIGNATURE_KEY, Detector, detections_from_dict
 from efficientdet_tf.inference.loading import open_exported
+from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 import small_models
 
@@ -98,6 +103,17 @@ def exported(network, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def int8_official_layout(network, dataset, tmp_path_factory):
+    """An int8 file of the official layout, calibrated on the evaluation images."""
+    model, config = network
+    records, _ = dataset
+    path = tmp_path_factory.mktemp("int8") / "int8.tflite"
+    return export_tflite(model, config, path, "int8", dataset=records,
+                         num_calibration_images=NUM_IMAGES, input_layout="normalized",
+                         metadata=False)
+
+
+@pytest.fixture(scope="module")
 def network_metrics(network, dataset):
     model, config = network
     records, groundtruth = dataset
@@ -150,17 +166,108 @@ def test_a_path_that_is_no_exported_file_is_named(network, tmp_path, name):
 
 
 @pytest.mark.slow
-def test_float16_and_int8_tflite_files_are_evaluated(network, dataset, network_metrics, tmp_path):
-    """float16 scores about the network's AP and AP50 (weights rounded to float16 reorder close
-    scores, which moves the small per-area and per-class subsets more); int8 (random weights,
-    calibrated on the evaluation images) gives every metric, whatever their values."""
+def test_float16_and_int8_tflite_files_are_evaluated(
+    network, dataset, network_metrics, int8_official_layout, tmp_path
+):
+    """float16 (raw pixels in) scores about the network's AP and AP50 (weights rounded to float16
+    reorder close scores, which moves the small per-area and per-class subsets more); int8 (the
+    official layout; random weights, calibrated on the evaluation images) gives every metric,
+    whatever their values."""
     model, config = network
     records, groundtruth = dataset
-    for quantization in ("float16", "int8"):
-        path = export_tflite(model, config, tmp_path / f"{quantization}.tflite", quantization,
-                             dataset=records, num_calibration_images=NUM_IMAGES)
+    files = {"float16": export_tflite(model, config, tmp_path / "float16.tflite", "float16"),
+             "int8": int8_official_layout}
+    for quantization, path in files.items():
         metrics = evaluate(open_exported(path, config), config, records, val_json_file=groundtruth)
         assert set(metrics) >= set(METRIC_NAMES), quantization
         if quantization == "float16":
             for name in ("AP", "AP50"):
                 assert metrics[name] == pytest.approx(network_metrics[name], abs=0.1), name
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_the_official_tflite_reader_gets_our_runners_detections(
+    network, exported, quantization, request
+):
+    """A file of the official layout has the official exporter's signature, and the official
+    `eval_tflite` reader (re-expressed in `read_like_official_eval_tflite`) gets from it the
+    detections of our runner. The image is snapped to the int8 input grid, a quarter step above
+    each level, so that the official truncation and our rounding quantize it alike. Our runner
+    clips boxes to the image (as the `global` mode does) and the official reader does not: boxes
+    are compared clipped."""
+    _, config = network
+    path = (exported["float32"] if quantization == "float32"
+            else request.getfixturevalue("int8_official_layout"))
+    size = config.tflite_max_detections
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    signature = interpreter.get_signature_runner()
+    assert interpreter.get_signature_list() == {"serving_default": {
+        "inputs": ["images"], "outputs": ["output_0", "output_1", "output_2", "output_3"]}}
+    outputs = signature.get_output_details()
+    assert [outputs[f"output_{i}"]["shape"].tolist() for i in range(4)] == [
+        [1], [1, size], [1, size], [1, size, 4]]
+    assert {output["dtype"] for output in outputs.values()} == {np.float32}
+    expected_input = np.float32 if quantization == "float32" else np.uint8
+    assert signature.get_input_details()["images"]["dtype"] == expected_input
+
+    image = SyntheticShapes(NUM_IMAGES, (48, 80), seed=2).render(0)
+    network_input, image_scale = (np.asarray(part) for part in preprocess_image(image, config))
+    network_input = on_input_grid(interpreter, network_input[np.newaxis])
+    theirs = read_like_official_eval_tflite(path, network_input, image_scale, config)
+    ours = detections_from_dict(
+        TfliteDetector(path, config).detect_preprocessed(network_input, [image_scale]))
+    count = int(ours.num_detections[0])
+    assert count > 10 and theirs.count.tolist() == [count]
+    rows = slice(0, count)
+    np.testing.assert_array_equal(theirs.scores[0, rows], ours.scores[0, rows])
+    np.testing.assert_array_equal(theirs.classes[0, rows], ours.classes[0, rows])
+    height, width = np.array(config.image_size, np.float32) * image_scale
+    clipped = np.clip(theirs.boxes[0, rows], 0.0, [height, width, height, width])
+    np.testing.assert_allclose(clipped, ours.boxes[0, rows], rtol=1e-5, atol=1e-4)
+
+
+def on_input_grid(interpreter, network_input: np.ndarray) -> np.ndarray:
+    """The image moved to a quarter step above the nearest level of a quantized input."""
+    detail = interpreter.get_input_details()[0]
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return network_input
+    limits = np.iinfo(detail["dtype"])
+    levels = np.clip(np.round(network_input / scale + zero_point), limits.min, limits.max)
+    return ((levels - zero_point + 0.25) * scale).astype(np.float32)
+
+
+class OfficialDetections(NamedTuple):
+    count: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    boxes: np.ndarray
+
+
+def read_like_official_eval_tflite(path, network_input, image_scale, config):
+    """What the official tf2/eval_tflite.py makes of a TFLite file with its NMS: `LiteRunner`
+    quantizes the normalized image with the input's scale and zero point (truncating), calls the
+    only signature with `images=`, dequantizes quantized outputs, and reads output_0..3 as
+    (num_detections, scores, classes, boxes); its main loop adds 1 to the classes and scales the
+    boxes by the network input size and the image scale."""
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    if input_detail["quantization"] != (0, 0):
+        scale, zero_point = input_detail["quantization"]
+        network_input = np.array(network_input / scale + zero_point, dtype=input_detail["dtype"])
+    outputs = interpreter.get_signature_runner()(images=network_input)
+    output_details = interpreter.get_output_details()
+
+    def output(index):
+        value = outputs[f"output_{index}"]
+        if output_details[index]["quantization"] != (0, 0):
+            scale, zero_point = output_details[index]["quantization"]
+            value = (value.astype(np.float32) - zero_point) * scale
+        return value
+
+    count, scores, classes, boxes = (output(index) for index in range(4))
+    height, width = config.image_size
+    boxes = boxes * np.array([height, width, height, width], np.float32) * image_scale
+    return OfficialDetections(count, scores, classes + 1, boxes)

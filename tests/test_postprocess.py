@@ -1,5 +1,6 @@
 """Post-processing: raw per-level outputs -> detections, in the three official NMS modes."""
 
+import logging
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ import tensorflow as tf
 from detection_matching import match_detections
 from efficientdet_tf.anchors import Anchors, encode_boxes
 from efficientdet_tf.config import get_config
-from efficientdet_tf.inference.postprocess import MODES, Postprocessor
+from efficientdet_tf.inference.postprocess import (
+    MODES, NmsParameters, Postprocessor, _warn_once)
 from official_fixture import (
     FIXTURE_MODEL,
     expected_detections,
@@ -159,6 +161,73 @@ def test_boxes_are_clipped_to_the_network_input_except_per_class_like_official(m
     expected = [0, 0, 64, 64] if clipped else [-96, -96, 160, 160]
     np.testing.assert_allclose(detections.boxes[0, 0].numpy(), expected)
 
+
+
+def two_overlapping_pairs(config):
+    """Two same-class pairs far apart, each a box (logit 2) and a weaker one (logit 1) at IoU
+    0.43 (kept by hard NMS at IoU threshold 0.5, removed at 0.3) and 0.67 (removed at 0.5, kept
+    at 0.7)."""
+    anchors = Anchors.from_config(config)
+    indices = [anchor_index(anchors, 3, 0, 0, anchor) for anchor in range(4)]
+    boxes = [[0, 0, 20, 20], [0, 8, 20, 28], [40, 40, 60, 60], [40, 44, 60, 64]]
+    logits = [2.0, 1.0, 2.0, 1.0]
+    return network_outputs(config, [
+        (index, 0, logit, np.array(box, np.float32))
+        for index, logit, box in zip(indices, logits, boxes)
+    ])
+
+
+@pytest.mark.parametrize("iou_thresh", [0.3, 0.7])
+def test_combined_always_uses_iou_0_5_like_official(iou_thresh, caplog):
+    """The official combined mode leaves combined_non_max_suppression at its default IoU, 0.5,
+    whatever nms_configs.iou_thresh says, and says so once."""
+    outputs = two_overlapping_pairs(small_config())
+    _warn_once.cache_clear()
+    expected = Postprocessor(small_config(method="hard"), "combined")(*outputs)
+    with caplog.at_level(logging.WARNING, logger="efficientdet_tf.inference.postprocess"):
+        found = [Postprocessor(small_config(method="hard", iou_thresh=iou_thresh), "combined")(
+            *outputs) for _ in range(2)]
+    assert expected.num_detections.numpy().tolist() == [3]
+    np.testing.assert_allclose(expected.scores[0, :3].numpy(),
+                               [sigmoid(2.0), sigmoid(2.0), sigmoid(1.0)], rtol=1e-6)
+    for detections in found:
+        for part, expected_part in zip(detections, expected):
+            np.testing.assert_array_equal(part.numpy(), expected_part.numpy())
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and f"iou_thresh = {iou_thresh} is not used" in warnings[0]
+
+
+@pytest.mark.parametrize("mode", ["global", "per_class"])
+def test_global_and_per_class_apply_iou_thresh(mode):
+    outputs = two_overlapping_pairs(small_config())
+    counts = [Postprocessor(small_config(method="hard", iou_thresh=iou), mode)(
+        *outputs).num_detections.numpy().tolist() for iou in (0.3, None, 0.7)]
+    assert counts == [[2], [3], [4]]
+
+
+@pytest.mark.parametrize("method, key, default", [
+    ("hard", "iou_thresh", 0.5),
+    ("hard", "score_thresh", float("-inf")),
+    ("gaussian", "score_thresh", 0.001),
+    ("gaussian", "sigma", 0.5),
+])
+def test_a_zero_nms_setting_stands_for_its_default_like_official(method, key, default):
+    """The official code reads these with `value or default`: 0 is the default, as null is."""
+    parameters = {
+        value: NmsParameters.from_config(small_config(**{key: value}).nms_configs, method)
+        for value in (0.0, None)
+    }
+    assert parameters[0.0] == parameters[None]
+    field = {"iou_thresh": "iou_threshold", "score_thresh": "score_threshold",
+             "sigma": "soft_nms_sigma"}[key]
+    assert getattr(parameters[0.0], field) == default
+
+
+def test_soft_nms_with_score_thresh_0_drops_scores_under_0_001_like_official():
+    config = small_config(score_thresh=0.0)
+    detections = Postprocessor(config, "global")(*overlapping_pair(config, second_class=0))
+    # Background scores (4.5e-5) are under the official default 0.001; sigmoid(1) * exp(-2) not.
+    assert detections.num_detections.numpy().tolist() == [2]
 
 def test_pre_nms_top_k_keeps_the_best_pairs():
     config = small_config(max_nms_inputs=2)

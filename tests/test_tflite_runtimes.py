@@ -18,6 +18,8 @@ from efficientdet_tf.export import tflite_metadata
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
+from efficientdet_tf.inference.tflite_outputs import (
+    OFFICIAL_ORDER, TASK_LIBRARY_ORDER, output_order_from_shape)
 from efficientdet_tf.object_detector import ObjectDetector
 import small_models
 
@@ -60,10 +62,19 @@ def test_class_names_are_the_label_maps_for_0_based_classes():
     assert tflite_metadata.class_names(config) == ["circle", "square", "triangle", "class 4"]
 
 
+def test_the_first_outputs_shape_tells_the_output_order():
+    assert OFFICIAL_ORDER == ("count", "scores", "classes", "boxes")
+    assert output_order_from_shape([1]) == OFFICIAL_ORDER
+    assert output_order_from_shape([1, 25, 4]) == TASK_LIBRARY_ORDER
+    with pytest.raises(ValueError, match=r"shape \[1, 8, 8, 27\].*count \[1\].*\[1, N, 4\]"):
+        output_order_from_shape([1, 8, 8, 27])  # a network-only file: the first level's logits
+
+
 @pytest.mark.slow
 def test_runner_reads_both_input_layouts_alike(trained, tmp_path):
-    """Raw pixels in (normalized in the graph) or the official normalized image in: the runner
-    tells the files apart by their input tensor and gives the same detections."""
+    """Raw pixels in (normalized in the graph) or the official normalized image in, with the
+    outputs in the Task Library's or the official order: the runner tells the files apart by
+    their input tensor and first output, and gives the same detections."""
     model, config = trained
     image = SyntheticShapes.split("train", config.image_size, 8).render(0)
     found = {}
@@ -72,6 +83,8 @@ def test_runner_reads_both_input_layouts_alike(trained, tmp_path):
             model, config, tmp_path / f"{layout}.tflite", input_layout=layout, metadata=False),
             config)
         assert runner.takes_pixels == (layout == "pixels")
+        assert runner.detection_output_order == (
+            TASK_LIBRARY_ORDER if layout == "pixels" else OFFICIAL_ORDER)
         found[layout] = detections_from_dict(runner([image]))
     np.testing.assert_allclose(found["pixels"].scores, found["normalized"].scores, atol=1e-3)
     np.testing.assert_array_equal(found["pixels"].classes, found["normalized"].classes)

@@ -19,7 +19,8 @@ flags.DEFINE_enum("tflite", None, QUANTIZATIONS,
 flags.DEFINE_enum("tflite_input", "pixels", INPUT_LAYOUTS,
                   "Input of the TFLite file: 'pixels', raw uint8 RGB normalized in the graph (what "
                   "MediaPipe, the Task Library and the mobile apps feed); 'normalized', the "
-                  "official automl layout (the normalized image, quantized in int8 files).")
+                  "official automl layout (the normalized image, quantized in int8 files; out "
+                  "num_detections, scores, classes, boxes, the official order).")
 flags.DEFINE_string("file_pattern", None,
                     "int8 calibration images: a dataset spec (TFRecord glob, "
                     "'coco:<annotations.json>:<image_dir>', 'synthetic').")

@@ -7,7 +7,8 @@ ObjectDetector, the TFLite Task Library and the mobile example apps read unchang
          config.mean_rgb / config.stddev_rgb. With input_layout='normalized' (the official automl
          export, for its eval_tflite flow) it takes what `preprocess_image` makes of an image
          instead: float32, quantized with the input tensor's scale and zero point in int8 files.
-  outputs (TFLite_Detection_PostProcess, in this order):
+  outputs (TFLite_Detection_PostProcess's, in this order; the official order, count, scores,
+  classes, boxes, with input_layout='normalized': see `inference.tflite_outputs`):
     boxes   float32 [1, tflite_max_detections, 4]: ymin, xmin, ymax, xmax as fractions of the
             network input;
     classes float32 [1, tflite_max_detections]: 0-based class ids;
@@ -39,10 +40,13 @@ from efficientdet_tf.data.preprocess import normalize_image, to_pixels
 from efficientdet_tf.export.tflite_metadata import add_metadata
 from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
 from efficientdet_tf.inference.segmentation_masks import network_input_masks
+from efficientdet_tf.inference.tflite_outputs import OFFICIAL_ORDER, TASK_LIBRARY_ORDER
 from efficientdet_tf.model.builder import model_outputs
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 INPUT_LAYOUTS = ("pixels", "normalized")
+# The detection outputs of each input layout's files, in file order.
+DETECTION_OUTPUTS = {"pixels": TASK_LIBRARY_ORDER, "normalized": OFFICIAL_ORDER}
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 DEFAULT_CALIBRATION_STEPS = 100
 
@@ -50,10 +54,12 @@ DEFAULT_CALIBRATION_STEPS = 100
 def tflite_function(
     model, config, input_layout: str = "pixels"
 ) -> tf.types.experimental.ConcreteFunction:
-    """Input [1, H, W, 3] of `input_layout` -> the file's outputs: (boxes, classes, scores, count)
-    of the NMS op with the detection head, then the segmentation mask with that head."""
+    """Input [1, H, W, 3] of `input_layout` -> the file's outputs: the NMS op's with the detection
+    head (in the order DETECTION_OUTPUTS[input_layout]), then the segmentation mask with that
+    head."""
     network = _network(model, config, input_layout)
-    detect = _detections(config) if "object_detection" in config.heads else None
+    detect = (_detections(config, DETECTION_OUTPUTS[input_layout])
+              if "object_detection" in config.heads else None)
 
     @tf.function(input_signature=[_input_spec(config, input_layout)])
     def outputs(images):
@@ -68,8 +74,8 @@ def tflite_function(
     return outputs.get_concrete_function()
 
 
-def _detections(config) -> Callable:
-    """Class and box outputs of the levels -> (boxes, classes, scores, count) of the NMS op."""
+def _detections(config, order: tuple[str, ...]) -> Callable:
+    """Class and box outputs of the levels -> the NMS op's outputs, in `order` (their names)."""
     postprocessor = Postprocessor(config, "global")
     anchors = _center_size_anchors(postprocessor.anchors.boxes, config.image_size)
     nms = _detection_postprocess_op(config)
@@ -82,7 +88,9 @@ def _detections(config) -> Callable:
                 logits, box_regressions, anchors, max_nms_inputs)
         else:
             kept_anchors = anchors
-        return nms(box_regressions, tf.sigmoid(logits), kept_anchors)
+        outputs = dict(zip(TASK_LIBRARY_ORDER, nms(box_regressions, tf.sigmoid(logits),
+                                                   kept_anchors)))
+        return tuple(outputs[name] for name in order)
 
     return detect
 
@@ -168,8 +176,7 @@ def _detection_postprocess_op(config) -> Callable:
     @tf.function(experimental_implements=signature)
     def detection_postprocess(box_encodings, class_predictions, anchors):
         del box_encodings, class_predictions, anchors  # the converter supplies the computation
-        names = ("boxes", "classes", "scores", "count")
-        return tuple(tf.constant(0.0, name=name) for name in names)
+        return tuple(tf.constant(0.0, name=name) for name in TASK_LIBRARY_ORDER)
 
     return detection_postprocess
 

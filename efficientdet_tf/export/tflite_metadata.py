@@ -63,13 +63,15 @@ def class_names(config) -> list[str]:
 
 
 def _description(config, input_layout: str) -> str:
+    boxes = "boxes (normalized ymin, xmin, ymax, xmax)"
     if input_layout == "pixels":
         takes = "raw uint8 RGB pixels, normalized in the model"
+        gives = f"{boxes}, 0-based classes, scores and the number of detections"
     else:
         takes = "the normalized image (official automl layout)"
+        gives = f"the number of detections, scores, 0-based classes and {boxes}"
     return (f"EfficientDet object detector ({config.name}, {config.num_classes} classes); takes "
-            f"{takes}; gives boxes (normalized ymin, xmin, ymax, xmax), 0-based classes, scores "
-            "and the number of detections.")
+            f"{takes}; gives {gives}.")
 
 
 def _metadata_writers():

@@ -7,31 +7,42 @@ three modes:
 - `global`: each anchor keeps its best class; one NMS over all anchors, classes ignored.
 - `per_class`: each anchor keeps its best class; NMS within each class, then the best overall.
 - `combined`: `tf.image.combined_non_max_suppression` over every (anchor, class) pair, always hard
-  NMS (`nms_configs.method` does not apply).
+  NMS at that op's default IoU threshold, 0.5: like the official code, it reads only
+  `nms_configs.score_thresh` and `max_output_size` (not `method`, `sigma`, `iou_thresh`).
 
 With `nms_configs.max_nms_inputs` > 0, `global` and `per_class` first keep only that many best
 (anchor, class) pairs instead of each anchor's best class; `combined` never prunes (official).
 
 Like the official code, `global` and `combined` clip boxes to the network input before scaling them
-back to original pixels, and `per_class` does not clip. Only TensorFlow ops, so that it runs inside
-a `tf.function` or an exported SavedModel, with a dynamic batch size.
+back to original pixels, and `per_class` does not clip. A 0 in `iou_thresh`, `score_thresh` or
+`sigma` stands for the default, as null does (the official `value or default`). Only TensorFlow
+ops, so that it runs inside a `tf.function` or an exported SavedModel, with a dynamic batch size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import logging
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
 from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
 
+log = logging.getLogger(__name__)
+
 MODES = ("global", "per_class", "combined")
 
-# What the null values of `nms_configs` stand for (the official defaults, see hparams/base.yaml).
+# What the null (or 0) values of `nms_configs` stand for (the official defaults, see
+# hparams/base.yaml).
 DEFAULT_HARD_NMS_IOU_THRESHOLD = 0.5
 DEFAULT_SOFT_NMS_SCORE_THRESHOLD = 0.001
 DEFAULT_SOFT_NMS_SIGMA = 0.5
+# The IoU threshold of the `combined` mode, whatever nms_configs.iou_thresh says: the official
+# `postprocess_combined` calls tf.image.combined_non_max_suppression without one, so the op's
+# default applies.
+COMBINED_NMS_IOU_THRESHOLD = 0.5
 
 
 class Detections(NamedTuple):
@@ -62,25 +73,44 @@ class NmsParameters:
         """`method` is 'hard' or 'gaussian' (soft-NMS, which suppresses by score decay only)."""
         if method == "hard":
             return cls(
-                iou_threshold=_default_if_none(
-                    nms_configs.iou_thresh, DEFAULT_HARD_NMS_IOU_THRESHOLD
-                ),
-                score_threshold=_default_if_none(nms_configs.score_thresh, float("-inf")),
+                iou_threshold=_or_default(nms_configs.iou_thresh, DEFAULT_HARD_NMS_IOU_THRESHOLD),
+                score_threshold=_or_default(nms_configs.score_thresh, float("-inf")),
                 soft_nms_sigma=0.0,
             )
         if method == "gaussian":
             return cls(
                 iou_threshold=1.0,  # soft-NMS only decays scores: no overlap removes a box outright
-                score_threshold=_default_if_none(
+                score_threshold=_or_default(
                     nms_configs.score_thresh, DEFAULT_SOFT_NMS_SCORE_THRESHOLD
                 ),
-                soft_nms_sigma=_default_if_none(nms_configs.sigma, DEFAULT_SOFT_NMS_SIGMA),
+                soft_nms_sigma=_or_default(nms_configs.sigma, DEFAULT_SOFT_NMS_SIGMA),
             )
         raise ValueError(f"Unknown NMS method {method!r}: expected 'hard' or 'gaussian'.")
 
+    @classmethod
+    def for_mode(cls, nms_configs, mode: str) -> "NmsParameters":
+        """The parameters a post-processing mode uses: `combined` is hard NMS at
+        COMBINED_NMS_IOU_THRESHOLD (official), the others follow nms_configs.method."""
+        if mode != "combined":
+            return cls.from_config(nms_configs, nms_configs.method)
+        if nms_configs.iou_thresh:
+            _warn_once(
+                f"nms_configs.iou_thresh = {nms_configs.iou_thresh} is not used by the combined "
+                f"post-processing mode: like the official one, it always uses IoU "
+                f"{COMBINED_NMS_IOU_THRESHOLD} (use the global or per_class mode for another)."
+            )
+        return replace(cls.from_config(nms_configs, "hard"),
+                       iou_threshold=COMBINED_NMS_IOU_THRESHOLD)
 
-def _default_if_none(value, default):
-    return default if value is None else value
+
+def _or_default(value, default):
+    """The official `value or default`: null and 0 both stand for the default."""
+    return value or default
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 class Postprocessor:
@@ -101,8 +131,7 @@ class Postprocessor:
         self.anchors = Anchors.from_config(config)
         self.max_output_size = config.nms_configs.max_output_size
         self.max_nms_inputs = config.nms_configs.max_nms_inputs
-        method = "hard" if mode == "combined" else config.nms_configs.method
-        self.nms_parameters = NmsParameters.from_config(config.nms_configs, method)
+        self.nms_parameters = NmsParameters.for_mode(config.nms_configs, mode)
         self._check_sizes()
         self._anchor_boxes = tf.constant(self.anchors.boxes)
 

@@ -3,6 +3,8 @@
 The file is one that `export.tflite` writes, of either input layout, told apart by the file's
 input tensor: uint8 without quantization parameters takes raw pixels (normalized in the graph);
 float32, or uint8 with a scale (int8 files), takes the normalized image of the official export.
+Their detection outputs come in either order, told apart by the first one's shape (see
+`tflite_outputs`).
 This runner does what the TFLite model leaves out: the official pre-processing before it (resize
 keeping the aspect ratio, pad), and after it the boxes back to original-image pixels (clipped to
 the network input first, as the `global` mode does) and 1-based classes, and the masks back to
@@ -11,6 +13,7 @@ the images' size.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -22,6 +25,10 @@ from efficientdet_tf.data.preprocess import preprocess_image, to_pixels
 from efficientdet_tf.inference.detector import detections_to_dict
 from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS, with_image_size_masks
+from efficientdet_tf.inference.tflite_outputs import output_order_from_shape
+
+
+_OUTPUT_PREFIX = "output_"
 
 
 class TfliteDetector:
@@ -66,6 +73,13 @@ class TfliteDetector:
         scale, _ = self._input["quantization"]
         return self._input["dtype"] == np.uint8 and not scale
 
+    @functools.cached_property
+    def detection_output_order(self) -> tuple[str, ...]:
+        """The names of the file's four detection outputs in file order: the Task Library's
+        (boxes first) or the official automl order (count first); see `tflite_outputs`."""
+        first = self._runner.get_output_details()[f"{_OUTPUT_PREFIX}0"]["shape"]
+        return output_order_from_shape(first)
+
     def run(self, network_input: np.ndarray) -> list[np.ndarray]:
         """The TFLite model's outputs (dequantized) for one network input [1, H, W, 3], the
         normalized image that `preprocess_image` makes, whatever the file's input layout."""
@@ -104,7 +118,8 @@ class TfliteDetector:
         self._check_num_outputs(len(file_outputs))
         outputs = {}
         if "object_detection" in self.config.heads:
-            outputs.update(detections_to_dict(self._detections(*file_outputs[:4], image_scale)))
+            named = dict(zip(self.detection_output_order, file_outputs[:4]))
+            outputs.update(detections_to_dict(self._detections(**named, image_scale=image_scale)))
         if "segmentation" in self.config.heads:
             outputs[SEGMENTATION_MASKS] = file_outputs[-1].astype(np.uint8)
         return outputs
@@ -151,7 +166,7 @@ def _numpy(value):
 
 def _output_position(name: str) -> int:
     """Signature outputs are named output_0, output_1, ... in the function's return order."""
-    return int(name.rsplit("_", 1)[-1])
+    return int(name.removeprefix(_OUTPUT_PREFIX))
 
 
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
