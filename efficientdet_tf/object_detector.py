@@ -27,13 +27,11 @@ import tensorflow as tf
 
 from efficientdet_tf.config import Config, ConfigError, get_config, validate
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
-from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
 from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, export_tflite
 from efficientdet_tf.inference.detector import Detector
-from efficientdet_tf.inference.segmentation_masks import with_image_size_masks
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_training_start, load_weights
 from efficientdet_tf.model.weight_average import WeightAverage
@@ -70,7 +68,7 @@ class ObjectDetector(keras.Model):
         self._training_start = None
         self.compile()  # the defaults: the official optimizer, made by `fit`
         self._representative_data = None
-        self._detect_function = None
+        self._compiled_detector = None
         self.built = True
 
     @classmethod
@@ -254,7 +252,8 @@ class ObjectDetector(keras.Model):
         'ARl' and 'AP_/<class name>'; with the segmentation head 'mIoU', 'pixel_accuracy' and
         'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file` are as in
         `--mode=eval`."""
-        return evaluate(self.network, self.config, x, batch_size=batch_size,
+        return evaluate(Detector(self.config, self.network).compiled(), self.config, x,
+                        batch_size=batch_size,
                         eval_samples=eval_samples, val_json_file=val_json_file,
                         results_file=results_file)
 
@@ -266,14 +265,10 @@ class ObjectDetector(keras.Model):
         (ymin, xmin, ymax, xmax in original pixels), `detection_scores`, `detection_classes`
         (1-based) and `num_detections`; with the segmentation head `segmentation_masks`, uint8
         [B, H, W] class per pixel (for a list of images, a list of [H, W] masks)."""
-        if self._detect_function is None:
-            self._detect_function = Detector(self.config, self.network).preprocessed_function()
-        chunks = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            network_inputs, image_scales = preprocess_images(chunk, self.config)
-            chunks.append(with_image_size_masks(
-                self._detect_function(network_inputs, image_scales), chunk, self.config))
+        if self._compiled_detector is None:
+            self._compiled_detector = Detector(self.config, self.network).compiled()
+        chunks = [self._compiled_detector(images[start:start + batch_size])
+                  for start in range(0, len(images), batch_size)]
         return {name: _joined([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
     def export(self, directory: str | os.PathLike, formats=EXPORT_FORMATS,

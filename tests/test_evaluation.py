@@ -14,6 +14,7 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation import METRIC_NAMES, CocoEvaluator, evaluate
 from efficientdet_tf.inference.postprocess import Detections
+from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.model.builder import build_model
 from official_fixture import SHARED_DIR
 
@@ -175,7 +176,7 @@ def test_evaluate_covers_the_last_partial_batch_and_eval_samples(
 ):
     model, config = small_model
     metrics = evaluate(
-        model, config, "synthetic:val:10", batch_size=4, eval_samples=eval_samples,
+        Detector(config, model).compiled(), config, "synthetic:val:10", batch_size=4, eval_samples=eval_samples,
         summary_writer=tmp_path / "eval", step=5, results_file=tmp_path / "detections.json",
     )
     assert set(METRIC_NAMES) <= set(metrics)
@@ -190,8 +191,9 @@ def test_tfrecords_and_their_json_give_the_same_metrics(small_model, tmp_path):
     model, config = small_model
     source = SyntheticShapes(6, config.image_size, seed=1)
     source.write(tmp_path / "val")
-    from_records = evaluate(model, config, str(tmp_path / "val-*"), batch_size=4)
-    from_json = evaluate(model, config, source, batch_size=4)
+    detector = Detector(config, model).compiled()
+    from_records = evaluate(detector, config, str(tmp_path / "val-*"), batch_size=4)
+    from_json = evaluate(detector, config, source, batch_size=4)
     for name in METRIC_NAMES:
         assert from_records[name] == pytest.approx(from_json[name], abs=1e-6), name
 
@@ -199,4 +201,4 @@ def test_tfrecords_and_their_json_give_the_same_metrics(small_model, tmp_path):
 def test_a_missing_groundtruth_file_is_named(small_model, tmp_path):
     model, config = small_model
     with pytest.raises(FileNotFoundError, match="nothing.json"):
-        evaluate(model, config, "synthetic:val:2", val_json_file=tmp_path / "nothing.json")
+        evaluate(Detector(config, model).compiled(), config, "synthetic:val:2", val_json_file=tmp_path / "nothing.json")

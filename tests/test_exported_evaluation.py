@@ -68,7 +68,7 @@ def dataset(network, tmp_path_factory):
     directory = tmp_path_factory.mktemp("exported_evaluation")
     SyntheticShapes(NUM_IMAGES, (48, 80), seed=2).write(directory / "val")
     records = str(directory / "val-*")
-    evaluate(model, config, records, results_file=directory / "network.json")
+    evaluate(Detector(config, model).compiled(), config, records, results_file=directory / "network.json")
     detections = json.loads((directory / "network.json").read_text())
     groundtruth = own_best_detections(detections, GROUNDTRUTH_PER_IMAGE * NUM_IMAGES)
     (directory / "groundtruth.json").write_text(json.dumps(groundtruth))
@@ -117,7 +117,8 @@ def int8_official_layout(network, dataset, tmp_path_factory):
 def network_metrics(network, dataset):
     model, config = network
     records, groundtruth = dataset
-    metrics = evaluate(model, config, records, batch_size=4, val_json_file=groundtruth)
+    metrics = evaluate(Detector(config, model).compiled(), config, records, batch_size=4,
+                       val_json_file=groundtruth)
     assert metrics["AP"] == pytest.approx(1.0)  # its own best detections
     return metrics
 

@@ -99,7 +99,8 @@ def test_tflite_float_file_gives_the_saved_models_masks_and_detections(detector,
 
 
 def test_exported_models_score_the_mIoU_of_the_keras_model(detector, exported):
-    keras_metrics = evaluate(detector.network, detector.config, "synthetic:val:4", batch_size=2)
+    keras_metrics = evaluate(Detector(detector.config, detector.network).compiled(),
+                             detector.config, "synthetic:val:4", batch_size=2)
     for kind in ("saved_model", "tflite_float32"):
         runner = open_exported(exported[kind], detector.config)
         metrics = evaluate(runner, detector.config, "synthetic:val:4", batch_size=2)

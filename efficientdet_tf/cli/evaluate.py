@@ -16,9 +16,8 @@ from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.evaluation.model_evaluation import RESULTS_FILE_NAME, evaluate
+from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.loading import open_exported
-from efficientdet_tf.model.builder import build_model
-from efficientdet_tf.model.checkpoint import load_weights
 
 flags.DEFINE_string("eval_dir", None,
                     f"Where {RESULTS_FILE_NAME} (COCO results) and TensorBoard metrics go.")
@@ -34,15 +33,13 @@ def run(flag_values) -> None:
     config = config_from_flags(flag_values)
     eval_dir = Path(flag_values.eval_dir) if flag_values.eval_dir else None
     with usage_errors():
-        model = _model(flag_values, config)
         metrics = evaluate(
-            model,
+            _detector(flag_values, config),
             config,
             flag_values.val_file_pattern,
             batch_size=flag_values.batch_size,
             eval_samples=flag_values.eval_samples,
             val_json_file=flag_values.val_json_file,
-            mode=flag_values.postprocess_mode,
             summary_writer=eval_dir,
             results_file=eval_dir / RESULTS_FILE_NAME if eval_dir else None,
         )
@@ -51,10 +48,9 @@ def run(flag_values) -> None:
         print(f"{name:{width}s} {value:.4f}")
 
 
-def _model(flag_values, config):
-    """The network of --ckpt, or the runner of the exported file --saved_model_dir."""
+def _detector(flag_values, config):
+    """The runner of the exported file --saved_model_dir, or of the network of --ckpt."""
     if flag_values.saved_model_dir:
         return open_exported(flag_values.saved_model_dir, config)
-    model = build_model(config)
-    load_weights(model, flag_values.ckpt)
-    return model
+    return Detector.from_checkpoint(config, flag_values.ckpt,
+                                    flag_values.postprocess_mode).compiled()

@@ -1,9 +1,9 @@
 """Running a model over an evaluation dataset: COCO metrics of its detections, mIoU of its masks.
 
 One loop for every kind of model: the input pipeline pre-processes the images in batches, and the
-model runs on them with `detect_preprocessed(network_inputs, image_scales)`: a Keras network
-through `Detector`, an exported SavedModel or TFLite file through its runner
-(`inference.loading.open_exported`). Masks are scored at the network input size, against the eval
+model runs on them with `detect_preprocessed(network_inputs, image_scales)`: any
+`inference.detector.ImageDetector`, a Keras network through `Detector(...).compiled()`, an
+exported SavedModel or TFLite file through its runner (`inference.loading.open_exported`). Masks are scored at the network input size, against the eval
 masks resized and padded as the images are (padding is ignored).
 """
 
@@ -14,7 +14,6 @@ import logging
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -23,7 +22,7 @@ from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
 from efficientdet_tf.inference.detector import (
-    Detector,
+    ImageDetector,
     detections_from_dict,
     require_outputs,
 )
@@ -37,31 +36,30 @@ RESULTS_FILE_NAME = "detections.json"
 
 
 def evaluate(
-    model,
+    detector: ImageDetector,
     config,
     dataset,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     eval_samples: int | None = None,
     val_json_file: str | os.PathLike | None = None,
-    mode: str = "global",
     summary_writer: tf.summary.SummaryWriter | str | os.PathLike | None = None,
     step: int | tf.Variable | None = None,
     results_file: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """COCO metrics of `model` on `dataset`, and segmentation metrics for a network with the
+    """COCO metrics of `detector` on `dataset`, and segmentation metrics for a model with the
     segmentation head.
 
     Args:
-      model: a `build_model(config)` network, or the runner of an exported SavedModel or TFLite
-        file (`inference.loading.open_exported`), whose post-processing is its own.
+      detector: a network's `Detector(config, network, mode).compiled()`, or the runner of an
+        exported SavedModel or TFLite file (`inference.loading.open_exported`).
+      config: the model's config: its heads, image size and normalization.
       dataset: a dataset spec (TFRecord glob, 'coco:<annotations.json>:<image_dir>',
         'synthetic:val', see `data.pipeline`) or a `data.sources.Source`.
       batch_size: images per step; a last partial batch is evaluated too.
       eval_samples: evaluate only the first this many images (all when None).
       val_json_file: ground-truth COCO JSON; by default the dataset's own (COCO JSON, synthetic)
         or, for TFRecords, the ground truth the records carry.
-      mode: post-processing mode of a network (`inference.postprocess.MODES`).
       summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
         scalars named like the returned keys, at `step`.
       results_file: where to write the detections as a COCO results JSON.
@@ -75,10 +73,6 @@ def evaluate(
     if eval_samples is not None and eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (or None for all), got {eval_samples}.")
     source = source_from_spec(dataset, config)
-    if isinstance(model, keras.Model):
-        detect = Detector(config, model, mode).preprocessed_function()
-    else:
-        detect = model.detect_preprocessed
     scorers = []
     if "object_detection" in config.heads:
         scorers.append(_CocoScorer(config, source, val_json_file))
@@ -92,7 +86,7 @@ def evaluate(
                                                                         labels)
             remaining -= int(tf.shape(images)[0])
         num_images += int(tf.shape(images)[0])
-        outputs = detect(images, labels["image_scales"])
+        outputs = detector.detect_preprocessed(images, labels["image_scales"])
         for scorer in scorers:
             scorer.add(outputs, labels)
         if remaining is not None and remaining <= 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 
 from efficientdet_tf.evaluation.model_evaluation import evaluate
+from efficientdet_tf.inference.detector import Detector
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -31,7 +32,8 @@ class ValidationMetrics(keras.callbacks.Callback):
             return
         detector = self.model
         with detector.weight_average.averaged_weights():
-            metrics = evaluate(detector.network, detector.config, self.source,
+            metrics = evaluate(Detector(detector.config, detector.network).compiled(),
+                               detector.config, self.source,
                                step=int(detector.optimizer.iterations.numpy()),
                                **self.evaluation_options)
         if logs is not None:

@@ -26,16 +26,15 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.inference.detector import (
     IMAGES_SPEC,
     PREPROCESSED_SIGNATURE_KEY,
     SIGNATURE_KEY,
     Detector,
+    detect_images,
     preprocessed_specs,
 )
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
-from efficientdet_tf.inference.segmentation_masks import with_image_size_masks
 
 
 def export_saved_model(detector: Detector, export_dir: str | os.PathLike) -> Path:
@@ -44,10 +43,8 @@ def export_saved_model(detector: Detector, export_dir: str | os.PathLike) -> Pat
     detect = FoldedFunction(detector.preprocessed_function())
     module = tf.Module()
     module.detect_preprocessed = tf.function(detect, input_signature=preprocessed_specs(config))
-    module.serve = tf.function(
-        lambda images: with_image_size_masks(detect(*preprocess_images(images, config)), images,
-                                             config),
-        input_signature=[IMAGES_SPEC])
+    module.serve = tf.function(lambda images: detect_images(detect, config, images),
+                               input_signature=[IMAGES_SPEC])
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     signatures = {

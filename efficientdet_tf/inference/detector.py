@@ -3,6 +3,11 @@
     detector = Detector.from_checkpoint(get_config('efficientdet-d0'), 'efficientdet-d0/')
     outputs = detector(images)          # uint8 [batch, height, width, 3] -> {'detection_boxes': ..}
     serve = detector.inference_function()      # the same, compiled: BN folded into the convs
+    run = detector.compiled()                  # compiled for any batch, reading the weights
+
+Every runner of a model, this module's, an exported SavedModel's and a TFLite file's
+(`inference.loading`), is an `ImageDetector`: `evaluate`, `--mode=infer` and `predict` take any of
+them, and they all go from images to outputs through `detect_images`.
 
 The outputs are a dict keyed by the exported signature's names, those of the heads in the config:
   object_detection: `OUTPUT_NAMES` (the TF object detection API's), detections in original-image
@@ -16,6 +21,7 @@ TensorFlow ops, so the same module runs eagerly, in a `tf.function`, and inside 
 from __future__ import annotations
 
 import os
+from typing import Callable, Protocol
 
 import keras
 import tensorflow as tf
@@ -74,6 +80,28 @@ def require_outputs(outputs: dict, names, head: str) -> None:
             f"{head} head. Give the hparams (heads) it was trained or exported with.")
 
 
+class ImageDetector(Protocol):
+    """A runnable detector: the Keras network's (`Detector`, `CompiledDetector`), an exported
+    SavedModel's or a TFLite file's (`inference.loading`)."""
+
+    def __call__(self, images) -> dict:
+        """uint8 images [batch, height, width, 3], or a list of [height, width, 3] -> outputs,
+        masks at the size of the images (a list of masks for a list of images)."""
+
+    def detect_preprocessed(self, network_inputs, image_scales) -> dict:
+        """Pre-processed images [batch, *config.image_size, 3] and their scales [batch] (what
+        `preprocess_images` gives, and evaluation's input pipeline) -> outputs, masks at the
+        network input size."""
+
+
+def detect_images(detect_preprocessed: Callable[..., dict], config, images) -> dict:
+    """The one way from images to outputs: the official pre-processing (`preprocess_images`),
+    `detect_preprocessed`, then the masks back to the size of the images."""
+    network_inputs, image_scales = preprocess_images(images, config)
+    return with_image_size_masks(
+        detect_preprocessed(network_inputs, image_scales), images, config)
+
+
 class Detector(tf.Module):
     """EfficientDet with the official pre- and post-processing around it.
 
@@ -100,9 +128,7 @@ class Detector(tf.Module):
     def __call__(self, images) -> dict[str, tf.Tensor]:
         """uint8 images [batch, height, width, 3], or a list of [height, width, 3] -> outputs
         (a list of masks for a list of images)."""
-        network_inputs, image_scales = preprocess_images(images, self.config)
-        return with_image_size_masks(
-            self.detect_preprocessed(network_inputs, image_scales), images, self.config)
+        return detect_images(self.detect_preprocessed, self.config, images)
 
     def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, tf.Tensor]:
         """Pre-processed images [batch, *config.image_size, 3] and their scales -> outputs, the
@@ -129,3 +155,21 @@ class Detector(tf.Module):
     def inference_function(self) -> FoldedFunction:
         """`serving_function` frozen with batch norms folded: faster, the weights of now."""
         return FoldedFunction(self.serving_function())
+
+    def compiled(self, fold_batch_norm: bool = False) -> CompiledDetector:
+        """This detector with `detect_preprocessed` compiled for any batch size."""
+        return CompiledDetector(self, fold_batch_norm)
+
+
+class CompiledDetector:
+    """A `Detector` whose `detect_preprocessed` is one compiled function: reading the network's
+    weights as they are at each call (training goes on), or with `fold_batch_norm` frozen with
+    the batch norms folded into the convolutions (faster; the weights of now)."""
+
+    def __init__(self, detector: Detector, fold_batch_norm: bool = False):
+        self.config = detector.config
+        function = detector.preprocessed_function()
+        self.detect_preprocessed = FoldedFunction(function) if fold_batch_norm else function
+
+    def __call__(self, images) -> dict[str, tf.Tensor]:
+        return detect_images(self.detect_preprocessed, self.config, images)

@@ -2,25 +2,25 @@
 
 The path picks the runner: a `.tflite` file runs with LiteRT, a SavedModel directory with
 `tf.saved_model.load`, anything else is a checkpoint (prefix or directory) loaded into a new
-`Detector`. Each runner maps uint8 images [batch, height, width, 3] to the serving signature's
-outputs (a dict, see `inference.detector`). The runners of exported files (`open_exported`) also
-have `detect_preprocessed(network_inputs, image_scales)`, as `Detector` does, which is what
-evaluation calls.
+`Detector` (batch norms folded). Each runner is an `inference.detector.ImageDetector`: it maps
+uint8 images [batch, height, width, 3] to the serving signature's outputs (a dict), and has
+`detect_preprocessed(network_inputs, image_scales)`, which is what evaluation calls.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import tensorflow as tf
 
-from efficientdet_tf.inference.detector import PREPROCESSED_SIGNATURE_KEY, SIGNATURE_KEY, Detector
+from efficientdet_tf.inference.detector import (
+    PREPROCESSED_SIGNATURE_KEY,
+    SIGNATURE_KEY,
+    Detector,
+    ImageDetector,
+)
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
-
-DetectFunction = Callable[[object], dict]
-
 
 class SavedModelDetector:
     """An exported SavedModel's serving signature, called like `Detector`."""
@@ -56,7 +56,7 @@ class SavedModelDetector:
         return detect(network_inputs=network_inputs, image_scales=image_scales)
 
 
-def open_detector(path: str | os.PathLike, config, mode: str = "global") -> DetectFunction:
+def open_detector(path: str | os.PathLike, config, mode: str = "global") -> ImageDetector:
     """The runner for `path`: a .tflite file, a SavedModel directory, or a checkpoint.
 
     `config` gives the image size and normalization of TFLite files, and builds the model of a
@@ -66,8 +66,7 @@ def open_detector(path: str | os.PathLike, config, mode: str = "global") -> Dete
     if _is_exported(path):
         return open_exported(path, config)
     if Path(path).is_dir() or tf.io.gfile.exists(path + ".index"):
-        detect = Detector.from_checkpoint(config, path, mode).inference_function()
-        return lambda images: detect(tf.convert_to_tensor(images, tf.uint8))
+        return Detector.from_checkpoint(config, path, mode).compiled(fold_batch_norm=True)
     raise FileNotFoundError(
         f"{path!r} is neither a .tflite file, a SavedModel directory nor a checkpoint (a prefix "
         "with a .index file, or a directory holding one)."

@@ -18,13 +18,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from efficientdet_tf.data.preprocess import preprocess_image, to_pixels
-from efficientdet_tf.inference.detector import detections_to_dict
+from efficientdet_tf.data.preprocess import to_pixels
+from efficientdet_tf.inference.detector import detect_images, detections_to_dict
 from efficientdet_tf.inference.postprocess import Detections
-from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS, with_image_size_masks
+from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.inference.tflite_outputs import output_order_from_shape
 
 
@@ -53,10 +52,6 @@ class TfliteDetector:
         self._input_name = next(iter(self._runner.get_input_details()))
         self._path = path
         self._check_input_size(path)
-        self._preprocess = tf.function(
-            lambda image: preprocess_image(image, config),
-            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
-        )
 
     def _check_input_size(self, path: Path) -> None:
         _, height, width, _ = self._input["shape"]
@@ -149,11 +144,8 @@ class TfliteDetector:
     def __call__(self, images) -> dict[str, np.ndarray | list[np.ndarray]]:
         """uint8 images [batch, height, width, 3], or a list of [height, width, 3] -> outputs as
         NumPy arrays, masks at the size of the images (a list of masks for a list of images)."""
-        processed = [self._preprocess(np.asarray(image)) for image in images]
-        outputs = self.detect_preprocessed(np.stack([image for image, _ in processed]),
-                                           np.stack([scale for _, scale in processed]))
-        return {name: _numpy(value) for name, value in
-                with_image_size_masks(outputs, images, self.config).items()}
+        outputs = detect_images(self.detect_preprocessed, self.config, images)
+        return {name: _numpy(value) for name, value in outputs.items()}
 
     def detect_one(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """One uint8 image [height, width, 3] -> outputs with a batch of 1."""
