@@ -28,10 +28,10 @@ from efficientdet_tf.data.images import BadImageError, read_rgb_image
 from efficientdet_tf.data.masks import write_mask
 from efficientdet_tf.data.pipeline import source_from_spec
 from efficientdet_tf.inference.detector import detections_from_dict
-from efficientdet_tf.inference.draw import (
-    DEFAULT_MIN_SCORE, class_names, draw_detections, overlay_mask)
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.inference.loading import open_detector
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
+from efficientdet_tf.label_map import class_name, class_names
 
 DETECTIONS_FILE_NAME = "detections.json"
 MASKS_DIR_NAME = "masks"
@@ -100,7 +100,7 @@ class _Drawing:
             boxes, scores, classes = _kept(*detections_from_dict(outputs), self.min_score)
             self.detections[label] = [
                 {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
-                 "class_name": self.names.get(int(class_id), f"class {int(class_id)}")}
+                 "class_name": class_name(self.names, class_id)}
                 for box, score, class_id in zip(boxes, scores, classes)
             ]
             found.insert(0, f"{len(scores)} detections")
