@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import keras
 import tensorflow as tf
@@ -55,14 +56,19 @@ def _tpu_strategy(tpu: str | None, zone: str | None, project: str | None) -> tf.
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, OSError, tf.errors.OpError) as error:
-        reason = (str(error).strip().split(". ")[0].splitlines() or [type(error).__name__])[0]
         target = f"--tpu={tpu}" if tpu else "no --tpu given"
         raise ConfigError(
-            f"--strategy=tpu found no TPU ({target}: {reason}). Run it on a Cloud TPU VM with "
+            f"--strategy=tpu found no TPU ({target}: {_first_sentence(error)}). Run it on a Cloud TPU VM with "
             "--tpu=local, or name a TPU node or pod slice with --tpu=<name> --tpu_zone=<zone> "
             "--gcp_project=<project> (or --tpu=grpc://<address>)."
         ) from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _first_sentence(error: Exception) -> str:
+    """An error's message up to its first full stop or line end (TensorFlow's run on)."""
+    text = str(error).strip() or type(error).__name__
+    return re.split(r"\.\s|\.$|\n", text, maxsplit=1)[0]
 
 
 def set_mixed_precision(enabled: bool, strategy: tf.distribute.Strategy) -> str:
