@@ -48,7 +48,7 @@ def _local_gpus_strategy() -> tf.distribute.MirroredStrategy:
     return strategy
 
 
-def _tpu_strategy(tpu: str | None, zone: str | None, project: str | None) -> tf.distribute.Strategy:
+def _tpu_strategy(tpu: str | None, zone: str | None, project: str | None):
     """TPUStrategy on the TPU `tpu` names; a ConfigError naming the flags when none is reached."""
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
@@ -58,9 +58,9 @@ def _tpu_strategy(tpu: str | None, zone: str | None, project: str | None) -> tf.
     except (ValueError, OSError, tf.errors.OpError) as error:
         target = f"--tpu={tpu}" if tpu else "no --tpu given"
         raise ConfigError(
-            f"--strategy=tpu found no TPU ({target}: {_first_sentence(error)}). Run it on a Cloud TPU VM with "
-            "--tpu=local, or name a TPU node or pod slice with --tpu=<name> --tpu_zone=<zone> "
-            "--gcp_project=<project> (or --tpu=grpc://<address>)."
+            f"--strategy=tpu found no TPU ({target}: {_first_sentence(error)}). Run it on a "
+            "Cloud TPU VM with --tpu=local, or name a TPU node or pod slice with --tpu=<name> "
+            "--tpu_zone=<zone> --gcp_project=<project> (or --tpu=grpc://<address>)."
         ) from None
     return tf.distribute.TPUStrategy(resolver)
 
