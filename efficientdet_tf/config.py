@@ -87,14 +87,15 @@ class _OneOf(_Type):
 
 
 class _ListOf(_Type):
-    """A list; also the official command-line form "1.0*2.0*0.5" (`*` separates the items)."""
+    """A list; on the command line also "[a,b]" of words (`[object_detection,segmentation]`)
+    and the official form "1.0*2.0*0.5" (`*` separates the items)."""
 
     def __init__(self, inner: _Type, length: int | None = None, min_length: int = 1):
         self.inner, self.length, self.min_length = inner, length, min_length
 
     def check(self, value):
-        if isinstance(value, str) and "*" in value:
-            value = [_parse_value(item.strip()) for item in value.split("*")]
+        if isinstance(value, str):
+            value = _list_items(value)
         if not isinstance(value, (list, tuple)):
             raise TypeError
         if self.length is not None and len(value) != self.length:
@@ -116,9 +117,20 @@ class _Heads(_ListOf):
         super().__init__(_OneOf(*HEADS), min_length=0)
 
     def check(self, value):
-        if isinstance(value, str) and "*" not in value:
-            value = [value]
-        return super().check(value)
+        if isinstance(value, str):
+            value = _list_items(value)
+        return super().check([value] if isinstance(value, str) else value)
+
+
+def _list_items(text: str) -> list | str:
+    """The items of a list written on the command line, "[a,b]" (words need no quotes) or
+    "a*b"; other text unchanged. Only list-valued keys read their value so: a regex keeps its
+    brackets and `*`."""
+    if text.startswith("[") and text.endswith("]"):
+        return [_parse_value(item) for item in _split_top_level(text[1:-1])]
+    if "*" in text:
+        return [_parse_value(item.strip()) for item in text.split("*")]
+    return text
 
 
 class _ImageSize(_Type):

@@ -1,5 +1,7 @@
-"""Label maps {class id: class name}: the config's `label_map`, given as the mapping itself, a
-YAML / JSON file, or the built-in 'coco', 'voc' and 'synthetic' (the demo dataset's shapes)."""
+"""Class names. Label maps {class id: class name}: the config's `label_map`, given as the mapping
+itself, a YAML / JSON file, or the built-in 'coco', 'voc' and 'synthetic' (the demo dataset's
+shapes); `class_names` gives a model's names to every consumer (drawing, the detections JSON,
+TFLite label files, evaluation's per-class metric names)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,21 @@ BUILT_IN_LABEL_MAPS = {
     "voc": VOC_CLASS_NAMES,
     "synthetic": SYNTHETIC_CLASS_NAMES,
 }
+
+
+def class_names(config) -> dict[int, str]:
+    """{class id: name} of the classes of a model of `config` (its `label_map` and `num_classes`):
+    the label map; COCO's names for a model with COCO's 90 class ids and no label map (the official
+    checkpoints, whose names the official code draws); else empty (see `class_name`)."""
+    if config.label_map:
+        return read_label_map(config.label_map)
+    return dict(COCO_CLASS_NAMES) if config.num_classes == max(COCO_CLASS_NAMES) else {}
+
+
+def class_name(names: Mapping[int, str], class_id: int) -> str:
+    """The name of `class_id` in `names` (from `class_names`), else 'class <id>'."""
+    return names.get(int(class_id), f"class {int(class_id)}")
+
 
 def read_label_map(spec: str | Path | Mapping) -> dict[int, str]:
     """'coco', 'voc', 'synthetic', a YAML / JSON file of {id: name}, or such a mapping itself

@@ -90,6 +90,28 @@ def test_official_star_separated_list_override():
         get_config("efficientdet-d0", "aspect_ratios=1.0*wide")
 
 
+@pytest.mark.parametrize("overrides, heads", [
+    ("heads=[segmentation]", ["segmentation"]),
+    ("heads=[object_detection,segmentation],num_classes=3", ["object_detection", "segmentation"]),
+    ("heads=[ object_detection , segmentation ]", ["object_detection", "segmentation"]),
+    ("heads=['segmentation']", ["segmentation"]),
+    ("heads=object_detection*segmentation", ["object_detection", "segmentation"]),
+    ("heads=segmentation", ["segmentation"]),
+])
+def test_heads_take_every_list_form_the_error_message_offers(overrides, heads):
+    assert get_config("efficientdet-d0", overrides).heads == heads
+
+
+def test_bracket_lists_of_words_are_read_only_for_list_valued_keys():
+    config = get_config("efficientdet-d0", "aspect_ratios=[1.0,2.0],num_classes=3")
+    assert (config.aspect_ratios, config.num_classes) == ([1.0, 2.0], 3)
+    assert get_config("efficientdet-d0", "var_freeze_expr=[ab]").var_freeze_expr == "[ab]"
+    with pytest.raises(ConfigError, match=r"'heads' = '\[segmentation,boxes\]'.*one of"):
+        get_config("efficientdet-d0", "heads=[segmentation,boxes]")
+    with pytest.raises(ConfigError, match=r"'aspect_ratios' = '\[1.0,wide\]'.*a list of float"):
+        get_config("efficientdet-d0", "aspect_ratios=[1.0,wide]")
+
+
 def test_official_image_size_string_is_width_by_height():
     assert get_config("efficientdet-d0", "image_size=640x480").image_size == (480, 640)
     assert get_config("efficientdet-d0", "image_size=640X480").image_size == (480, 640)

@@ -18,7 +18,7 @@ from efficientdet_tf.data.named_boxes import HoldOut
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
-from efficientdet_tf.inference.draw import class_names
+from efficientdet_tf.label_map import class_names
 from official_fixture import SHARED_DIR
 from small_models import TINY
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.export import tflite_metadata
 from efficientdet_tf.export.tflite import export_tflite
@@ -55,11 +54,6 @@ def test_missing_metadata_writer_names_the_install_command(monkeypatch):
     with pytest.raises(tflite_metadata.MetadataWriterMissingError,
                        match=r"pip install --no-deps tflite-support==0\.4\.4.*libusb-1\.0-0"):
         tflite_metadata._metadata_writers()
-
-
-def test_class_names_are_the_label_maps_for_0_based_classes():
-    config = get_config("efficientdet-d0", "num_classes=4,label_map=synthetic")
-    assert tflite_metadata.class_names(config) == ["circle", "square", "triangle", "class 4"]
 
 
 def test_the_first_outputs_shape_tells_the_output_order():
@@ -129,7 +123,7 @@ def test_mediapipe_object_detector_gives_our_runners_detections(trained, tmp_pat
 
 def _ours(runner, image, config):
     """(box yxyx in pixels, score, class name) of each of our runner's detections."""
-    names = tflite_metadata.class_names(config)
+    names = tflite_metadata.output_class_names(config)
     found = detections_from_dict(runner([image]))
     keep = np.arange(found.scores.shape[1]) < found.num_detections[0]
     return [(_whole_pixels(box), score, names[int(class_id) - 1]) for box, score, class_id in

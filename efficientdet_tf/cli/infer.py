@@ -27,17 +27,23 @@ from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.images import BadImageError, read_rgb_image
 from efficientdet_tf.data.masks import write_mask
 from efficientdet_tf.data.pipeline import source_from_spec
+from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.inference.detector import detections_from_dict
-from efficientdet_tf.inference.draw import (
-    DEFAULT_MIN_SCORE, class_names, draw_detections, overlay_mask)
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.inference.loading import open_detector
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
+from efficientdet_tf.label_map import class_name, class_names
 
 DETECTIONS_FILE_NAME = "detections.json"
 MASKS_DIR_NAME = "masks"
+# --input_image specs read as training and evaluation read them (`data.pipeline`): their images.
+_DATASET_SPEC_KINDS = ("synthetic", "voc", "csv", "coco", "masks")
 
-flags.DEFINE_string("input_image", None, "Image file glob, e.g. 'images/*.jpg', or images of "
-                    "the synthetic dataset, e.g. 'synthetic:val:4'.")
+flags.DEFINE_string("input_image", None,
+                    "Image file glob, e.g. 'images/*.jpg'; the images of a dataset spec as "
+                    "--val_file_pattern takes it ('voc:', 'csv:', 'coco:', 'masks:', e.g. "
+                    "'voc:<xml_dir>:<image_dir>:val:10%'); or images of the synthetic dataset, "
+                    "e.g. 'synthetic:val:4'.")
 flags.DEFINE_string("output_image_dir", None,
                     f"Where the drawn images, {DETECTIONS_FILE_NAME} and {MASKS_DIR_NAME}/ go.")
 flags.DEFINE_float("min_score_thresh", DEFAULT_MIN_SCORE,
@@ -100,7 +106,7 @@ class _Drawing:
             boxes, scores, classes = _kept(*detections_from_dict(outputs), self.min_score)
             self.detections[label] = [
                 {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
-                 "class_name": self.names.get(int(class_id), f"class {int(class_id)}")}
+                 "class_name": class_name(self.names, class_id)}
                 for box, score, class_id in zip(boxes, scores, classes)
             ]
             found.insert(0, f"{len(scores)} detections")
@@ -122,15 +128,20 @@ class _Drawing:
 
 
 def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    """(label, reader) of each input image: the files of a glob, or the images of the synthetic
-    dataset ('synthetic:val:4')."""
+    """(label, reader) of each input image: the files of a glob, the images of a dataset spec
+    ('voc:', 'csv:', 'coco:', 'masks:'), or those of the synthetic dataset ('synthetic:val:4')."""
     if not pattern:
-        raise ConfigError("--mode=infer needs --input_image, an image file, a glob, or "
-                          "'synthetic:<split>:<count>'.")
-    if pattern.startswith("synthetic"):
-        source = source_from_spec(pattern, config)
-        return [(source.annotations(i).file_name, functools.partial(source.render, i))
-                for i in range(source.num_examples)]
+        raise ConfigError("--mode=infer needs --input_image: an image file, a glob, a dataset "
+                          "spec (voc:, csv:, coco:) or 'synthetic:<split>:<count>'.")
+    kind = pattern.partition(":")[0]
+    if kind in _DATASET_SPEC_KINDS:
+        with usage_errors():
+            source = source_from_spec(pattern, config)
+        if isinstance(source, SyntheticShapes):
+            return [(source.annotations(i).file_name, functools.partial(source.render, i))
+                    for i in range(source.num_examples)]
+        paths = [source.image_dir / image.file_name for image in source.images]
+        return [(str(path), functools.partial(read_rgb_image, path)) for path in paths]
     paths = sorted(tf.io.gfile.glob(pattern))
     if not paths:
         raise ConfigError(f"No files match --input_image={pattern!r}; check the path or glob.")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
-from efficientdet_tf.cli.quiet import native_stderr_silenced
+from efficientdet_tf.cli.quiet import hide_native_info_lines, native_stderr_silenced
 
+hide_native_info_lines()
 with native_stderr_silenced():
     import tensorflow as tf
 

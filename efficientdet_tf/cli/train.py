@@ -9,6 +9,7 @@ import tensorflow as tf
 from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
+from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
@@ -61,9 +62,10 @@ def run(flag_values) -> None:
     if flag_values.num_epochs:
         config = config.override({"num_epochs": flag_values.num_epochs})
     set_mixed_precision(config.mixed_precision, strategy)
-    source = source_from_spec(flag_values.train_file_pattern, config)
-    config = with_class_names_of(source, config)
-    val_source = source_from_spec(flag_values.val_file_pattern, config) if evaluating else None
+    with usage_errors():
+        source = source_from_spec(flag_values.train_file_pattern, config)
+        config = with_class_names_of(source, config)
+        val_source = source_from_spec(flag_values.val_file_pattern, config) if evaluating else None
     for data in (source, val_source):
         if isinstance(data, (NamedBoxesSource, MaskFolderSource)):
             print(data.report())

@@ -27,7 +27,7 @@ from efficientdet_tf.inference.detector import (
     require_outputs,
 )
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
-from efficientdet_tf.label_map import read_label_map
+from efficientdet_tf.label_map import class_names
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class _CocoScorer:
         self.groundtruth = (_read_json(val_json_file) if val_json_file
                             else source.coco_groundtruth())
         self.evaluator = CocoEvaluator(
-            self.groundtruth, read_label_map(config.label_map) if config.label_map else None)
+            self.groundtruth, class_names(config))
 
     def add(self, outputs, labels) -> None:
         self.evaluator.add_detections(labels["source_ids"], detections_from_dict(outputs))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from efficientdet_tf.label_map import read_label_map
+from efficientdet_tf.label_map import class_name, class_names
 
 LABELS_FILE_NAME = "labels.txt"
 # Raw pixels go in unchanged: the graph normalizes them.
@@ -34,7 +34,7 @@ def add_metadata(flatbuffer: bytes, config, input_layout: str) -> bytes:
         mean, stddev = list(config.mean_rgb), list(config.stddev_rgb)
     with tempfile.TemporaryDirectory() as directory:
         labels = Path(directory) / LABELS_FILE_NAME
-        labels.write_text("".join(f"{name}\n" for name in class_names(config)))
+        labels.write_text("".join(f"{name}\n" for name in output_class_names(config)))
         writer = writers.object_detector.MetadataWriter.create_from_metadata_info(
             flatbuffer,
             general_md=writers.metadata_info.GeneralMd(
@@ -56,10 +56,10 @@ def add_metadata(flatbuffer: bytes, config, input_layout: str) -> bytes:
         return writer.populate()
 
 
-def class_names(config) -> list[str]:
-    """Names of the 0-based output classes: the label_map's name of class id + 1, else 'class N'."""
-    label_map = read_label_map(config.label_map) if config.label_map else {}
-    return [label_map.get(i, f"class {i}") for i in range(1, config.num_classes + 1)]
+def output_class_names(config) -> list[str]:
+    """The labels file's lines: the name of each 0-based output class (of class id + 1)."""
+    names = class_names(config)
+    return [class_name(names, class_id) for class_id in range(1, config.num_classes + 1)]
 
 
 def _description(config, input_layout: str) -> str:

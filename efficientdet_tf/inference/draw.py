@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from efficientdet_tf.data.masks import IGNORE_LABEL, VOC_COLOURS
-from efficientdet_tf.label_map import COCO_CLASS_NAMES, read_label_map
+from efficientdet_tf.label_map import class_name
 
 # Distinct, saturated colours; a class always gets the same one.
 _PALETTE = (
@@ -17,14 +17,6 @@ _PALETTE = (
 )
 DEFAULT_MIN_SCORE = 0.4  # official infer default
 MASK_OPACITY = 0.6
-
-
-def class_names(config) -> dict[int, str]:
-    """{class id: name} for drawing: the config's label_map; COCO's names for a model with COCO's
-    90 class ids and no label map (as the official code); else empty (ids are drawn)."""
-    if config.label_map:
-        return read_label_map(config.label_map)
-    return dict(COCO_CLASS_NAMES) if config.num_classes == max(COCO_CLASS_NAMES) else {}
 
 
 def draw_detections(
@@ -51,7 +43,7 @@ def draw_detections(
         color = _PALETTE[class_id % len(_PALETTE)]
         ymin, xmin, ymax, xmax = (float(v) for v in box)
         draw.rectangle((xmin, ymin, xmax, ymax), outline=color, width=line_width)
-        label = f"{names.get(class_id, f'class {class_id}')}: {score:.0%}"
+        label = f"{class_name(names, class_id)}: {score:.0%}"
         left, top, right, bottom = draw.textbbox((xmin, ymin), label, font=font)
         top_offset = min(ymin, bottom - top)  # above the box when there is room, else inside
         draw.rectangle((left, top - top_offset, right, bottom - top_offset), fill=color)
