@@ -105,7 +105,7 @@ def test_infer_draws_the_held_out_images_of_a_voc_folder(labelled, checkpoint, t
                      f"--input_image=voc:{labelled}/annotations:{labelled}/images:val:50%",
                      f"--output_image_dir={tmp_path}")
     assert status == 0, capsys.readouterr().err
-    detections = json.loads((tmp_path / "detections.json").read_text())
+    detections = json.loads((tmp_path / "detections_by_image.json").read_text())
     assert len(detections) == NUM_IMAGES // 2
     for path in detections:
         assert Path(path).parent == labelled / "images"

@@ -61,7 +61,7 @@ def test_export_then_infer_with_the_tflite_file_and_with_the_checkpoint(
         output_dir = tmp_path / name
         assert_ok(main_py("--mode=infer", *SMALL_FLAGS, model_flag, "--min_score_thresh=0",
                           f"--input_image={images}/*", f"--output_image_dir={output_dir}"))
-        records = json.loads((output_dir / "detections.json").read_text())
+        records = json.loads((output_dir / "detections_by_image.json").read_text())
         assert sorted(Path(path).name for path in records) == ["a.png", "b.jpg"], name
         for path, detections in records.items():
             height, width = np.asarray(Image.open(path)).shape[:2]
@@ -80,7 +80,7 @@ def test_infer_goes_on_past_an_unreadable_file_and_says_so(checkpoint, images, t
     result = main_py("--mode=infer", *SMALL_FLAGS, f"--ckpt={checkpoint}",
                      f"--input_image={images}/*", f"--output_image_dir={output_dir}")
     assert result.returncode == 1
-    records = json.loads((output_dir / "detections.json").read_text())
+    records = json.loads((output_dir / "detections_by_image.json").read_text())
     assert sorted(Path(path).name for path in records) == ["a.png", "b.jpg"]
     assert sorted(path.name for path in output_dir.glob("*.*g")) == ["a.png", "b.jpg"]
     assert f"{images}/c_corrupt.jpg: skipped" in result.stderr
@@ -103,7 +103,7 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, 
     assert_ok(result)
     printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("A"))
     assert {"AP", "AP50", "ARmax100", "AP_/circle"} <= set(printed)
-    detections = json.loads((tmp_path / "detections.json").read_text())
+    detections = json.loads((tmp_path / "detections_by_image.json").read_text())
     assert {d["image_id"] for d in detections} == {1, 2, 3, 4, 5}
 
 

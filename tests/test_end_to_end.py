@@ -20,7 +20,7 @@ from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
 from efficientdet_tf.config import get_config
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
-from efficientdet_tf.inference.postprocess import MODES
+from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 from official_fixture import (
@@ -46,7 +46,7 @@ def fixture_model():
 
 
 @requires_fixture
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", POSTPROCESS_MODES)
 def test_compiled_detector_gives_the_official_detections(fixture_model, mode):
     detector = Detector(get_config(FIXTURE_MODEL), fixture_model, mode)
     outputs = detector.inference_function()(tf.constant(input_image()[np.newaxis]))

@@ -11,7 +11,7 @@ from detection_matching import match_detections
 from efficientdet_tf.anchors import Anchors, encode_boxes
 from efficientdet_tf.config import get_config
 from efficientdet_tf.inference.postprocess import (
-    MODES, NmsParameters, Postprocessor, _warn_once)
+    POSTPROCESS_MODES, NmsParameters, Postprocessor, _warn_once)
 from official_fixture import (
     FIXTURE_MODEL,
     expected_detections,
@@ -24,7 +24,7 @@ BACKGROUND_LOGIT = -10.0  # sigmoid ~ 4.5e-5, under the score thresholds used be
 
 
 @requires_fixture
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", POSTPROCESS_MODES)
 def test_fixture_detections_match_the_official_ones(mode):
     class_outputs, box_outputs = raw_outputs()
     detections = Postprocessor(get_config(FIXTURE_MODEL), mode)(
@@ -92,7 +92,7 @@ def sigmoid(logit):
     return 1 / (1 + math.exp(-logit))
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", POSTPROCESS_MODES)
 def test_one_object_gives_one_detection_in_original_pixels(mode):
     config = small_config()
     anchors = Anchors.from_config(config)
@@ -274,7 +274,7 @@ def test_max_nms_inputs_keeps_the_best_anchor_class_pairs_even_of_one_anchor():
     np.testing.assert_allclose(detections.boxes[0].numpy(), clipped_anchors, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", POSTPROCESS_MODES)
 def test_runs_in_a_graph_with_a_dynamic_batch(mode):
     config = small_config()
     anchors = Anchors.from_config(config)

@@ -130,5 +130,5 @@ def test_infer_mode_writes_overlays_masks_and_detections(detector, tmp_path):
     coloured = mask != 0
     assert coloured.any()
     assert (drawn[coloured] != original[coloured]).any(axis=-1).mean() > 0.9
-    [detections] = json.loads((tmp_path / "out" / "detections.json").read_text()).values()
+    [detections] = json.loads((tmp_path / "out" / "detections_by_image.json").read_text()).values()
     assert len(detections) > 0

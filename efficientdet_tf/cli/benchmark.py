@@ -69,14 +69,14 @@ def _timed_functions(detector: Detector, config, image, batch_size: int, directo
     images = {n: tf.constant(np.repeat(image[np.newaxis], n, axis=0)) for n in (1, batch_size)}
     inputs = {n: tf.repeat(network_input, n, axis=0) for n in (1, batch_size)}
     network = FoldedFunction(
-        tf.function(lambda x: detector.model(x, training=False)).get_concrete_function(
+        tf.function(lambda x: detector.network(x, training=False)).get_concrete_function(
             tf.TensorSpec([None, *config.image_size, 3], tf.float32)))
     end_to_end = detector.inference_function()
     tflite_detector = TfliteDetector(
-        export_tflite(detector.model, config, directory / "detector.tflite", metadata=False), config)
+        export_tflite(detector.network, config, directory / "detector.tflite", metadata=False), config)
     network_file = directory / "network.tflite"
     network_file.write_bytes(convert(
-        tflite_network_function(detector.model, config, "normalized"), detector.model))
+        tflite_network_function(detector.network, config, "normalized"), detector.network))
     tflite_network = TfliteDetector(network_file, config)
     functions = {}
     for n in (1, batch_size):

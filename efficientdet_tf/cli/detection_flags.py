@@ -6,9 +6,9 @@ import contextlib
 
 from absl import app, flags
 
-from efficientdet_tf.inference.postprocess import MODES
+from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
 
-flags.DEFINE_enum("postprocess_mode", "global", MODES,
+flags.DEFINE_enum("postprocess_mode", "global", POSTPROCESS_MODES,
                   "NMS of the detections: global (one NMS, classes ignored), per_class, combined.")
 flags.DEFINE_string("saved_model_dir", None,
                     "export: where the SavedModel (and TFLite file) go. eval, infer: a "

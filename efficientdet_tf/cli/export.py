@@ -42,7 +42,7 @@ def run(flag_values) -> None:
         print(f"SavedModel written to {export_dir}")
         if flag_values.tflite:
             path = export_tflite(
-                detector.model,
+                detector.network,
                 config,
                 Path(export_dir) / f"{flag_values.tflite}.tflite",
                 flag_values.tflite,

@@ -2,10 +2,11 @@
 
 Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .tflite file). Each
 image is saved under its name in --output_image_dir with what the heads give drawn on it: the
-mask's classes in colour, then the boxes. The detections of all images go to detections.json;
-the masks to masks/<image name>.png, palette PNGs of class indices as Pascal VOC's. An unreadable
-file is skipped: the others are still done and written, and the command exits with status 1 after
-saying how many files failed and why.
+mask's classes in colour, then the boxes. The detections of all images go to
+detections_by_image.json ({image name: [its detections]}; evaluation's detections.json is COCO's
+results list); the masks to masks/<image name>.png, palette PNGs of class indices as Pascal VOC's.
+An unreadable file is skipped: the others are still done and written, and the command exits with
+status 1 after saying how many files failed and why.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from efficientdet_tf.inference.loading import open_detector
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_name, class_names
 
-DETECTIONS_FILE_NAME = "detections.json"
+DETECTIONS_FILE_NAME = "detections_by_image.json"
 MASKS_DIR_NAME = "masks"
 # --input_image specs read as training and evaluation read them (`data.pipeline`): their images.
 _DATASET_SPEC_KINDS = ("synthetic", "voc", "csv", "coco", "masks")

@@ -2,6 +2,6 @@
 joins it and the pre-processing (`data.preprocess`) around the network."""
 
 from efficientdet_tf.inference.detector import Detector
-from efficientdet_tf.inference.postprocess import MODES, Detections, Postprocessor
+from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES, Detections, Postprocessor
 
-__all__ = ["MODES", "Detections", "Detector", "Postprocessor"]
+__all__ = ["POSTPROCESS_MODES", "Detections", "Detector", "Postprocessor"]

@@ -107,14 +107,14 @@ class Detector(tf.Module):
 
     Args:
       config: the model's Config.
-      model: the network (`build_model(config)`), e.g. a trained one; a new one when None.
-      mode: post-processing mode of the detections, one of `postprocess.MODES`.
+      network: the network (`build_model(config)`), e.g. a trained one; a new one when None.
+      mode: post-processing mode of the detections, one of `postprocess.POSTPROCESS_MODES`.
     """
 
-    def __init__(self, config, model: keras.Model | None = None, mode: str = "global"):
+    def __init__(self, config, network: keras.Model | None = None, mode: str = "global"):
         super().__init__(name="detector")
         self.config = config
-        self.model = build_model(config) if model is None else model
+        self.network = build_model(config) if network is None else network
         self.postprocessor = (Postprocessor(config, mode) if "object_detection" in config.heads
                               else None)
 
@@ -133,7 +133,7 @@ class Detector(tf.Module):
     def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, tf.Tensor]:
         """Pre-processed images [batch, *config.image_size, 3] and their scales -> outputs, the
         masks at the network input size (padding included)."""
-        outputs = model_outputs(self.config, self.model(network_inputs, training=False))
+        outputs = model_outputs(self.config, self.network(network_inputs, training=False))
         results = {}
         if self.postprocessor is not None:
             results.update(detections_to_dict(self.postprocessor(

@@ -32,7 +32,7 @@ from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
 
 log = logging.getLogger(__name__)
 
-MODES = ("global", "per_class", "combined")
+POSTPROCESS_MODES = ("global", "per_class", "combined")
 
 # What the null (or 0) values of `nms_configs` stand for (the official defaults, see
 # hparams/base.yaml).
@@ -123,8 +123,9 @@ class Postprocessor:
     """
 
     def __init__(self, config, mode: str = "global"):
-        if mode not in MODES:
-            raise ValueError(f"Unknown post-processing mode {mode!r}: expected one of {MODES}.")
+        if mode not in POSTPROCESS_MODES:
+            raise ValueError(f"Unknown post-processing mode {mode!r}: expected one of "
+                             f"{POSTPROCESS_MODES}.")
         self.mode = mode
         self.num_classes = config.num_classes
         self.image_size = config.image_size
