@@ -178,3 +178,63 @@ def test_the_schema_is_derived_from_base_yaml():
 def test_a_schema_that_cannot_be_derived_says_why(defaults, declared, message):
     with pytest.raises(ConfigError, match=message):
         config_module._schema(defaults, declared)
+
+
+# The official hparams that base.yaml once lacked, at their official defaults
+# (hparams_config.default_detection_configs); grid_mask aside.
+OFFICIAL_DEFAULTS_ONCE_UNKNOWN = {
+    "backbone_config": None, "ckpt_var_scope": None, "data_format": "channels_last",
+    "dataset_type": None, "fpn_config": None, "img_summary_steps": None, "is_training_bn": True,
+    "loss_scale": None, "nms_configs": {"pyfunc": False}, "positives_momentum": None,
+    "regenerate_source_id": False, "sample_image": None, "save_freq": "epoch",
+    "scale_range": False, "strategy": None, "target_size": None, "use_keras_model": True,
+    "verbose": 1,
+}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_official_defaults_of_every_official_key_load(name, tmp_path):
+    path = tmp_path / "official.yaml"
+    path.write_text(yaml.safe_dump(OFFICIAL_DEFAULTS_ONCE_UNKNOWN))
+    assert get_config(name, str(path)) == get_config(name)
+
+
+def test_official_null_and_scalar_forms_of_known_keys():
+    """Official defaults fpn_name=None, fpn_weight_method=None (bifpn, fastattn) and the lite
+    models' single-number mean_rgb / stddev_rgb."""
+    config = get_config("efficientdet-d0", {"fpn_name": None, "fpn_weight_method": None,
+                                            "mean_rgb": 127.0, "stddev_rgb": 128})
+    assert (config.fpn_name, config.fpn_weight_method) == ("bifpn", "fastattn")
+    assert (config.mean_rgb, config.stddev_rgb) == ([127.0] * 3, [128.0] * 3)
+
+
+@pytest.mark.parametrize("override, alternative", [
+    ("data_format=channels_first", "channels_last only"),
+    ("strategy=tpu", "--strategy"),
+    ("is_training_bn=false", "Keras's training flag"),
+    ("use_keras_model=false", "the Keras model is the only one"),
+    ("nms_configs.pyfunc=true", "NMS runs in the TensorFlow graph"),
+    ("ckpt_var_scope=old", "--backbone_ckpt"),
+    ("dataset_type=sstable", "--train_file_pattern"),
+    ("save_freq=100", "--save_checkpoints_steps"),
+    ("verbose=0", "--verbosity"),
+    ("backbone_config={'blocks':[]}", "backbone_name"),
+])
+def test_official_keys_without_a_job_here_refuse_other_values_in_one_line(override, alternative):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as error:
+        get_config("efficientdet-d0", override)
+    message = str(error.value)
+    assert message.startswith(f"hparam {key!r} = ") and "is not supported" in message
+    assert alternative in message and "\n" not in message
+
+
+@pytest.mark.parametrize("override, message", [
+    ("positives_momentum=1.0", r"'positives_momentum' = 1.0 must be below 1"),
+    ("loss_scale=0", r"'loss_scale' = 0.0 must be positive"),
+    ("img_summary_steps=0", r"'img_summary_steps' = 0 must be at least 1"),
+    ("target_size=0", r"'target_size' = 0 has the wrong type"),
+])
+def test_implemented_official_keys_check_their_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", override)
