@@ -664,8 +664,15 @@ def _check_official_extras(values: dict[str, Any]) -> None:
 
 
 def _check_fpn_config(fpn_config: Mapping, min_level: int, max_level: int) -> None:
-    """Every node's level is within min..max_level and reads only features before it."""
+    """Every node's level is within min..max_level and reads only features before it; every
+    level has a node (its output, as the official code takes)."""
     num_levels = max_level - min_level + 1
+    missing = sorted(set(range(min_level, max_level + 1))
+                     - {node["feat_level"] for node in fpn_config["nodes"]})
+    if missing:
+        raise ConfigError(
+            f"hparam 'fpn_config' has no node at levels {missing}: each level min_level.."
+            f"max_level = {min_level}..{max_level} needs one, its last node being the output.")
     for index, node in enumerate(fpn_config["nodes"]):
         if not min_level <= node["feat_level"] <= max_level:
             raise ConfigError(

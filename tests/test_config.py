@@ -238,3 +238,37 @@ def test_official_keys_without_a_job_here_refuse_other_values_in_one_line(overri
 def test_implemented_official_keys_check_their_range(override, message):
     with pytest.raises(ConfigError, match=message):
         get_config("efficientdet-d0", override)
+
+
+BIFPN_P3_P7 = [(6, [3, 4]), (5, [2, 5]), (4, [1, 6]), (3, [0, 7]),
+               (4, [1, 7, 8]), (5, [2, 6, 9]), (6, [3, 5, 10]), (7, [4, 11])]
+
+
+def fpn_nodes(pairs):
+    return [{"feat_level": level, "inputs_offsets": offsets} for level, offsets in pairs]
+
+
+def test_fpn_config_in_the_official_form_loads_and_round_trips(tmp_path):
+    path = tmp_path / "custom_fpn.yaml"
+    path.write_text(yaml.safe_dump({"fpn_config": {"nodes": fpn_nodes(BIFPN_P3_P7),
+                                                   "weight_method": "sum"}}))
+    config = get_config("efficientdet-d0", str(path))
+    assert config.fpn_config == {"nodes": fpn_nodes(BIFPN_P3_P7), "weight_method": "sum"}
+    config.save(tmp_path / "saved.yaml")
+    assert get_config(tmp_path / "saved.yaml") == config
+
+
+@pytest.mark.parametrize("fpn_config, message", [
+    ({"nodes": []}, r"'fpn_config.nodes' = \[\]: expected a non-empty list"),
+    ({"node": fpn_nodes(BIFPN_P3_P7)}, r"'fpn_config' = .*expected a mapping with 'nodes'"),
+    ({"nodes": [{"feat_level": 3}]}, r"'fpn_config.nodes\[0\]' = .*inputs_offsets"),
+    ({"nodes": fpn_nodes(BIFPN_P3_P7), "weight_method": "avg"},
+     r"'fpn_config.weight_method' = 'avg': expected one of 'sum'"),
+    ({"nodes": fpn_nodes(BIFPN_P3_P7[:7])}, r"no node at levels \[7\]"),
+    ({"nodes": fpn_nodes(BIFPN_P3_P7 + [(8, [12])])}, r"nodes\[8\]': feat_level 8 is outside"),
+    ({"nodes": fpn_nodes([(6, [3, 5])] + BIFPN_P3_P7[1:])},
+     r"nodes\[0\]': inputs_offsets \[5\] name no earlier feature.*node 0 reads ids 0..4"),
+])
+def test_bad_fpn_config_is_refused_at_load_naming_the_node(fpn_config, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", {"fpn_config": fpn_config})
