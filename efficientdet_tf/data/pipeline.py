@@ -101,7 +101,8 @@ def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
         return _named_boxes_source(spec, kind, rest, config)
     if kind == "masks":
         return _mask_folder_source(spec, rest)
-    return TFRecordSource(spec, with_masks=_with_masks(config))
+    return TFRecordSource(spec, with_masks=_with_masks(config),
+                          regenerate_source_id=config.regenerate_source_id)
 
 
 def _with_masks(config) -> bool:
