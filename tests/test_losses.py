@@ -118,7 +118,8 @@ def test_positives_momentum_is_alike_on_every_replica():
 def test_detection_loss_divides_by_the_moving_normalizer():
     config = get_config("efficientdet-d0", "image_size=64,num_classes=2,positives_momentum=0.75")
     labels = _labels(config, 1, [0.1, -0.1, 0.2, 0.0])
-    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18]) for lv in range(3, 8)]
+    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18])
+                     for lv in range(3, 8)]
     box_outputs = [tf.zeros([1, *labels[f"box_targets_{lv}"].shape[1:3], 36]) for lv in range(3, 8)]
     plain = DetectionLoss(config.override("positives_momentum=null"))(
         class_outputs, box_outputs, labels, num_positives=1.0)

@@ -16,6 +16,7 @@ from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
 from efficientdet_tf.training.callbacks import (
+    ImageSummaries,
     StepSummaries,
     TrainingCheckpoints,
 )
@@ -85,6 +86,8 @@ def run(flag_values) -> None:
                             flag_values.keep_checkpoint_max),
         StepSummaries(os.path.join(model_dir, "train")),
     ]
+    if config.img_summary_steps:
+        callbacks.append(ImageSummaries(model_dir, config))
     if evaluating:
         callbacks.append(validation(flag_values, config, val_source))
     detector.compile(steps_per_execution=flag_values.steps_per_execution)
