@@ -253,6 +253,77 @@ class _FpnConfig(_Type):
         return "a mapping {nodes: [{feat_level, inputs_offsets}, ...], weight_method} or null"
 
 
+class _BackboneConfig(_Type):
+    """The official `backbone_config`: {blocks: [...]}, the EfficientNet stages that replace the
+    B0 stages before backbone_name's compound scaling. A block is the official string notation
+    ('r1_k3_s11_e1_i32_o16_se0.25': repeats, kernel, strides, expand ratio, input and output
+    filters, squeeze-excite ratio) or a mapping of those BlockArgs fields; stored as mappings.
+    The official options conv_type, fused_conv, super_pixel, condconv and noskip are refused.
+    """
+
+    _FIELDS = {"r": "num_repeat", "k": "kernel_size", "e": "expand_ratio",
+               "i": "input_filters", "o": "output_filters"}
+
+    def check(self, value):
+        blocks = value.get("blocks") if isinstance(value, Mapping) else None
+        if set(value) != {"blocks"} or not isinstance(blocks, (list, tuple)) or not blocks:
+            raise ConfigError(
+                f"hparam 'backbone_config' = {value!r}: expected {{blocks: [...]}}, a list of "
+                "blocks such as 'r1_k3_s11_e1_i32_o16_se0.25' (null: backbone_name's).")
+        checked = [self._block(index, block) for index, block in enumerate(blocks)]
+        strides = [block["strides"] for block in checked]
+        if strides[0] != 1 or strides.count(2) != 4:
+            raise ConfigError(
+                f"hparam 'backbone_config.blocks' have strides {strides}: the first must be 1 "
+                "and exactly four 2, for the backbone's levels 1-5 (strides 2-32 with the stem).")
+        return {"blocks": checked}
+
+    def _block(self, index: int, block) -> dict:
+        try:
+            fields = self._parse(block) if isinstance(block, str) else dict(block)
+            strides = fields["strides"]
+            if isinstance(strides, (list, tuple)):
+                if len(set(strides)) != 1:
+                    raise ValueError(f"strides {strides} differ; only equal strides are built")
+                fields["strides"] = strides[0]
+            checked = {name: int(fields.pop(name)) for name in (*self._FIELDS.values(), "strides")}
+            checked["se_ratio"] = fields.pop("se_ratio", None)
+            if fields:
+                raise ValueError(f"unsupported fields {sorted(fields)}")
+        except KeyError as error:
+            raise ConfigError(f"hparam 'backbone_config.blocks[{index}]' = {block!r} lacks "
+                              f"{error}.") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"hparam 'backbone_config.blocks[{index}]' = {block!r}: {error}. Expected "
+                "'r<repeats>_k<kernel>_s<stride><stride>_e<expand>_i<in>_o<out>[_se<ratio>]' "
+                "or those fields (num_repeat, kernel_size, strides, expand_ratio, "
+                "input_filters, output_filters, se_ratio).") from None
+        se_ratio = checked["se_ratio"]
+        if (checked["strides"] not in (1, 2) or min(checked[f] for f in self._FIELDS.values()) < 1
+                or not (se_ratio is None or 0 < se_ratio <= 1)):
+            raise ConfigError(f"hparam 'backbone_config.blocks[{index}]' = {block!r}: strides "
+                              "must be 1 or 2, the sizes positive, se_ratio in (0, 1] or null.")
+        return checked
+
+    def _parse(self, text: str) -> dict:
+        fields = {}
+        for option in text.split("_"):
+            key, number = option.rstrip("0123456789."), option.lstrip("abcdefghijklmnopqrstuvwxyz")
+            if key in self._FIELDS:
+                fields[self._FIELDS[key]] = int(number)
+            elif key == "s" and len(number) == 2:
+                fields["strides"] = [int(number[0]), int(number[1])]
+            elif key == "se":
+                fields["se_ratio"] = float(number)
+            elif not (key in ("c", "f", "p") and number == "0"):  # the official encoder's zeros
+                raise ValueError(f"unsupported option {option!r}")
+        return fields
+
+    def describe(self):
+        return "{blocks: [...]} or null"
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -300,9 +371,7 @@ _DECLARED_TYPES: dict[str, Any] = {
     "img_summary_steps": _Optional(INT),
     "sample_image": _Optional(STR),
     # Official keys that have no job here: the official default only.
-    "backbone_config": _OfficialDefaultOnly(
-        None, "custom EfficientNet block arguments are not supported; pick the backbone with "
-              "backbone_name."),
+    "backbone_config": _Optional(_BackboneConfig()),
     "data_format": _OfficialDefaultOnly(
         "channels_last", "the networks are channels_last only (TensorFlow picks the fastest "
                          "GPU layout itself); remove the key."),

@@ -218,7 +218,6 @@ def test_official_null_and_scalar_forms_of_known_keys():
     ("dataset_type=sstable", "--train_file_pattern"),
     ("save_freq=100", "--save_checkpoints_steps"),
     ("verbose=0", "--verbosity"),
-    ("backbone_config={'blocks':[]}", "backbone_name"),
 ])
 def test_official_keys_without_a_job_here_refuse_other_values_in_one_line(override, alternative):
     key, value = override.split("=")
@@ -272,3 +271,36 @@ def test_fpn_config_in_the_official_form_loads_and_round_trips(tmp_path):
 def test_bad_fpn_config_is_refused_at_load_naming_the_node(fpn_config, message):
     with pytest.raises(ConfigError, match=message):
         get_config("efficientdet-d0", {"fpn_config": fpn_config})
+
+
+B0_BLOCKS = ["r1_k3_s11_e1_i32_o16_se0.25", "r2_k3_s22_e6_i16_o24_se0.25",
+             "r2_k5_s22_e6_i24_o40_se0.25", "r3_k3_s22_e6_i40_o80_se0.25",
+             "r3_k5_s11_e6_i80_o112_se0.25", "r4_k5_s22_e6_i112_o192_se0.25",
+             "r1_k3_s11_e6_i192_o320_se0.25"]  # official efficientnet_builder._DEFAULT_BLOCKS_ARGS
+
+
+def test_backbone_config_takes_the_official_block_notation_and_fields(tmp_path):
+    encoded = B0_BLOCKS[1].replace("_se", "_c0_f0_p0_se")  # as the official BlockDecoder.encode
+    fields = {"num_repeat": 1, "kernel_size": 3, "strides": [1, 1], "expand_ratio": 1,
+              "input_filters": 32, "output_filters": 16}
+    config = get_config("efficientdet-d0", {"backbone_config": {
+        "blocks": [fields, encoded, *B0_BLOCKS[2:]]}})
+    assert config.backbone_config["blocks"][:2] == [
+        {**fields, "strides": 1, "se_ratio": None},
+        {"num_repeat": 2, "kernel_size": 3, "strides": 2, "expand_ratio": 6,
+         "input_filters": 16, "output_filters": 24, "se_ratio": 0.25}]
+    config.save(tmp_path / "saved.yaml")
+    assert get_config(tmp_path / "saved.yaml") == config
+
+
+@pytest.mark.parametrize("blocks, message", [
+    (["r1_k3_s11_e1_i32_o16_noskip"] + B0_BLOCKS[1:], r"blocks\[0\]' = .*option 'noskip'"),
+    (["r1_k3_s11_e1_i32_o16_cc"] + B0_BLOCKS[1:], r"unsupported option 'cc'"),
+    (B0_BLOCKS[:1] + ["r2_k3_s12_e6_i16_o24"] + B0_BLOCKS[2:], r"strides \[1, 2\] differ"),
+    (B0_BLOCKS[:1] + ["r2_k3_e6_i16_o24"] + B0_BLOCKS[2:], r"blocks\[1\]' = .* lacks 'strides'"),
+    (B0_BLOCKS[:-2], r"strides \[1, 2, 2, 2, 1\]: the first must be 1 and exactly four 2"),
+    (B0_BLOCKS[:1] + ["r0_k3_s22_e6_i16_o24"] + B0_BLOCKS[2:], r"the sizes positive"),
+])
+def test_bad_backbone_config_is_refused_at_load_naming_the_block(blocks, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", {"backbone_config": {"blocks": blocks}})

@@ -217,3 +217,26 @@ def test_fpn_config_of_a_new_topology_runs():
     assert [tuple(o.shape[1:3]) for o in class_outputs] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
     fusion_weights = [v for v in model.weights if "/WSM" in v.path]
     assert len(fusion_weights) == 1 + 2 * 4  # fastattn (fpn_weight_method): one per input
+
+
+def test_backbone_config_replaces_the_stages_before_scaling():
+    """official backbone_config: the blocks replace EfficientNet's before backbone_name's
+    compound scaling. B0's own blocks give the default network; a change shows in the weights."""
+    from test_config import B0_BLOCKS
+
+    def backbone_shapes(blocks):
+        keras.backend.clear_session()
+        config = get_config("efficientdet-d0", TINY).override(
+            {"backbone_name": "efficientnet-b1"} | (
+                {"backbone_config": {"blocks": blocks}} if blocks else {}))
+        backbone = build_model(config).get_layer("efficientnet-b1")
+        assert type(backbone).from_config(backbone.get_config()).stages == backbone.stages
+        return {v.path: tuple(v.shape) for v in backbone.weights}
+
+    default = backbone_shapes(None)
+    assert backbone_shapes(B0_BLOCKS) == default
+    changed = backbone_shapes(["r2_k5_s11_e1_i32_o16_se0.25"] + B0_BLOCKS[1:])
+    # B1 scales depth by 1.1: ceil(2 * 1.1) = 3 blocks in the first stage instead of 2.
+    assert changed["efficientnet-b1/blocks_0/depthwise_conv2d/kernel"] == (5, 5, 32, 1)
+    blocks = {path.split("/")[1] for path in changed} - {"stem", "head"}
+    assert len(blocks) == len({path.split("/")[1] for path in default} - {"stem", "head"}) + 1
