@@ -365,13 +365,13 @@ _DECLARED_TYPES: dict[str, Any] = {
     },
     # Official keys implemented here.
     "fpn_config": _Optional(_FpnConfig()),
+    "backbone_config": _Optional(_BackboneConfig()),
     "target_size": _Optional(_ImageSize()),
     "positives_momentum": _Optional(FLOAT),
     "loss_scale": _Optional(FLOAT),
     "img_summary_steps": _Optional(INT),
     "sample_image": _Optional(STR),
     # Official keys that have no job here: the official default only.
-    "backbone_config": _Optional(_BackboneConfig()),
     "data_format": _OfficialDefaultOnly(
         "channels_last", "the networks are channels_last only (TensorFlow picks the fastest "
                          "GPU layout itself); remove the key."),
