@@ -73,6 +73,17 @@ class _Optional(_Type):
         return f"{self.inner.describe()} or null"
 
 
+class _ZeroIsNull(_Optional):
+    """`inner` or null, where 0 is null too: the official code reads these values with `or`, so
+    its default 0 (nms_configs.score_thresh) means the method's default."""
+
+    def check(self, value):
+        return None if value == 0 and not isinstance(value, bool) else super().check(value)
+
+    def describe(self):
+        return f"{super().describe()} (0: null)"
+
+
 class _NullMeans(_Type):
     """`inner`, where null (the official default of some keys) stands for `value`."""
 
@@ -356,9 +367,9 @@ _DECLARED_TYPES: dict[str, Any] = {
     "var_freeze_expr": _Optional(STR),
     "nms_configs": {
         "method": _OneOf("gaussian", "hard"),
-        "iou_thresh": _Optional(FLOAT),
-        "score_thresh": _Optional(FLOAT),
-        "sigma": _Optional(FLOAT),
+        "iou_thresh": _ZeroIsNull(FLOAT),
+        "score_thresh": _ZeroIsNull(FLOAT),
+        "sigma": _ZeroIsNull(FLOAT),
         "pyfunc": _OfficialDefaultOnly(
             False, "NMS runs in the TensorFlow graph here (the official numpy py_function NMS "
                    "is not ported); remove the key."),

@@ -185,7 +185,8 @@ def test_a_schema_that_cannot_be_derived_says_why(defaults, declared, message):
 OFFICIAL_DEFAULTS_ONCE_UNKNOWN = {
     "backbone_config": None, "ckpt_var_scope": None, "data_format": "channels_last",
     "dataset_type": None, "fpn_config": None, "img_summary_steps": None, "is_training_bn": True,
-    "loss_scale": None, "nms_configs": {"pyfunc": False}, "positives_momentum": None,
+    "loss_scale": None, "nms_configs": {"pyfunc": False, "score_thresh": 0.0},
+    "positives_momentum": None,
     "regenerate_source_id": False, "sample_image": None, "save_freq": "epoch",
     "scale_range": False, "strategy": None, "target_size": None, "use_keras_model": True,
     "verbose": 1,
@@ -206,6 +207,17 @@ def test_official_null_and_scalar_forms_of_known_keys():
                                             "mean_rgb": 127.0, "stddev_rgb": 128})
     assert (config.fpn_name, config.fpn_weight_method) == ("bifpn", "fastattn")
     assert (config.mean_rgb, config.stddev_rgb) == ([127.0] * 3, [128.0] * 3)
+
+
+def test_zero_nms_thresholds_are_the_method_defaults_as_officially():
+    """official postprocess reads `score_thresh or 0.001` (its default is 0), `iou_thresh or
+    0.5`, `sigma or 0.5`."""
+    config = get_config("efficientdet-d0", "nms_configs.score_thresh=0.0,nms_configs.sigma=0,"
+                                           "nms_configs.iou_thresh=0.0")
+    nms = config.nms_configs
+    assert (nms.score_thresh, nms.sigma, nms.iou_thresh) == (None, None, None)
+    assert get_config("efficientdet-d0", "nms_configs.score_thresh=0.2").nms_configs \
+        .score_thresh == 0.2
 
 
 @pytest.mark.parametrize("override, alternative", [
