@@ -73,6 +73,30 @@ class _Optional(_Type):
         return f"{self.inner.describe()} or null"
 
 
+class _ZeroIsNull(_Optional):
+    """`inner` or null, where 0 is null too: the official code reads these values with `or`, so
+    its default 0 (nms_configs.score_thresh) means the method's default."""
+
+    def check(self, value):
+        return None if value == 0 and not isinstance(value, bool) else super().check(value)
+
+    def describe(self):
+        return f"{super().describe()} (0: null)"
+
+
+class _NullMeans(_Type):
+    """`inner`, where null (the official default of some keys) stands for `value`."""
+
+    def __init__(self, inner: _Type, value: Any):
+        self.inner, self.value = inner, value
+
+    def check(self, value):
+        return self.inner.check(self.value if value is None else value)
+
+    def describe(self):
+        return f"{self.inner.describe()} (null: {self.value!r})"
+
+
 class _OneOf(_Type):
     def __init__(self, *choices: str):
         self.choices = choices
@@ -107,6 +131,19 @@ class _ListOf(_Type):
     def describe(self):
         size = f"{self.length} " if self.length is not None else ""
         return f"a list of {size}{self.inner.describe()} ([a,b] or a*b)"
+
+
+class _Rgb(_ListOf):
+    """Three floats, one per channel; a single number (the official lite models' form) is
+    the value of all three."""
+
+    def __init__(self):
+        super().__init__(FLOAT, length=3)
+
+    def check(self, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value] * 3
+        return super().check(value)
 
 
 class _Heads(_ListOf):
@@ -174,6 +211,146 @@ class _LabelMap(_Type):
         return "a label map name or file, or a mapping {class id: name}"
 
 
+class _Refused(ValueError):
+    """A value of the right type that this library does not honour; the message says why."""
+
+
+class _OfficialDefaultOnly(_Type):
+    """An official hparam that has no job here (or whose job a flag does): its official default
+    is accepted, so that official config files load; any other value is refused with `why`,
+    which names what to use instead."""
+
+    def __init__(self, default: Any, why: str):
+        self.default, self.why = default, why
+
+    def check(self, value):
+        if value != self.default:
+            raise _Refused(self.why)
+        return value
+
+    def describe(self):
+        return f"only {self.default!r}"
+
+
+class _FpnConfig(_Type):
+    """The official `fpn_config`: a feature-network topology as data,
+    {nodes: [{feat_level: int, inputs_offsets: [int, ...]}, ...], weight_method: str}.
+
+    Feature ids (`inputs_offsets`) count the cell's inputs, levels min..max, then each node in
+    order, as in `model.fpn_topology`; `weight_method` may be left out (fpn_weight_method then).
+    The ids and levels are checked against min_level / max_level with the other joint rules.
+    """
+
+    def check(self, value):
+        if not isinstance(value, Mapping) or set(value) - {"nodes", "weight_method"}:
+            raise ConfigError(
+                f"hparam 'fpn_config' = {value!r}: expected a mapping with 'nodes' (a list of "
+                "{feat_level: int, inputs_offsets: [int, ...]}) and optionally 'weight_method'.")
+        nodes = value.get("nodes")
+        if not isinstance(nodes, (list, tuple)) or not nodes:
+            raise ConfigError(f"hparam 'fpn_config.nodes' = {nodes!r}: expected a non-empty list "
+                              "of {feat_level: int, inputs_offsets: [int, ...]}.")
+        checked = {"nodes": [self._node(index, node) for index, node in enumerate(nodes)]}
+        if value.get("weight_method") is not None:
+            method = _DECLARED_TYPES["fpn_weight_method"]
+            try:
+                checked["weight_method"] = method.check(value["weight_method"])
+            except TypeError:
+                raise ConfigError(
+                    f"hparam 'fpn_config.weight_method' = {value['weight_method']!r}: expected "
+                    f"{method.describe()}.") from None
+        return checked
+
+    @staticmethod
+    def _node(index: int, node) -> dict:
+        ints = isinstance(node, Mapping) and set(node) == {"feat_level", "inputs_offsets"} and (
+            _is_int(node["feat_level"]) and isinstance(node["inputs_offsets"], (list, tuple))
+            and node["inputs_offsets"] and all(_is_int(i) for i in node["inputs_offsets"]))
+        if not ints:
+            raise ConfigError(
+                f"hparam 'fpn_config.nodes[{index}]' = {node!r}: expected "
+                "{feat_level: int, inputs_offsets: [int, ...]} (at least one input).")
+        return {"feat_level": node["feat_level"], "inputs_offsets": list(node["inputs_offsets"])}
+
+    def describe(self):
+        return "a mapping {nodes: [{feat_level, inputs_offsets}, ...], weight_method} or null"
+
+
+class _BackboneConfig(_Type):
+    """The official `backbone_config`: {blocks: [...]}, the EfficientNet stages that replace the
+    B0 stages before backbone_name's compound scaling. A block is the official string notation
+    ('r1_k3_s11_e1_i32_o16_se0.25': repeats, kernel, strides, expand ratio, input and output
+    filters, squeeze-excite ratio) or a mapping of those BlockArgs fields; stored as mappings.
+    The official options conv_type, fused_conv, super_pixel, condconv and noskip are refused.
+    """
+
+    _FIELDS = {"r": "num_repeat", "k": "kernel_size", "e": "expand_ratio",
+               "i": "input_filters", "o": "output_filters"}
+
+    def check(self, value):
+        blocks = value.get("blocks") if isinstance(value, Mapping) else None
+        if set(value) != {"blocks"} or not isinstance(blocks, (list, tuple)) or not blocks:
+            raise ConfigError(
+                f"hparam 'backbone_config' = {value!r}: expected {{blocks: [...]}}, a list of "
+                "blocks such as 'r1_k3_s11_e1_i32_o16_se0.25' (null: backbone_name's).")
+        checked = [self._block(index, block) for index, block in enumerate(blocks)]
+        strides = [block["strides"] for block in checked]
+        if strides[0] != 1 or strides.count(2) != 4:
+            raise ConfigError(
+                f"hparam 'backbone_config.blocks' have strides {strides}: the first must be 1 "
+                "and exactly four 2, for the backbone's levels 1-5 (strides 2-32 with the stem).")
+        return {"blocks": checked}
+
+    def _block(self, index: int, block) -> dict:
+        try:
+            fields = self._parse(block) if isinstance(block, str) else dict(block)
+            strides = fields["strides"]
+            if isinstance(strides, (list, tuple)):
+                if len(set(strides)) != 1:
+                    raise ValueError(f"strides {strides} differ; only equal strides are built")
+                fields["strides"] = strides[0]
+            checked = {name: int(fields.pop(name)) for name in (*self._FIELDS.values(), "strides")}
+            checked["se_ratio"] = fields.pop("se_ratio", None)
+            if fields:
+                raise ValueError(f"unsupported fields {sorted(fields)}")
+        except KeyError as error:
+            raise ConfigError(f"hparam 'backbone_config.blocks[{index}]' = {block!r} lacks "
+                              f"{error}.") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"hparam 'backbone_config.blocks[{index}]' = {block!r}: {error}. Expected "
+                "'r<repeats>_k<kernel>_s<stride><stride>_e<expand>_i<in>_o<out>[_se<ratio>]' "
+                "or those fields (num_repeat, kernel_size, strides, expand_ratio, "
+                "input_filters, output_filters, se_ratio).") from None
+        se_ratio = checked["se_ratio"]
+        if (checked["strides"] not in (1, 2) or min(checked[f] for f in self._FIELDS.values()) < 1
+                or not (se_ratio is None or 0 < se_ratio <= 1)):
+            raise ConfigError(f"hparam 'backbone_config.blocks[{index}]' = {block!r}: strides "
+                              "must be 1 or 2, the sizes positive, se_ratio in (0, 1] or null.")
+        return checked
+
+    def _parse(self, text: str) -> dict:
+        fields = {}
+        for option in text.split("_"):
+            key, number = option.rstrip("0123456789."), option.lstrip("abcdefghijklmnopqrstuvwxyz")
+            if key in self._FIELDS:
+                fields[self._FIELDS[key]] = int(number)
+            elif key == "s" and len(number) == 2:
+                fields["strides"] = [int(number[0]), int(number[1])]
+            elif key == "se":
+                fields["se_ratio"] = float(number)
+            elif not (key in ("c", "f", "p") and number == "0"):  # the official encoder's zeros
+                raise ValueError(f"unsupported option {option!r}")
+        return fields
+
+    def describe(self):
+        return "{blocks: [...]} or null"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 INT, FLOAT, BOOL, STR = _Scalar(int), _Scalar(float), _Scalar(bool), _Scalar(str)
 
 # The types that a key's default in base.yaml does not tell: a choice among names, a value that
@@ -188,11 +365,12 @@ _DECLARED_TYPES: dict[str, Any] = {
     "act_type": _OneOf("swish", "silu", "relu", "relu6", "hswish", "gelu", "mish"),
     "image_size": _ImageSize(),
     "heads": _Heads(),
-    "fpn_name": _OneOf("bifpn", "bifpn_dyn", "qufpn", "fpn", "panet"),
-    "fpn_weight_method": _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
+    "fpn_name": _NullMeans(_OneOf("bifpn", "bifpn_dyn", "qufpn", "fpn", "panet"), "bifpn"),
+    "fpn_weight_method": _NullMeans(
+        _OneOf("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"), "fastattn"),
     "survival_prob": _Optional(FLOAT),
-    "mean_rgb": _ListOf(FLOAT, length=3),
-    "stddev_rgb": _ListOf(FLOAT, length=3),
+    "mean_rgb": _Rgb(),
+    "stddev_rgb": _Rgb(),
     "label_map": _Optional(_LabelMap()),
     "autoaugment_policy": _Optional(_OneOf("v0", "randaug")),
     "iou_loss_type": _Optional(_OneOf("iou", "giou", "diou", "ciou")),
@@ -201,10 +379,46 @@ _DECLARED_TYPES: dict[str, Any] = {
     "var_freeze_expr": _Optional(STR),
     "nms_configs": {
         "method": _OneOf("gaussian", "hard"),
-        "iou_thresh": _Optional(FLOAT),
-        "score_thresh": _Optional(FLOAT),
-        "sigma": _Optional(FLOAT),
+        "iou_thresh": _ZeroIsNull(FLOAT),
+        "score_thresh": _ZeroIsNull(FLOAT),
+        "sigma": _ZeroIsNull(FLOAT),
+        "pyfunc": _OfficialDefaultOnly(
+            False, "NMS runs in the TensorFlow graph here (the official numpy py_function NMS "
+                   "is not ported); remove the key."),
     },
+    # Official keys implemented here.
+    "fpn_config": _Optional(_FpnConfig()),
+    "backbone_config": _Optional(_BackboneConfig()),
+    "target_size": _Optional(_ImageSize()),
+    "positives_momentum": _Optional(FLOAT),
+    "loss_scale": _Optional(FLOAT),
+    "img_summary_steps": _Optional(INT),
+    "sample_image": _Optional(STR),
+    # Official keys that have no job here: the official default only.
+    "data_format": _OfficialDefaultOnly(
+        "channels_last", "the networks are channels_last only (TensorFlow picks the fastest "
+                         "GPU layout itself); remove the key."),
+    "strategy": _OfficialDefaultOnly(
+        None, "the distribution strategy is the flag --strategy (default, gpus, multi-worker, "
+              "tpu), or build ObjectDetector inside strategy.scope()."),
+    "is_training_bn": _OfficialDefaultOnly(
+        True, "batch norm follows Keras's training flag (it trains in fit, runs in inference "
+              "mode elsewhere); remove the key."),
+    "use_keras_model": _OfficialDefaultOnly(
+        True, "the official legacy (TF1 estimator) model is not ported; the Keras model is the "
+              "only one. Remove the key."),
+    "ckpt_var_scope": _OfficialDefaultOnly(
+        None, "checkpoints load by the official variable names; start from a part of one with "
+              "--backbone_ckpt (or --pretrained_ckpt and var_freeze_expr)."),
+    "dataset_type": _OfficialDefaultOnly(
+        None, "the data is TFRecord files or another dataset spec of --train_file_pattern (the "
+              "official 'sstable' reader is Google-internal); remove the key."),
+    "save_freq": _OfficialDefaultOnly(
+        "epoch", "checkpoints are saved at every epoch end; add --save_checkpoints_steps=N "
+                 "(TrainingCheckpoints(save_checkpoints_steps=N)) to save every N steps too."),
+    "verbose": _OfficialDefaultOnly(
+        1, "checkpoint saving is logged through Python logging; set the log level (absl "
+           "--verbosity) instead."),
 }
 _TYPE_OF_DEFAULT = {bool: BOOL, int: INT, float: FLOAT, str: STR}
 
@@ -483,6 +697,9 @@ def validate(values: Mapping[str, Any], schema: Mapping = SCHEMA, prefix: str = 
             checked[key] = kind.check(value)
         except ConfigError:
             raise
+        except _Refused as error:
+            raise ConfigError(
+                f"hparam {prefix + key!r} = {value!r} is not supported: {error}") from None
         except (TypeError, ValueError):
             raise ConfigError(
                 f"hparam {prefix + key!r} = {value!r} has the wrong type: expected {kind.describe()}."
@@ -519,6 +736,48 @@ def _check_relations(values: dict[str, Any]) -> None:
     for key in ("backbone_survival_prob", "survival_prob"):
         if values[key] is not None and not 0.0 < values[key] <= 1.0:
             raise ConfigError(f"hparam {key!r} = {values[key]} must be in (0, 1] or null.")
+    _check_official_extras(values)
+    if values["fpn_config"] is not None:
+        _check_fpn_config(values["fpn_config"], values["min_level"], values["max_level"])
+
+
+def _check_official_extras(values: dict[str, Any]) -> None:
+    momentum = values["positives_momentum"]
+    if momentum is not None and momentum >= 1.0:
+        raise ConfigError(
+            f"hparam 'positives_momentum' = {momentum} must be below 1 (0 < m < 1: a moving "
+            "average of the positives; null, 0 or negative: the batch's own positives).")
+    if values["loss_scale"] is not None and values["loss_scale"] <= 0:
+        raise ConfigError(f"hparam 'loss_scale' = {values['loss_scale']} must be positive or "
+                          "null (the initial float16 loss scale; null: Keras's 2**15).")
+    steps = values["img_summary_steps"]
+    if steps is not None and steps < 1:
+        raise ConfigError(f"hparam 'img_summary_steps' = {steps} must be at least 1 or null.")
+
+
+def _check_fpn_config(fpn_config: Mapping, min_level: int, max_level: int) -> None:
+    """Every node's level is within min..max_level and reads only features before it; every
+    level has a node (its output, as the official code takes)."""
+    num_levels = max_level - min_level + 1
+    missing = sorted(set(range(min_level, max_level + 1))
+                     - {node["feat_level"] for node in fpn_config["nodes"]})
+    if missing:
+        raise ConfigError(
+            f"hparam 'fpn_config' has no node at levels {missing}: each level min_level.."
+            f"max_level = {min_level}..{max_level} needs one, its last node being the output.")
+    for index, node in enumerate(fpn_config["nodes"]):
+        if not min_level <= node["feat_level"] <= max_level:
+            raise ConfigError(
+                f"hparam 'fpn_config.nodes[{index}]': feat_level {node['feat_level']} is outside "
+                f"min_level..max_level = {min_level}..{max_level}.")
+        known = num_levels + index
+        bad = [offset for offset in node["inputs_offsets"] if not 0 <= offset < known]
+        if bad:
+            raise ConfigError(
+                f"hparam 'fpn_config.nodes[{index}]': inputs_offsets {bad} name no earlier "
+                f"feature; ids 0..{num_levels - 1} are the inputs at levels "
+                f"{min_level}..{max_level}, id {num_levels} + i is node i, so node {index} "
+                f"reads ids 0..{known - 1}.")
 
 
 def _check_heads(values: dict[str, Any]) -> None:

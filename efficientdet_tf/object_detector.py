@@ -35,7 +35,11 @@ from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_training_start, load_weights
 from efficientdet_tf.model.weight_average import WeightAverage
-from efficientdet_tf.training.callbacks import NonFiniteLossGuard, TrainingCheckpoints
+from efficientdet_tf.training.callbacks import (
+    NonFiniteLossGuard,
+    TrainingCheckpoints,
+    input_image_summary,
+)
 from efficientdet_tf.training.step import RecipeStep, make_optimizer, trainable_variables
 
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
@@ -124,6 +128,7 @@ class ObjectDetector(keras.Model):
 
     def train_step(self, data):
         images, labels = data
+        input_image_summary(images, self.config, self.optimizer.iterations)
         logs = {**self.recipe(images, labels, self.optimizer),
                 "learning_rate": self.optimizer.learning_rate}
         # The logs are sums over replicas, alike on every one, which Keras then averages over

@@ -198,3 +198,142 @@ def test_the_schema_is_derived_from_base_yaml():
 def test_a_schema_that_cannot_be_derived_says_why(defaults, declared, message):
     with pytest.raises(ConfigError, match=message):
         config_module._schema(defaults, declared)
+
+
+# The official hparams that base.yaml once lacked, at their official defaults
+# (hparams_config.default_detection_configs); grid_mask aside.
+OFFICIAL_DEFAULTS_ONCE_UNKNOWN = {
+    "backbone_config": None, "ckpt_var_scope": None, "data_format": "channels_last",
+    "dataset_type": None, "fpn_config": None, "grid_mask": False, "img_summary_steps": None,
+    "is_training_bn": True,
+    "loss_scale": None, "nms_configs": {"pyfunc": False, "score_thresh": 0.0},
+    "positives_momentum": None,
+    "regenerate_source_id": False, "sample_image": None, "save_freq": "epoch",
+    "scale_range": False, "strategy": None, "target_size": None, "use_keras_model": True,
+    "verbose": 1,
+}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_official_defaults_of_every_official_key_load(name, tmp_path):
+    path = tmp_path / "official.yaml"
+    path.write_text(yaml.safe_dump(OFFICIAL_DEFAULTS_ONCE_UNKNOWN))
+    assert get_config(name, str(path)) == get_config(name)
+
+
+def test_official_null_and_scalar_forms_of_known_keys():
+    """Official defaults fpn_name=None, fpn_weight_method=None (bifpn, fastattn) and the lite
+    models' single-number mean_rgb / stddev_rgb."""
+    config = get_config("efficientdet-d0", {"fpn_name": None, "fpn_weight_method": None,
+                                            "mean_rgb": 127.0, "stddev_rgb": 128})
+    assert (config.fpn_name, config.fpn_weight_method) == ("bifpn", "fastattn")
+    assert (config.mean_rgb, config.stddev_rgb) == ([127.0] * 3, [128.0] * 3)
+
+
+def test_zero_nms_thresholds_are_the_method_defaults_as_officially():
+    """official postprocess reads `score_thresh or 0.001` (its default is 0), `iou_thresh or
+    0.5`, `sigma or 0.5`."""
+    config = get_config("efficientdet-d0", "nms_configs.score_thresh=0.0,nms_configs.sigma=0,"
+                                           "nms_configs.iou_thresh=0.0")
+    nms = config.nms_configs
+    assert (nms.score_thresh, nms.sigma, nms.iou_thresh) == (None, None, None)
+    assert get_config("efficientdet-d0", "nms_configs.score_thresh=0.2").nms_configs \
+        .score_thresh == 0.2
+
+
+@pytest.mark.parametrize("override, alternative", [
+    ("data_format=channels_first", "channels_last only"),
+    ("strategy=tpu", "--strategy"),
+    ("is_training_bn=false", "Keras's training flag"),
+    ("use_keras_model=false", "the Keras model is the only one"),
+    ("nms_configs.pyfunc=true", "NMS runs in the TensorFlow graph"),
+    ("ckpt_var_scope=old", "--backbone_ckpt"),
+    ("dataset_type=sstable", "--train_file_pattern"),
+    ("save_freq=100", "--save_checkpoints_steps"),
+    ("verbose=0", "--verbosity"),
+])
+def test_official_keys_without_a_job_here_refuse_other_values_in_one_line(override, alternative):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as error:
+        get_config("efficientdet-d0", override)
+    message = str(error.value)
+    assert message.startswith(f"hparam {key!r} = ") and "is not supported" in message
+    assert alternative in message and "\n" not in message
+
+
+@pytest.mark.parametrize("override, message", [
+    ("positives_momentum=1.0", r"'positives_momentum' = 1.0 must be below 1"),
+    ("loss_scale=0", r"'loss_scale' = 0.0 must be positive"),
+    ("img_summary_steps=0", r"'img_summary_steps' = 0 must be at least 1"),
+    ("target_size=0", r"'target_size' = 0 has the wrong type"),
+])
+def test_implemented_official_keys_check_their_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", override)
+
+
+BIFPN_P3_P7 = [(6, [3, 4]), (5, [2, 5]), (4, [1, 6]), (3, [0, 7]),
+               (4, [1, 7, 8]), (5, [2, 6, 9]), (6, [3, 5, 10]), (7, [4, 11])]
+
+
+def fpn_nodes(pairs):
+    return [{"feat_level": level, "inputs_offsets": offsets} for level, offsets in pairs]
+
+
+def test_fpn_config_in_the_official_form_loads_and_round_trips(tmp_path):
+    path = tmp_path / "custom_fpn.yaml"
+    path.write_text(yaml.safe_dump({"fpn_config": {"nodes": fpn_nodes(BIFPN_P3_P7),
+                                                   "weight_method": "sum"}}))
+    config = get_config("efficientdet-d0", str(path))
+    assert config.fpn_config == {"nodes": fpn_nodes(BIFPN_P3_P7), "weight_method": "sum"}
+    config.save(tmp_path / "saved.yaml")
+    assert get_config(tmp_path / "saved.yaml") == config
+
+
+@pytest.mark.parametrize("fpn_config, message", [
+    ({"nodes": []}, r"'fpn_config.nodes' = \[\]: expected a non-empty list"),
+    ({"node": fpn_nodes(BIFPN_P3_P7)}, r"'fpn_config' = .*expected a mapping with 'nodes'"),
+    ({"nodes": [{"feat_level": 3}]}, r"'fpn_config.nodes\[0\]' = .*inputs_offsets"),
+    ({"nodes": fpn_nodes(BIFPN_P3_P7), "weight_method": "avg"},
+     r"'fpn_config.weight_method' = 'avg': expected one of 'sum'"),
+    ({"nodes": fpn_nodes(BIFPN_P3_P7[:7])}, r"no node at levels \[7\]"),
+    ({"nodes": fpn_nodes(BIFPN_P3_P7 + [(8, [12])])}, r"nodes\[8\]': feat_level 8 is outside"),
+    ({"nodes": fpn_nodes([(6, [3, 5])] + BIFPN_P3_P7[1:])},
+     r"nodes\[0\]': inputs_offsets \[5\] name no earlier feature.*node 0 reads ids 0..4"),
+])
+def test_bad_fpn_config_is_refused_at_load_naming_the_node(fpn_config, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", {"fpn_config": fpn_config})
+
+
+B0_BLOCKS = ["r1_k3_s11_e1_i32_o16_se0.25", "r2_k3_s22_e6_i16_o24_se0.25",
+             "r2_k5_s22_e6_i24_o40_se0.25", "r3_k3_s22_e6_i40_o80_se0.25",
+             "r3_k5_s11_e6_i80_o112_se0.25", "r4_k5_s22_e6_i112_o192_se0.25",
+             "r1_k3_s11_e6_i192_o320_se0.25"]  # official efficientnet_builder._DEFAULT_BLOCKS_ARGS
+
+
+def test_backbone_config_takes_the_official_block_notation_and_fields(tmp_path):
+    encoded = B0_BLOCKS[1].replace("_se", "_c0_f0_p0_se")  # as the official BlockDecoder.encode
+    fields = {"num_repeat": 1, "kernel_size": 3, "strides": [1, 1], "expand_ratio": 1,
+              "input_filters": 32, "output_filters": 16}
+    config = get_config("efficientdet-d0", {"backbone_config": {
+        "blocks": [fields, encoded, *B0_BLOCKS[2:]]}})
+    assert config.backbone_config["blocks"][:2] == [
+        {**fields, "strides": 1, "se_ratio": None},
+        {"num_repeat": 2, "kernel_size": 3, "strides": 2, "expand_ratio": 6,
+         "input_filters": 16, "output_filters": 24, "se_ratio": 0.25}]
+    config.save(tmp_path / "saved.yaml")
+    assert get_config(tmp_path / "saved.yaml") == config
+
+
+@pytest.mark.parametrize("blocks, message", [
+    (["r1_k3_s11_e1_i32_o16_noskip"] + B0_BLOCKS[1:], r"blocks\[0\]' = .*option 'noskip'"),
+    (["r1_k3_s11_e1_i32_o16_cc"] + B0_BLOCKS[1:], r"unsupported option 'cc'"),
+    (B0_BLOCKS[:1] + ["r2_k3_s12_e6_i16_o24"] + B0_BLOCKS[2:], r"strides \[1, 2\] differ"),
+    (B0_BLOCKS[:1] + ["r2_k3_e6_i16_o24"] + B0_BLOCKS[2:], r"blocks\[1\]' = .* lacks 'strides'"),
+    (B0_BLOCKS[:-2], r"strides \[1, 2, 2, 2, 1\]: the first must be 1 and exactly four 2"),
+    (B0_BLOCKS[:1] + ["r0_k3_s22_e6_i16_o24"] + B0_BLOCKS[2:], r"the sizes positive"),
+])
+def test_bad_backbone_config_is_refused_at_load_naming_the_block(blocks, message):
+    with pytest.raises(ConfigError, match=message):
+        get_config("efficientdet-d0", {"backbone_config": {"blocks": blocks}})

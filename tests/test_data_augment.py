@@ -246,3 +246,23 @@ def test_policies_change_pixels_in_a_graph_with_and_without_boxes(policy):
         assert changed >= 5, f"{changed} of 8 augmented images differ from the input"
     with pytest.raises(ValueError, match="Unknown autoaugment_policy 'v9'"):
         autoaugment.augment(image, tf.zeros([0, 4]), "v9")
+
+
+def test_target_size_is_what_the_scale_jitter_scales():
+    """official dataloader `set_training_random_scale_factors(..., target_size)`: the drawn
+    factor times target_size (truncated), not times image_size; the crop stays image_size."""
+    image = tf.zeros([HEIGHT, WIDTH, 3])
+    tf.random.set_seed(3)
+    factor = float(tf.random.uniform([], 0.5, 1.5))
+    tf.random.set_seed(3)
+    transform = augment.random_jitter_transform(image, (64, 64), 0.5, 1.5, target_size=(96, 128))
+    expected = min(int(factor * 96) / HEIGHT, int(factor * 128) / WIDTH)
+    assert float(transform.scale) == pytest.approx(expected, rel=1e-6)
+
+    example = white_rectangle_example()
+    fixed = "num_classes=1,image_size=64,jitter_min=1.0,jitter_max=1.0,input_rand_hflip=false"
+    for target_size, scale in ((None, 0.64), ("128", 1.28), ("64x32", 32 / HEIGHT)):
+        config = get_config("efficientdet-d0", f"{fixed},target_size={target_size}")
+        outputs = ExampleParser(config, is_training=True)(example)
+        assert outputs["image"].shape == (64, 64, 3)
+        assert float(outputs["image_scales"]) == pytest.approx(1 / scale, rel=1e-6)

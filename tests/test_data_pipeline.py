@@ -73,6 +73,20 @@ def test_evaluation_reads_every_image_once_in_order_keeping_the_last_batch(synth
     assert sorted(source_ids) == list(range(1, 10))
 
 
+def test_regenerate_source_id_hashes_the_image_bytes(synthetic_records):
+    """official TfExampleDecoder(regenerate_source_id=True): the id is a hash of image/encoded,
+    whatever image/source_id says."""
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(synthetic_records)))
+    encoded = [tf.io.parse_single_example(
+        record, {"image/encoded": tf.io.FixedLenFeature((), tf.string)})["image/encoded"]
+        for record in records]
+    expected = sorted(int(tf.strings.to_hash_bucket_fast(e, 2**31 - 1)) for e in encoded)
+    config = CONFIG.override("regenerate_source_id=true")
+    batches = build_dataset(synthetic_records, config, is_training=False, batch_size=9)
+    source_ids = next(iter(batches))[1]["source_ids"].numpy()
+    assert sorted(source_ids) == expected and not set(expected) & set(range(1, 10))
+
+
 @pytest.mark.parametrize("shard_by", ["files", "records", "indices"])
 def test_input_pipelines_read_disjoint_shards(shard_by, synthetic_records):
     spec = {

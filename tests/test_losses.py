@@ -10,6 +10,7 @@ from efficientdet_tf import build_model, get_config
 from efficientdet_tf.anchors import feature_sizes
 from efficientdet_tf.training.losses import (
     DetectionLoss,
+    PositivesNormalizer,
     focal_loss,
     huber_box_loss,
     iou_variant,
@@ -85,6 +86,49 @@ def test_detection_loss_combines_parts_with_the_official_weights():
     assert float(parts["det_loss"]) == pytest.approx(
         float(parts["cls_loss"]) + 50 * float(parts["box_loss"]) + float(parts["iou_loss"]),
         rel=1e-5)
+
+
+def test_positives_momentum_normalizes_by_the_official_moving_average():
+    """official tf2/train_lib.py: from 0, avg = m * avg + (1 - m) * (positives + 1), no bias
+    correction; null (today's default), 0 or negative: positives + 1."""
+    normalizer = PositivesNormalizer(0.9)
+    got = [float(normalizer(tf.constant(n))) for n in (9.0, 19.0, 4.0)]
+    expected, average = [], 0.0
+    for n in (9.0, 19.0, 4.0):
+        average = 0.9 * average + 0.1 * (n + 1)
+        expected.append(average)
+    assert got == pytest.approx(expected, rel=1e-6)  # 1.0, 2.9, 3.11
+    for momentum in (None, 0.0, -1.0):
+        assert float(PositivesNormalizer(momentum)(tf.constant(9.0))) == 10.0
+
+
+def test_positives_momentum_is_alike_on_every_replica():
+    """Each replica averages the global batch's positives, read back unchanged as the mean."""
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = tf.distribute.MirroredStrategy(cpus)
+    with strategy.scope():
+        normalizer = PositivesNormalizer(0.5)
+    step = tf.function(lambda n: strategy.run(normalizer, (n,)))
+    step(tf.constant(3.0))
+    values = strategy.experimental_local_results(step(tf.constant(7.0)))
+    assert [float(v) for v in values] == [0.5 * 2.0 + 0.5 * 8.0] * 2
+    assert float(normalizer.average.read_value()) == 5.0
+
+
+def test_detection_loss_divides_by_the_moving_normalizer():
+    config = get_config("efficientdet-d0", "image_size=64,num_classes=2,positives_momentum=0.75")
+    labels = _labels(config, 1, [0.1, -0.1, 0.2, 0.0])
+    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18])
+                     for lv in range(3, 8)]
+    box_outputs = [tf.zeros([1, *labels[f"box_targets_{lv}"].shape[1:3], 36]) for lv in range(3, 8)]
+    plain = DetectionLoss(config.override("positives_momentum=null"))(
+        class_outputs, box_outputs, labels, num_positives=1.0)
+    loss = DetectionLoss(config)
+    first = loss(class_outputs, box_outputs, labels, num_positives=1.0)  # normalizer 0.5, not 2
+    second = loss(class_outputs, box_outputs, labels, num_positives=1.0)  # 0.875
+    for part in ("cls_loss", "box_loss"):
+        assert float(first[part]) == pytest.approx(float(plain[part]) * 2 / 0.5, rel=1e-5)
+        assert float(second[part]) == pytest.approx(float(plain[part]) * 2 / 0.875, rel=1e-5)
 
 
 def test_perfect_box_predictions_have_no_iou_loss():

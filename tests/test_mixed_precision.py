@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf import ObjectDetector
+from efficientdet_tf import ObjectDetector, get_config
+from efficientdet_tf.training.step import make_optimizer
 import small_models
 
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
@@ -74,3 +75,23 @@ def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves(float16_detect
     assert not any(_changed(overflowing["before"]["weights"], overflowing["after"]["weights"]))
     assert not any(_changed(overflowing["before"]["averages"], overflowing["after"]["averages"]))
     assert overflowing["scale"] == pytest.approx(OVERFLOWING_SCALE / 2)
+
+
+def test_loss_scale_is_the_initial_dynamic_scale():
+    """official train_lib.get_optimizer: LossScaleOptimizer(initial_scale=loss_scale) under
+    mixed_float16; null keeps Keras's default; float32 has no loss scaling."""
+    previous = keras.config.dtype_policy()
+    try:
+        for policy, loss_scale, expected in (("mixed_float16", "1024.0", 1024.0),
+                                             ("mixed_float16", "null", 2.0**15),
+                                             ("float32", "1024.0", None)):
+            keras.config.set_dtype_policy(policy)
+            config = get_config("efficientdet-d0", f"loss_scale={loss_scale}")
+            optimizer = make_optimizer(config, 8, steps_per_epoch=10, num_epochs=1)
+            if expected is None:
+                assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+                continue
+            optimizer.build([keras.Variable(1.0)])
+            assert float(optimizer.dynamic_scale.numpy()) == expected
+    finally:
+        keras.config.set_dtype_policy(previous)

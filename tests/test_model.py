@@ -178,3 +178,65 @@ def test_grad_checkpoint_gives_the_same_loss_and_gradients():
     np.testing.assert_allclose(means_gc[recomputed_bn], 1.99 * means[recomputed_bn], rtol=1e-4)
     stem_bn = "efficientnet-b0/stem/tpu_batch_normalization/moving_mean"
     np.testing.assert_allclose(means_gc[stem_bn], means[stem_bn], rtol=1e-6)
+
+
+def official_fpn_config(topology, weight_method=None) -> dict:
+    """A topology in the official `fpn_config` form."""
+    nodes = [{"feat_level": n.level, "inputs_offsets": list(n.input_ids)} for n in topology.nodes]
+    return {"nodes": nodes, **({"weight_method": weight_method} if weight_method else {})}
+
+
+def test_fpn_config_builds_the_network_it_describes():
+    """An official fpn_config that spells out PANet with weight_method sum is the network of
+    fpn_name=panet, fpn_weight_method=sum: same variables, same outputs for the same weights."""
+    from efficientdet_tf.model.fpn_topology import panet
+
+    _, reference = tiny_model("fpn_name=panet,fpn_weight_method=sum")
+    reference_outputs = run(reference)
+    weights = {v.path: v.numpy() for v in reference.weights}
+    keras.backend.clear_session()
+    config = get_config("efficientdet-d0", TINY).override(
+        {"fpn_config": official_fpn_config(panet(3, 7), "sum"), "fpn_weight_method": "fastattn"})
+    model = build_model(config)
+    assert {v.path: tuple(v.shape) for v in model.weights} == {
+        path: value.shape for path, value in weights.items()}
+    for variable in model.weights:
+        variable.assign(weights[variable.path])
+    for got, expected in zip(tf.nest.flatten(run(model)), tf.nest.flatten(reference_outputs)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fpn_config_of_a_new_topology_runs():
+    """A bottom-up chain that no fpn_name gives."""
+    keras.backend.clear_session()
+    chain = [{"feat_level": 3, "inputs_offsets": [0]}] + [
+        {"feat_level": level, "inputs_offsets": [level - 3, level + 1]} for level in range(4, 8)]
+    model = build_model(get_config("efficientdet-d0", TINY).override(
+        {"fpn_config": {"nodes": chain}}))
+    class_outputs, _ = run(model)
+    assert [tuple(o.shape[1:3]) for o in class_outputs] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    fusion_weights = [v for v in model.weights if "/WSM" in v.path]
+    assert len(fusion_weights) == 1 + 2 * 4  # fastattn (fpn_weight_method): one per input
+
+
+def test_backbone_config_replaces_the_stages_before_scaling():
+    """official backbone_config: the blocks replace EfficientNet's before backbone_name's
+    compound scaling. B0's own blocks give the default network; a change shows in the weights."""
+    from test_config import B0_BLOCKS
+
+    def backbone_shapes(blocks):
+        keras.backend.clear_session()
+        config = get_config("efficientdet-d0", TINY).override(
+            {"backbone_name": "efficientnet-b1"} | (
+                {"backbone_config": {"blocks": blocks}} if blocks else {}))
+        backbone = build_model(config).get_layer("efficientnet-b1")
+        assert type(backbone).from_config(backbone.get_config()).stages == backbone.stages
+        return {v.path: tuple(v.shape) for v in backbone.weights}
+
+    default = backbone_shapes(None)
+    assert backbone_shapes(B0_BLOCKS) == default
+    changed = backbone_shapes(["r2_k5_s11_e1_i32_o16_se0.25"] + B0_BLOCKS[1:])
+    # B1 scales depth by 1.1: ceil(2 * 1.1) = 3 blocks in the first stage instead of 2.
+    assert changed["efficientnet-b1/blocks_0/depthwise_conv2d/kernel"] == (5, 5, 32, 1)
+    blocks = {path.split("/")[1] for path in changed} - {"stem", "head"}
+    assert len(blocks) == len({path.split("/")[1] for path in default} - {"stem", "head"}) + 1

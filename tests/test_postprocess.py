@@ -229,6 +229,7 @@ def test_soft_nms_with_score_thresh_0_drops_scores_under_0_001_like_official():
     # Background scores (4.5e-5) are under the official default 0.001; sigmoid(1) * exp(-2) not.
     assert detections.num_detections.numpy().tolist() == [2]
 
+
 def test_pre_nms_top_k_keeps_the_best_pairs():
     config = small_config(max_nms_inputs=2)
     anchors = Anchors.from_config(config)

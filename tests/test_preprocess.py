@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images
+from efficientdet_tf.data.pipeline import ExampleParser
+from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images, to_pixels
 from official_fixture import FIXTURE_MODEL, expected_outputs, input_image, requires_fixture
 
 
@@ -55,3 +56,27 @@ def test_rejects_images_without_three_channels():
         preprocess_image(np.zeros((10, 10), np.uint8), config)
     with pytest.raises(ValueError, match=r"\[batch, height, width, 3\]"):
         preprocess_images(np.zeros((10, 10, 3), np.uint8), config)
+
+
+def test_scale_range_maps_the_padded_network_input_to_minus_one_one():
+    """official dataloader: `image * 2.0 / 255 - 1.0` after normalizing, resizing and padding,
+    in training and evaluation; here inference too, and `to_pixels` undoes it."""
+    plain = get_config("efficientdet-d0", "image_size=[64,80],mean_rgb=0*0*0,stddev_rgb=1*1*1")
+    config = plain.override("scale_range=true")
+    image = np.random.default_rng(0).integers(0, 256, (100, 50, 3), np.uint8)
+    expected = preprocess_image(image, plain)[0].numpy() * 2 / 255 - 1
+    processed = preprocess_image(image, config)[0].numpy()
+    np.testing.assert_allclose(processed, expected, atol=1e-6)
+    np.testing.assert_array_equal(processed[:, 32:], -1.0)  # the padding
+    assert processed[:, :32].min() >= -1 and processed[:, :32].max() <= 1
+    pixels = [to_pixels(preprocess_image(image, c)[0], c).numpy().astype(int)
+              for c in (config, plain)]
+    np.testing.assert_allclose(*pixels, atol=1)  # rounding of .5 values only
+
+    example = {"image": tf.constant(image), "source_id": tf.constant(1, tf.int64),
+               "boxes": tf.zeros([0, 4]), "classes": tf.zeros([0], tf.int32),
+               "is_crowd": tf.zeros([0], tf.bool), "areas": tf.zeros([0])}
+    fixed = "jitter_min=1.0,jitter_max=1.0,input_rand_hflip=false"
+    for is_training in (True, False):
+        parse = ExampleParser(config.override(fixed), is_training)
+        np.testing.assert_allclose(parse(example)["image"].numpy(), expected, atol=1e-5)

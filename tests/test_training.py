@@ -20,7 +20,12 @@ from efficientdet_tf import build_model, get_config, load_weights, save_weights
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.object_detector import ObjectDetector
-from efficientdet_tf.training.callbacks import NonFiniteLossError, TrainingCheckpoints
+from efficientdet_tf.training.callbacks import (
+    ImageSummaries,
+    NonFiniteLossError,
+    TrainingCheckpoints,
+    input_image_summary,
+)
 from efficientdet_tf.training.step import make_optimizer
 from official_fixture import FIXTURE_DIR, requires_fixture
 import small_models
@@ -432,3 +437,44 @@ def test_two_workers_train_on_localhost(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-4")
     assert "Saved checkpoint" in logs[1].read_text()  # the other worker saved elsewhere
     assert not list((tmp_path / "run").glob("edet_worker_*"))
+
+
+def _image_events(log_dir) -> dict[str, list[tuple[int, int, int]]]:
+    """{tag: [(step, height, width) of each image]} in the event files of `log_dir`."""
+    events = {}
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                images = tf.make_ndarray(value.tensor)[2:]  # width, height, then the PNGs
+                for encoded in images:
+                    shape = tf.io.decode_png(encoded).shape
+                    events.setdefault(value.tag, []).append((event.step, *shape[:2]))
+    return events
+
+
+@pytest.mark.slow
+def test_img_summary_steps_writes_input_batches_and_the_drawn_sample_image(tmp_path):
+    """official train_lib: input images in model_dir/train_images; DisplayCallback: the sample
+    image's detections in model_dir/test_images, every img_summary_steps steps (the eager step;
+    test_input_image_summary_in_a_traced_step traces the summary)."""
+    sample = tmp_path / "sample.png"
+    keras.utils.save_img(sample, np.random.default_rng(0).integers(0, 255, (48, 80, 3)))
+    detector = make_detector(overrides=f"img_summary_steps=2,sample_image={sample}",
+                             run_eagerly=True)
+    fit(detector, "synthetic:train:4", batch_size=4, steps_per_epoch=3,
+        callbacks=[ImageSummaries(tmp_path / "run", detector.config)])
+    inputs = _image_events(tmp_path / "run" / "train_images")
+    assert inputs == {"input_image": [(step, 64, 64) for step in (0, 0, 0, 2, 2, 2)]}
+    assert _image_events(tmp_path / "run" / "test_images") == {"Test image": [(2, 48, 80)]}
+
+
+def test_input_image_summary_in_a_traced_step(tmp_path):
+    config = get_config("efficientdet-d0", "image_size=32,img_summary_steps=3")
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        step = tf.function(lambda images, step: input_image_summary(images, config, step))
+        for index in range(7):
+            step(tf.zeros([4, 32, 32, 3]), tf.constant(index, tf.int64))
+    writer.flush()
+    assert _image_events(tmp_path) == {
+        "input_image": [(step, 32, 32) for step in (0, 0, 0, 3, 3, 3, 6, 6, 6)]}

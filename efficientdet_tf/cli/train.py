@@ -15,7 +15,11 @@ from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
-from efficientdet_tf.training.callbacks import StepSummaries, TrainingCheckpoints
+from efficientdet_tf.training.callbacks import (
+    ImageSummaries,
+    StepSummaries,
+    TrainingCheckpoints,
+)
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,8 @@ def run(flag_values) -> None:
                             flag_values.keep_checkpoint_max),
         StepSummaries(os.path.join(model_dir, "train")),
     ]
+    if config.img_summary_steps:
+        callbacks.append(ImageSummaries(model_dir, config))
     detector.compile(steps_per_execution=flag_values.steps_per_execution)
     detector.fit(source, epochs=config.num_epochs, batch_size=flag_values.batch_size,
                  steps_per_epoch=steps_per_epoch, callbacks=callbacks,

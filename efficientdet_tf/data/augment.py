@@ -65,12 +65,15 @@ def fit_transform(image: tf.Tensor, output_size: Sequence[int]) -> ScaleTransfor
 
 
 def random_jitter_transform(
-    image: tf.Tensor, output_size: Sequence[int], jitter_min: float, jitter_max: float
+    image: tf.Tensor, output_size: Sequence[int], jitter_min: float, jitter_max: float,
+    target_size: Sequence[int] | None = None,
 ) -> ScaleTransform:
-    """Official scale jitter: fit the image into `output_size` times a factor drawn uniformly from
-    [jitter_min, jitter_max], then pick a random crop window where it exceeds the output."""
+    """Official scale jitter: fit the image into `target_size` (default: `output_size`; the
+    official hparam target_size, for training at another size than evaluation) times a factor
+    drawn uniformly from [jitter_min, jitter_max], then pick a random crop window of
+    `output_size` where it exceeds it."""
     factor = tf.random.uniform([], jitter_min, jitter_max)
-    target_size = tf.floor(factor * tf.constant(output_size, tf.float32))
+    target_size = tf.floor(factor * tf.constant(target_size or output_size, tf.float32))
     scale = tf.reduce_min(target_size / _image_size(image))
     scaled_size = _scaled_size(image, scale)
     slack = tf.cast(tf.maximum(scaled_size - tf.constant(output_size), 0), tf.float32)

@@ -25,8 +25,9 @@ Training follows the official order: drop crowd boxes (config.skip_crowd_during_
 GridMask (config.grid_mask; it moves no pixel, so segmentation masks stay right), AutoAugment
 (config.autoaugment_policy), normalize (config.mean_rgb / stddev_rgb), random horizontal
 flip (config.input_rand_hflip), scale jitter in [config.jitter_min, config.jitter_max] with random
-crop and zero padding to config.image_size, then anchor labels. Evaluation resizes keeping the
-aspect ratio and pads, exactly as inference does. Mask classes outside
+crop and zero padding to config.image_size (the jitter scales config.target_size when set), then
+anchor labels. Evaluation resizes keeping the aspect ratio and pads, exactly as inference does.
+Both map the padded images by x * 2 / 255 - 1 with config.scale_range. Mask classes outside
 0..config.seg_num_classes - 1 become the ignore label, logged. Boxes whose class id is outside
 1..config.num_classes are dropped with a logged warning (a source that knows its class ids, COCO
 JSON or synthetic, raises when the dataset is built instead).
@@ -66,7 +67,7 @@ from efficientdet_tf.data.mask_folder import USAGE as MASK_FOLDER_USAGE
 from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.data.named_boxes import split_hold_out
-from efficientdet_tf.data.preprocess import normalize_image, preprocess_image
+from efficientdet_tf.data.preprocess import apply_scale_range, normalize_image, preprocess_image
 from efficientdet_tf.data.sources import Source, TFDatasetSource, TFRecordSource
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
@@ -101,7 +102,8 @@ def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
         return _named_boxes_source(spec, kind, rest, config)
     if kind == "masks":
         return _mask_folder_source(spec, rest)
-    return TFRecordSource(spec, with_masks=_with_masks(config))
+    return TFRecordSource(spec, with_masks=_with_masks(config),
+                          regenerate_source_id=config.regenerate_source_id)
 
 
 def _with_masks(config) -> bool:
@@ -240,6 +242,7 @@ class ExampleParser:
                 example["segmentation_mask"], self.config.seg_num_classes, example["source_id"])
         if self.is_training:
             image, transform, objects, mask = self._augment(example["image"], objects, mask)
+            image = apply_scale_range(image, self.config)  # preprocess_image's last step too
         else:  # inference pre-processing; fit_transform computes the same scale for the boxes
             image, _ = preprocess_image(example["image"], self.config)
             transform = augment.fit_transform(example["image"], self.output_size)
@@ -263,7 +266,7 @@ class ExampleParser:
         if config.input_rand_hflip:
             image, boxes, mask = augment.random_flip_horizontal(image, boxes, mask)
         transform = augment.random_jitter_transform(
-            image, self.output_size, config.jitter_min, config.jitter_max
+            image, self.output_size, config.jitter_min, config.jitter_max, config.target_size
         )
         image = augment.resize_crop_and_pad(image, transform, self.output_size)
         return image, transform, {**objects, "boxes": boxes}, mask

@@ -2,7 +2,8 @@
 
 An image of any size is normalized with `config.mean_rgb` / `config.stddev_rgb`, resized keeping
 its aspect ratio (bilinear) so that it fits `config.image_size`, and zero-padded at the bottom and
-right to exactly `config.image_size`. Only TensorFlow ops: it runs eagerly, in a `tf.function` and
+right to exactly `config.image_size`; with `config.scale_range`, then mapped by x * 2 / 255 - 1.
+Only TensorFlow ops: it runs eagerly, in a `tf.function` and
 inside an exported SavedModel.
 """
 
@@ -56,7 +57,7 @@ def _resize_and_pad(images: tf.Tensor, config) -> tuple[tf.Tensor, tf.Tensor]:
     scaled_size, scale = fitted_size(tf.shape(images)[1], tf.shape(images)[2], config)
     images = tf.image.resize(images, scaled_size, method=tf.image.ResizeMethod.BILINEAR)
     images = tf.image.pad_to_bounding_box(images, 0, 0, output_height, output_width)
-    return images, tf.fill(tf.shape(images)[:1], 1.0 / scale)
+    return apply_scale_range(images, config), tf.fill(tf.shape(images)[:1], 1.0 / scale)
 
 
 def fitted_size(height, width, config) -> tuple[tf.Tensor, tf.Tensor]:
@@ -79,10 +80,24 @@ def normalize_image(
     return image
 
 
+def apply_scale_range(images: tf.Tensor, config) -> tf.Tensor:
+    """With `config.scale_range`, the official dataloader's last step on the normalized, resized
+    and padded images: x * 2 / 255 - 1 (so 0..255 becomes -1..1 with mean_rgb 0 and stddev_rgb 1,
+    and the padding -1). The official dataloader does it for training and evaluation; its
+    inference code does not, which would feed a model trained so other inputs than it learned
+    on: here inference does it too."""
+    if not config.scale_range:
+        return images
+    return images * (2.0 / 255.0) - 1.0
+
+
 def to_pixels(images: tf.Tensor, config) -> tf.Tensor:
     """Network inputs (normalized) -> the uint8 RGB pixels that `normalize_image` maps to them, to
     the nearest: the input of TFLite files that normalize inside. Zero padding becomes mean_rgb."""
     mean = tf.constant(config.mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
     stddev = tf.constant(config.stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
-    pixels = tf.round(tf.convert_to_tensor(images, tf.float32) * stddev + mean)
+    images = tf.convert_to_tensor(images, tf.float32)
+    if config.scale_range:
+        images = (images + 1.0) * (255.0 / 2.0)
+    pixels = tf.round(images * stddev + mean)
     return tf.cast(tf.clip_by_value(pixels, 0.0, 255.0), tf.uint8)

@@ -80,10 +80,13 @@ def skip_undecodable(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 class TFRecordSource(Source):
     """TFRecord files in the official layout, from one or more comma-separated glob patterns;
-    `with_masks` reads their segmentation masks too (records without one are skipped)."""
+    `with_masks` reads their segmentation masks too (records without one are skipped);
+    `regenerate_source_id` replaces the records' source ids by a hash of their image bytes."""
 
-    def __init__(self, file_pattern: str | list[str], with_masks: bool = False):
+    def __init__(self, file_pattern: str | list[str], with_masks: bool = False,
+                 regenerate_source_id: bool = False):
         self.with_masks = with_masks
+        self.regenerate_source_id = regenerate_source_id
         patterns = file_pattern.split(",") if isinstance(file_pattern, str) else list(file_pattern)
         self.files = []
         for pattern in (p.strip() for p in patterns):
@@ -120,7 +123,8 @@ class TFRecordSource(Source):
             records = shard_for_input_pipeline(records, input_context)
         if shuffle:
             records = records.shuffle(_RECORD_SHUFFLE_BUFFER, seed=seed)
-        parse = functools.partial(parse_example, with_masks=self.with_masks)
+        parse = functools.partial(parse_example, with_masks=self.with_masks,
+                                  regenerate_source_id=self.regenerate_source_id)
         return skip_undecodable(records.map(parse, num_parallel_calls=tf.data.AUTOTUNE))
 
 

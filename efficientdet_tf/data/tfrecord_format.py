@@ -10,7 +10,8 @@ Keys (as written by the official create_coco_tfrecord.py / create_pascal_tfrecor
 
 `parse_example` turns one serialized record into the decoded example every dataset source yields:
   image: uint8 [height, width, 3]
-  source_id: int64 scalar
+  source_id: int64 scalar (a hash of image/encoded with `regenerate_source_id`, as the official
+    decoder's option of that name, for records whose source ids repeat)
   boxes: float32 [N, 4] normalized ymin, xmin, ymax, xmax
   classes: int32 [N], 1-based
   is_crowd: bool [N]
@@ -89,7 +90,8 @@ _FEATURES = {
 }
 
 
-def parse_example(serialized: tf.Tensor, with_masks: bool = False) -> dict[str, tf.Tensor]:
+def parse_example(serialized: tf.Tensor, with_masks: bool = False,
+                  regenerate_source_id: bool = False) -> dict[str, tf.Tensor]:
     """One serialized tf.train.Example -> the decoded example (see the module docstring).
 
     Missing `is_crowd` means no crowds; missing `area` means the box area. Raises (in the graph)
@@ -118,7 +120,8 @@ def parse_example(serialized: tf.Tensor, with_masks: bool = False) -> dict[str, 
     areas = tf.cond(tf.size(areas) > 0, lambda: areas, lambda: _pixel_areas(boxes, image))
     example = {
         "image": image,
-        "source_id": _source_id_to_int(dense["image/source_id"], dense["image/encoded"]),
+        "source_id": (_hashed(dense["image/encoded"]) if regenerate_source_id else
+                      _source_id_to_int(dense["image/source_id"], dense["image/encoded"])),
         "boxes": tf.ensure_shape(boxes, [None, 4]),
         "classes": classes,
         "is_crowd": is_crowd,
@@ -143,5 +146,9 @@ def _source_id_to_int(source_id: tf.Tensor, encoded_image: tf.Tensor) -> tf.Tens
     return tf.cond(
         is_number,
         lambda: tf.strings.to_number(source_id, tf.int64),
-        lambda: tf.strings.to_hash_bucket_fast(hash_input, _SOURCE_ID_HASH_BUCKETS),
+        lambda: _hashed(hash_input),
     )
+
+
+def _hashed(text: tf.Tensor) -> tf.Tensor:
+    return tf.strings.to_hash_bucket_fast(text, _SOURCE_ID_HASH_BUCKETS)

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.data.pipeline import build_dataset
-from efficientdet_tf.data.preprocess import normalize_image, to_pixels
+from efficientdet_tf.data.preprocess import apply_scale_range, normalize_image, to_pixels
 from efficientdet_tf.export.tflite_metadata import add_metadata
 from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
 from efficientdet_tf.inference.segmentation_masks import network_input_masks
@@ -124,8 +124,8 @@ def _network(model, config, input_layout: str) -> Callable:
     _check_input_layout(input_layout)
     if input_layout == "normalized":
         return lambda images: model(images, training=False)
-    return lambda pixels: model(
-        normalize_image(pixels, config.mean_rgb, config.stddev_rgb), training=False)
+    return lambda pixels: model(apply_scale_range(
+        normalize_image(pixels, config.mean_rgb, config.stddev_rgb), config), training=False)
 
 
 def _input_spec(config, input_layout: str) -> tf.TensorSpec:

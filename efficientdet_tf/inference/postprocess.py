@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 POSTPROCESS_MODES = ("global", "per_class", "combined")
 
-# What the null (or 0) values of `nms_configs` stand for (the official defaults, see
-# hparams/base.yaml).
+# What the null values of `nms_configs` stand for: the official defaults (see hparams/base.yaml;
+# config.py reads their official 0 as null).
 DEFAULT_HARD_NMS_IOU_THRESHOLD = 0.5
 DEFAULT_SOFT_NMS_SCORE_THRESHOLD = 0.001
 DEFAULT_SOFT_NMS_SIGMA = 0.5
@@ -73,17 +73,17 @@ class NmsParameters:
         """`method` is 'hard' or 'gaussian' (soft-NMS, which suppresses by score decay only)."""
         if method == "hard":
             return cls(
-                iou_threshold=_or_default(nms_configs.iou_thresh, DEFAULT_HARD_NMS_IOU_THRESHOLD),
-                score_threshold=_or_default(nms_configs.score_thresh, float("-inf")),
+                iou_threshold=_default_if_none(nms_configs.iou_thresh, DEFAULT_HARD_NMS_IOU_THRESHOLD),
+                score_threshold=_default_if_none(nms_configs.score_thresh, float("-inf")),
                 soft_nms_sigma=0.0,
             )
         if method == "gaussian":
             return cls(
                 iou_threshold=1.0,  # soft-NMS only decays scores: no overlap removes a box outright
-                score_threshold=_or_default(
+                score_threshold=_default_if_none(
                     nms_configs.score_thresh, DEFAULT_SOFT_NMS_SCORE_THRESHOLD
                 ),
-                soft_nms_sigma=_or_default(nms_configs.sigma, DEFAULT_SOFT_NMS_SIGMA),
+                soft_nms_sigma=_default_if_none(nms_configs.sigma, DEFAULT_SOFT_NMS_SIGMA),
             )
         raise ValueError(f"Unknown NMS method {method!r}: expected 'hard' or 'gaussian'.")
 
@@ -103,9 +103,10 @@ class NmsParameters:
                        iou_threshold=COMBINED_NMS_IOU_THRESHOLD)
 
 
-def _or_default(value, default):
-    """The official `value or default`: null and 0 both stand for the default."""
-    return value or default
+def _default_if_none(value, default):
+    """`default` for a null value (config.py reads the official 0 of these keys as null, as the
+    official code's `value or default`)."""
+    return default if value is None else value
 
 
 @functools.cache

@@ -11,7 +11,12 @@ from dataclasses import asdict
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.model.fpn_topology import FpnNode, FpnTopology, get_topology
+from efficientdet_tf.model.fpn_topology import (
+    FpnNode,
+    FpnTopology,
+    from_fpn_config,
+    get_topology,
+)
 from efficientdet_tf.model.layers import (
     CompositeLayer, NormSettings, activation, from_plain, recompute_if, trace_in_sequence)
 
@@ -325,10 +330,12 @@ class FeatureNetwork(CompositeLayer):
 
 def feature_network(config, feature_sizes: dict[int, tuple[int, int]],
                     norm: NormSettings) -> FeatureNetwork:
-    """The feature network the hparams `config` describe."""
+    """The feature network the hparams `config` describe: the topology and weight method of
+    `config.fpn_config` where set (as the official code), else of fpn_name and fpn_weight_method."""
+    custom = config.fpn_config or {}
     fusion = dict(
         filters=config.fpn_num_filters,
-        weight_method=config.fpn_weight_method,
+        weight_method=custom.get("weight_method") or config.fpn_weight_method,
         act_type=config.act_type,
         separable_conv=config.separable_conv,
         apply_bn_for_resampling=config.apply_bn_for_resampling,
@@ -337,12 +344,18 @@ def feature_network(config, feature_sizes: dict[int, tuple[int, int]],
         norm=norm,
     )
     return FeatureNetwork(
-        get_topology(config.fpn_name, config.min_level, config.max_level),
+        _topology(config),
         feature_sizes,
         fusion,
         cell_repeats=config.fpn_cell_repeats,
         grad_checkpoint=config.grad_checkpoint,
     )
+
+
+def _topology(config) -> FpnTopology:
+    if config.fpn_config:
+        return from_fpn_config(config.fpn_config, config.min_level, config.max_level)
+    return get_topology(config.fpn_name, config.min_level, config.max_level)
 
 
 def _plain_cell_args(topology, feature_sizes, fusion, grad_checkpoint) -> dict:

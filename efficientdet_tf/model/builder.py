@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from efficientdet_tf.anchors import feature_sizes
 from efficientdet_tf.model.bifpn import ResampleFeatureMap, feature_network
-from efficientdet_tf.model.efficientnet import EfficientNet
+from efficientdet_tf.model.efficientnet import B0_STAGES, BlockSpec, EfficientNet
 from efficientdet_tf.model.heads import box_head, class_head
 from efficientdet_tf.model.layers import NormSettings
 from efficientdet_tf.model.segmentation_head import segmentation_head
@@ -45,6 +45,7 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
         norm=norm,
         survival_prob=config.backbone_survival_prob,
         grad_checkpoint=config.grad_checkpoint,
+        stages=_backbone_stages(config),
     )
     backbone_features = backbone(images)  # levels 1..5
     features = backbone_features[config.min_level - 1:BACKBONE_MAX_LEVEL]
@@ -86,3 +87,10 @@ def model_outputs(config, outputs) -> ModelOutputs:
         return ModelOutputs(list(class_outputs), list(box_outputs), None)
     return ModelOutputs(
         outputs.get("class_outputs"), outputs.get("box_outputs"), outputs["segmentation_logits"])
+
+
+def _backbone_stages(config) -> list[BlockSpec]:
+    """The stages of hparam backbone_config (official: its BlockArgs), else EfficientNet-B0's."""
+    if not config.backbone_config:
+        return list(B0_STAGES)
+    return [BlockSpec(**block) for block in config.backbone_config["blocks"]]

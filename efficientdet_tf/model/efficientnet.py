@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 import keras
 import tensorflow as tf
@@ -103,12 +104,13 @@ def round_repeats(repeats: int, depth_coefficient: float) -> int:
     return int(math.ceil(depth_coefficient * repeats))
 
 
-def scaled_stages(spec: EfficientNetSpec) -> list[BlockSpec]:
-    """The B0 stages after compound scaling (lite: first and last stage keep their depth)."""
-    stages = []
-    for index, stage in enumerate(B0_STAGES):
-        fixed_depth = spec.lite and index in (0, len(B0_STAGES) - 1)
-        stages.append(
+def scaled_stages(spec: EfficientNetSpec,
+                  stages: Sequence[BlockSpec] = B0_STAGES) -> list[BlockSpec]:
+    """The (B0) stages after compound scaling (lite: first and last stage keep their depth)."""
+    scaled = []
+    for index, stage in enumerate(stages):
+        fixed_depth = spec.lite and index in (0, len(stages) - 1)
+        scaled.append(
             replace(
                 stage,
                 input_filters=round_filters(stage.input_filters, spec.width_coefficient),
@@ -118,7 +120,7 @@ def scaled_stages(spec: EfficientNetSpec) -> list[BlockSpec]:
                 se_ratio=None if spec.lite else stage.se_ratio,
             )
         )
-    return stages
+    return scaled
 
 
 def expand_blocks(stages: list[BlockSpec]) -> list[BlockSpec]:
@@ -313,7 +315,8 @@ class EfficientNet(CompositeLayer):
     Without top, `call` returns the features at strides 2, 4, 8, 16 and 32 (levels 1-5): the
     output of the last block before each stride-2 block, and of the last block. With
     `include_top`, it returns the classifier logits instead. With `grad_checkpoint`, training
-    recomputes each block's activations in the backward pass.
+    recomputes each block's activations in the backward pass. `stages` replace the B0 stages
+    that the spec scales (the official hparam backbone_config).
     """
 
     def __init__(
@@ -325,6 +328,7 @@ class EfficientNet(CompositeLayer):
         include_top: bool = False,
         num_classes: int = 1000,
         grad_checkpoint: bool = False,
+        stages: Sequence[BlockSpec] = B0_STAGES,
         **kwargs,
     ):
         spec = get_spec(spec) if isinstance(spec, str) else spec
@@ -334,10 +338,11 @@ class EfficientNet(CompositeLayer):
         self.act_type, self.norm_settings, self.survival_prob = act_type, norm, survival_prob
         self.include_top, self.num_classes = include_top, num_classes
         self.grad_checkpoint = grad_checkpoint
+        self.stages = tuple(stages)
         stem_filters = STEM_FILTERS if spec.lite else round_filters(
             STEM_FILTERS, spec.width_coefficient)
         self.stem = Stem(stem_filters, act_type, norm, name="stem")
-        blocks = expand_blocks(scaled_stages(spec))
+        blocks = expand_blocks(scaled_stages(spec, self.stages))
         self.blocks = [
             MBConvBlock(
                 block,
@@ -385,11 +390,14 @@ class EfficientNet(CompositeLayer):
         return {**super().get_config(), "spec": asdict(self.spec), "act_type": self.act_type,
                 "norm": self.norm_settings.get_config(), "survival_prob": self.survival_prob,
                 "include_top": self.include_top, "num_classes": self.num_classes,
-                "grad_checkpoint": self.grad_checkpoint}
+                "grad_checkpoint": self.grad_checkpoint,
+                "stages": [asdict(stage) for stage in self.stages]}
 
     @classmethod
     def from_config(cls, config):
-        return super().from_config(from_plain(config, spec=EfficientNetSpec, norm=NormSettings))
+        stages = [BlockSpec(**stage) for stage in config.get("stages", map(asdict, B0_STAGES))]
+        return super().from_config(
+            {**from_plain(config, spec=EfficientNetSpec, norm=NormSettings), "stages": stages})
 
 
 def _block_survival_prob(survival_prob: float | None, index: int, num_blocks: int):

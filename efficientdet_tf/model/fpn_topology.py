@@ -15,7 +15,7 @@ A cell's output at each level is the newest feature of that level.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,14 @@ TOPOLOGIES: dict[str, Callable[[int, int], FpnTopology]] = {
     "fpn": fpn,
     "panet": panet,
 }
+
+
+def from_fpn_config(fpn_config: Mapping, min_level: int, max_level: int) -> FpnTopology:
+    """The topology of the official hparam `fpn_config` (nodes of `feat_level` and
+    `inputs_offsets`, the ids above; config.py checks them)."""
+    nodes = tuple(FpnNode(node["feat_level"], tuple(node["inputs_offsets"]))
+                  for node in fpn_config["nodes"])
+    return FpnTopology(min_level, max_level, nodes)
 
 
 def get_topology(fpn_name: str, min_level: int, max_level: int) -> FpnTopology:

@@ -1,4 +1,5 @@
-"""Keras callbacks of a training run: resumable checkpoints, the NaN guard and per-step summaries.
+"""Keras callbacks of a training run: resumable checkpoints, the NaN guard, per-step summaries
+and the images of hparams img_summary_steps / sample_image.
 
 They work on an `ObjectDetector` being fitted (`self.model`): its `network`, `optimizer` and
 `weight_average`.
@@ -13,9 +14,14 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.config import get_config
+from efficientdet_tf.config import ConfigError, get_config
+from efficientdet_tf.data.images import decode_image
+from efficientdet_tf.data.preprocess import to_pixels
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
+from efficientdet_tf.label_map import class_names
 from efficientdet_tf.model.checkpoint import CheckpointMismatchError, VariablesByPath
 
 log = logging.getLogger(__name__)
@@ -146,6 +152,82 @@ class StepSummaries(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._writer.flush()
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """With hparams img_summary_steps = n, TensorBoard images every n steps, as the official
+    trainer: the first images of the training batch ('input_image', pixels again, in
+    model_dir/train_images; `input_image_summary` writes them from inside the step), and with
+    sample_image the current weights' detections (and mask) drawn on that image ('Test image',
+    model_dir/test_images; official `DisplayCallback`, which needs img_summary_steps too).
+    Only the chief writes.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, config):
+        super().__init__()
+        if not config.img_summary_steps:
+            raise ConfigError("ImageSummaries needs hparam img_summary_steps (every how many "
+                              "steps to write the images).")
+        self.model_dir, self.config = str(model_dir), config
+        self.every = config.img_summary_steps
+        self.sample_image = _read_sample_image(config.sample_image)
+        self._writers = None
+        self._default_writer = None
+
+    def on_train_begin(self, logs=None):
+        if self._writers is None:  # once: a traced step keeps the writer it was traced with
+            chief = is_chief(self.model.distribute_strategy)
+            self._writers = {
+                name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
+                if chief else tf.summary.create_noop_writer()
+                for name in ("train_images", "test_images")}
+        self._default_writer = self._writers["train_images"].as_default()
+        self._default_writer.__enter__()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if self.sample_image is None or step % self.every:
+            return
+        with self._writers["test_images"].as_default(step=step):
+            tf.summary.image("Test image", self.drawn_sample()[np.newaxis])
+
+    def on_train_end(self, logs=None):
+        self._default_writer.__exit__(None, None, None)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def drawn_sample(self) -> np.ndarray:
+        """uint8 [H, W, 3]: the sample image with the current weights' detections (scoring at
+        least nms_configs.score_thresh, else 0.4, as the official callback) and mask."""
+        outputs = self.model.predict(self.sample_image[np.newaxis])
+        image = self.sample_image
+        if "segmentation_masks" in outputs:
+            image = overlay_mask(image, outputs["segmentation_masks"][0])
+        if "detection_boxes" in outputs:
+            image = np.asarray(draw_detections(
+                image, outputs["detection_boxes"][0], outputs["detection_scores"][0],
+                outputs["detection_classes"][0], class_names(self.config),
+                min_score=self.config.nms_configs.score_thresh or DEFAULT_MIN_SCORE))
+        return image
+
+
+def input_image_summary(images: tf.Tensor, config, step: tf.Tensor) -> None:
+    """Every config.img_summary_steps steps, the batch's first images (as pixels) as 'input_image'
+    in the default summary writer, if any (`ImageSummaries` sets one); from the first replica."""
+    if not config.img_summary_steps:
+        return
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    due = tf.logical_and(tf.equal(step % config.img_summary_steps, 0), tf.equal(replica, 0))
+    with tf.summary.record_if(due):
+        tf.summary.image("input_image", to_pixels(images, config), step=step)
+
+
+def _read_sample_image(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"hparam 'sample_image' = {path!r}: no such file.")
+    return decode_image(tf.io.read_file(path)).numpy()
 
 
 def save_run_config(config, model_dir: str) -> None:

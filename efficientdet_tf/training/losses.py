@@ -2,7 +2,8 @@
 and the segmentation loss (softmax cross-entropy over the labelled pixels).
 
 All parts are sums over anchors divided by the number of positive anchors + 1 of the whole
-global batch, so a batch split across replicas gives, summed, exactly the single-device loss.
+global batch (or its moving average, `positives_momentum`), so a batch split across replicas
+gives, summed, exactly the single-device loss.
 """
 
 from __future__ import annotations
@@ -102,11 +103,42 @@ def _aspect_ratio_gap(p_h, p_w, t_h, t_w):
     return v, gradient
 
 
+class PositivesNormalizer:
+    """What the detection losses are divided by: the positive anchors of the global batch + 1,
+    or with `positives_momentum` m in (0, 1) their moving average as the official trainers keep
+    it: from 0, without bias correction, `average = m * average + (1 - m) * (positives + 1)`
+    each step, the step using the updated average (official tf2/train_lib.py `_detection_loss`).
+
+    The official average is per replica, of the replica's own positives; here it is of the
+    global batch's, alike on every replica, so that N replicas train as one device (a negative
+    official momentum, the cross-replica mean, is what null already does). The average is not
+    checkpointed, as officially: a resumed run starts it from 0 again.
+    """
+
+    def __init__(self, momentum: float | None):
+        self.momentum = momentum if momentum and momentum > 0 else None
+        self.average = None
+        if self.momentum is not None:
+            self.average = tf.Variable(
+                0.0, trainable=False, name="moving_normalizer",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.MEAN)
+
+    def __call__(self, num_positives) -> tf.Tensor:
+        normalizer = tf.cast(num_positives, tf.float32) + 1.0
+        if self.average is None:
+            return normalizer
+        updated = self.momentum * self.average + (1.0 - self.momentum) * normalizer
+        self.average.assign(updated)
+        return updated
+
+
 class DetectionLoss:
     """The loss parts of one batch: cls_loss, box_loss, iou_loss (when configured), total."""
 
     def __init__(self, config):
         self.config = config
+        self.normalizer = PositivesNormalizer(config.positives_momentum)
         self.levels = range(config.min_level, config.max_level + 1)
         self.anchor_boxes = None
         if config.iou_loss_type:
@@ -114,9 +146,9 @@ class DetectionLoss:
             self.anchor_boxes = anchors.split_levels(tf.constant(anchors.boxes))
 
     def __call__(self, class_outputs, box_outputs, labels, num_positives) -> dict[str, tf.Tensor]:
-        """`num_positives`: positive anchors in the global batch (the normalizer is that + 1)."""
+        """`num_positives`: positive anchors in the global batch (see `PositivesNormalizer`)."""
         config = self.config
-        normalizer = tf.cast(num_positives, tf.float32) + 1.0
+        normalizer = self.normalizer(num_positives)
         cls_losses, box_losses, iou_losses = [], [], []
         for index, level in enumerate(self.levels):
             logits = tf.cast(class_outputs[index], tf.float32)

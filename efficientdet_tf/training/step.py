@@ -98,7 +98,8 @@ class RecipeStep:
 def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
                    num_epochs: int) -> keras.optimizers.Optimizer:
     """SGD with momentum (or Adam, momentum as beta_1) on the warm-up schedule over
-    `num_epochs`, with loss scaling under the mixed_float16 policy.
+    `num_epochs`, with dynamic loss scaling under the mixed_float16 policy, starting from
+    `config.loss_scale` (null: Keras's 2**15), as the official `get_optimizer`.
 
     Gradient clipping happens in the step (`RecipeStep.clip_gradients`), on the global sum.
     """
@@ -108,7 +109,8 @@ def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
     else:
         optimizer = keras.optimizers.Adam(schedule, beta_1=config.momentum)
     if keras.config.dtype_policy().name == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        initial = {"initial_scale": config.loss_scale} if config.loss_scale else {}
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, **initial)
     return optimizer
 
 
