@@ -9,7 +9,7 @@ and exports.
     detector.export("exported")                            # SavedModel and TFLite files
     detector.save("detector.keras")                        # keras.saving.load_model reads it
 
-`fit` is Keras's own loop around the official training step (`training.step.RecipeStep`), with
+`fit` is Keras's own loop around the official training step (`training.step.TrainingStep`), with
 the official optimizer and schedule over the epochs given to `fit`, under the strategy the
 detector was built in. As with Keras's `use_ema` optimizers, the averaged weights replace the
 trained ones when `fit` ends; during `fit`, validation uses them. The command line trains
@@ -40,7 +40,7 @@ from efficientdet_tf.training.callbacks import (
     TrainingCheckpoints,
     input_image_summary,
 )
-from efficientdet_tf.training.step import RecipeStep, make_optimizer, trainable_variables
+from efficientdet_tf.training.step import TrainingStep, make_optimizer, trainable_variables
 
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
 
@@ -68,7 +68,7 @@ class ObjectDetector(keras.Model):
         self.network = build_model(config, synchronized_batch_norm=replicas > 1)
         trainable = trainable_variables(self.network, config.var_freeze_expr)
         self.weight_average = WeightAverage(trainable, config.moving_average_decay)
-        self.recipe = RecipeStep(config, self.network, trainable, self.weight_average)
+        self.training_step = TrainingStep(config, self.network, trainable, self.weight_average)
         self._training_start = None
         self.compile()  # the defaults: the official optimizer, made by `fit`
         self._representative_data = None
@@ -129,7 +129,7 @@ class ObjectDetector(keras.Model):
     def train_step(self, data):
         images, labels = data
         input_image_summary(images, self.config, self.optimizer.iterations)
-        logs = {**self.recipe(images, labels, self.optimizer),
+        logs = {**self.training_step(images, labels, self.optimizer),
                 "learning_rate": self.optimizer.learning_rate}
         # The logs are sums over replicas, alike on every one, which Keras then averages over
         # replicas. Under MultiWorkerMirroredStrategy it averages along axis 0, which fails on
@@ -216,7 +216,7 @@ class ObjectDetector(keras.Model):
                             jit_compile=self._compile_options["jit_compile"],
                             run_eagerly=self._compile_options["run_eagerly"])
             if not optimizer.built:
-                optimizer.build(self.recipe.trainable)
+                optimizer.build(self.training_step.trainable)
 
     def _restore_or_start(self, callbacks) -> int:
         """Resumes from a `TrainingCheckpoints` callback's model_dir, else starts training from

@@ -159,8 +159,8 @@ def use_linear_loss(detector, global_batch_size=8):
     Every replica's share is its part of the global batch, so the sum over replicas is the whole.
     The detection loss times 0 keeps every variable in the graph, with a zero gradient.
     """
-    real_loss = detector.recipe.loss
-    variables = {v.path: v for v in detector.recipe.trainable}
+    real_loss = detector.training_step.loss
+    variables = {v.path: v for v in detector.training_step.trainable}
 
     def linear_loss(class_outputs, box_outputs, labels, num_positives):
         parts = real_loss(class_outputs, box_outputs, labels, num_positives)
@@ -169,7 +169,7 @@ def use_linear_loss(detector, global_batch_size=8):
                            * tf.reduce_sum(variables[path]) for path, norm in GRADIENT_NORMS.items()])
         return {**parts, "det_loss": 0.0 * parts["det_loss"] + share * linear}
 
-    detector.recipe.loss = linear_loss
+    detector.training_step.loss = linear_loss
 
 
 def test_gradients_are_clipped_per_tensor_then_globally():
@@ -179,7 +179,7 @@ def test_gradients_are_clipped_per_tensor_then_globally():
     snapshots = Snapshots()
     fit(detector, "synthetic:train:8", steps_per_epoch=1, callbacks=[snapshots])
     before, after = snapshots.at_start[0], snapshots.after_steps[0][0]
-    for variable in detector.recipe.trainable:
+    for variable in detector.training_step.trainable:
         # The first SGD step with momentum moves the weights by -learning_rate * gradient.
         step = (before[variable.path] - after[variable.path]) / snapshots.first_learning_rate
         size = variable.shape.num_elements()
@@ -194,17 +194,17 @@ def test_float16_gradients_are_clipped_by_their_unscaled_norms():
     try:
         detector = ObjectDetector("efficientdet-d0", TINY)
         optimizer = make_optimizer(detector.config, 8, 4, 1)
-        optimizer.build(detector.recipe.trainable)
+        optimizer.build(detector.training_step.trainable)
     finally:
         keras.config.set_dtype_policy("float32")
     # float16 training scales the loss, so the gradients, by 2**15 until the optimizer unscales.
     scale = float(optimizer.dynamic_scale)
     assert scale == 2.0**15
-    trainable = detector.recipe.trainable
+    trainable = detector.training_step.trainable
     gradients = [tf.fill(v.shape, np.float32(scale * GRADIENT_NORMS.get(v.path, 0.0)
                                              / np.sqrt(v.shape.num_elements())))
                  for v in trainable]
-    clipped = detector.recipe.clip_gradients(gradients, optimizer,
+    clipped = detector.training_step.clip_gradients(gradients, optimizer,
                                              tf.distribute.get_replica_context())
     for variable, gradient in zip(trainable, clipped):
         np.testing.assert_allclose(np.linalg.norm(gradient.numpy()) / scale,
@@ -314,14 +314,14 @@ def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     detector = make_detector(run_eagerly=True)
-    real_loss = detector.recipe.loss
+    real_loss = detector.training_step.loss
 
     def loss_turning_nan_at_step_4(*args):
         parts = real_loss(*args)
         poison = tf.where(detector.optimizer.iterations >= 3, np.nan, 0.0)
         return {**parts, "det_loss": parts["det_loss"] + poison}
 
-    detector.recipe.loss = loss_turning_nan_at_step_4
+    detector.training_step.loss = loss_turning_nan_at_step_4
     with pytest.raises(NonFiniteLossError, match=r"at step 4 .*lower learning_rate.*checking the dataset's boxes"):
         fit(detector, steps_per_epoch=6, callbacks=[TrainingCheckpoints(tmp_path, 2)])
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")

@@ -30,7 +30,7 @@ from efficientdet_tf.training.losses import (
 log = logging.getLogger(__name__)
 
 
-class RecipeStep:
+class TrainingStep:
     """The official training step of `network` over its `trainable` variables.
 
     `loss` may be replaced (tests do) by any callable with `DetectionLoss`'s signature.
@@ -101,7 +101,7 @@ def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
     `num_epochs`, with dynamic loss scaling under the mixed_float16 policy, starting from
     `config.loss_scale` (null: Keras's 2**15), as the official `get_optimizer`.
 
-    Gradient clipping happens in the step (`RecipeStep.clip_gradients`), on the global sum.
+    Gradient clipping happens in the step (`TrainingStep.clip_gradients`), on the global sum.
     """
     schedule = WarmupSchedule(config, global_batch_size, steps_per_epoch, num_epochs)
     if config.optimizer == "sgd":
