@@ -59,7 +59,7 @@ import logging
 
 import tensorflow as tf
 
-from efficientdet_tf.data import augment, autoaugment, gridmask
+from efficientdet_tf.data import augment, autoaugment, batch_labels, gridmask
 from efficientdet_tf.data.coco import CocoJsonSource
 from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
@@ -248,9 +248,9 @@ class ExampleParser:
             transform = augment.fit_transform(example["image"], self.output_size)
         outputs = self._label(image, transform, objects, example["source_id"])
         if self.segmentation:
-            outputs["segmentation_masks"] = augment.resize_crop_and_pad_mask(
+            outputs[batch_labels.SEGMENTATION_MASKS] = augment.resize_crop_and_pad_mask(
                 mask, transform, self.output_size, IGNORE_LABEL)
-            outputs["image_sizes"] = tf.shape(example["image"])[:2]
+            outputs[batch_labels.IMAGE_SIZES] = tf.shape(example["image"])[:2]
         return outputs
 
     def _augment(self, image, objects, mask):
@@ -277,9 +277,9 @@ class ExampleParser:
         image_scale = 1.0 / transform.scale
         outputs = {
             "image": tf.ensure_shape(image, [*self.output_size, 3]),
-            "source_ids": source_id,
-            "image_scales": image_scale,
-            "groundtruth_data": self._groundtruth(objects, image_scale, source_id),
+            batch_labels.SOURCE_IDS: source_id,
+            batch_labels.IMAGE_SCALES: image_scale,
+            batch_labels.GROUNDTRUTH: self._groundtruth(objects, image_scale, source_id),
         }
         if self.detection:
             outputs.update(self._anchor_labels(objects))
@@ -291,8 +291,8 @@ class ExampleParser:
         )
         outputs = {"num_positives": num_positives}
         for level in cls_targets:
-            outputs[f"cls_targets_{level}"] = cls_targets[level]
-            outputs[f"box_targets_{level}"] = box_targets[level]
+            outputs[batch_labels.class_targets(level)] = cls_targets[level]
+            outputs[batch_labels.box_targets(level)] = box_targets[level]
         return outputs
 
     def _groundtruth(self, objects, image_scale, source_id) -> tf.Tensor:
@@ -312,9 +312,10 @@ class ExampleParser:
             ],
             axis=1,
         )[:max_instances]
-        padding_row = [[-1.0, -1.0, -1.0, -1.0, 0.0, -1.0, -1.0]]
+        padding_row = [[-1.0, -1.0, -1.0, -1.0, 0.0, -1.0, -1.0]]  # is_crowd 0
         padding = tf.tile(padding_row, [max_instances - tf.shape(columns)[0], 1])
-        return tf.ensure_shape(tf.concat([columns, padding], axis=0), [max_instances, 7])
+        return tf.ensure_shape(tf.concat([columns, padding], axis=0),
+                               [max_instances, batch_labels.GROUNDTRUTH_COLUMNS])
 
 
 
@@ -335,8 +336,8 @@ def _to_images_and_labels(batch: dict[str, tf.Tensor]):
     labels = {k: v for k, v in batch.items() if k not in ("image", "num_positives")}
     if "num_positives" in batch:  # object detection
         num_positives = batch["num_positives"]
-        labels["mean_num_positives"] = tf.fill(tf.shape(num_positives),
-                                               tf.reduce_mean(num_positives))
+        labels[batch_labels.MEAN_NUM_POSITIVES] = tf.fill(tf.shape(num_positives),
+                                                          tf.reduce_mean(num_positives))
     return batch["image"], labels
 
 

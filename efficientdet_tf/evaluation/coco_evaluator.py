@@ -24,6 +24,13 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from efficientdet_tf.data.batch_labels import (
+    GROUNDTRUTH_AREA,
+    GROUNDTRUTH_BOX,
+    GROUNDTRUTH_CLASS,
+    GROUNDTRUTH_CROWD,
+)
+
 log = logging.getLogger(__name__)
 
 # COCOeval.stats in order.
@@ -32,8 +39,6 @@ METRIC_NAMES = (
     "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl",
 )
 PER_CLASS_PREFIX = "AP_/"
-# Columns of the input pipeline's groundtruth_data rows.
-_GT_BOX, _GT_CROWD, _GT_AREA, _GT_CLASS = slice(0, 4), 4, 5, 6
 
 
 class CocoEvaluator:
@@ -84,14 +89,14 @@ class CocoEvaluator:
         rows_of_images = _numpy(groundtruth_data)
         for image_id, rows in zip(_numpy(image_ids).reshape(-1).tolist(), rows_of_images):
             self._collected_images.append({"id": int(image_id)})
-            for row in rows[rows[:, _GT_CLASS] > 0]:
+            for row in rows[rows[:, GROUNDTRUTH_CLASS] > 0]:
                 self._collected_objects.append({
                     "id": len(self._collected_objects) + 1,
                     "image_id": int(image_id),
-                    "category_id": int(row[_GT_CLASS]),
-                    "bbox": _yxyx_to_xywh(row[_GT_BOX]),
-                    "area": float(row[_GT_AREA]),
-                    "iscrowd": int(row[_GT_CROWD]),
+                    "category_id": int(row[GROUNDTRUTH_CLASS]),
+                    "bbox": _yxyx_to_xywh(row[GROUNDTRUTH_BOX]),
+                    "area": float(row[GROUNDTRUTH_AREA]),
+                    "iscrowd": int(row[GROUNDTRUTH_CROWD]),
                 })
 
     def evaluate(self) -> dict[str, float]:

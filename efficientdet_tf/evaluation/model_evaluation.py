@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
@@ -86,7 +87,7 @@ def evaluate(
                                                                         labels)
             remaining -= int(tf.shape(images)[0])
         num_images += int(tf.shape(images)[0])
-        outputs = detector.detect_preprocessed(images, labels["image_scales"])
+        outputs = detector.detect_preprocessed(images, labels[batch_labels.IMAGE_SCALES])
         for scorer in scorers:
             scorer.add(outputs, labels)
         if remaining is not None and remaining <= 0:
@@ -111,9 +112,10 @@ class _CocoScorer:
             self.groundtruth, class_names(config))
 
     def add(self, outputs, labels) -> None:
-        self.evaluator.add_detections(labels["source_ids"], detections_from_dict(outputs))
+        self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS], detections_from_dict(outputs))
         if self.groundtruth is None:
-            self.evaluator.add_groundtruth(labels["source_ids"], labels["groundtruth_data"])
+            self.evaluator.add_groundtruth(labels[batch_labels.SOURCE_IDS],
+                                           labels[batch_labels.GROUNDTRUTH])
 
     def result(self, results_file) -> dict[str, float]:
         metrics = self.evaluator.evaluate()
@@ -131,7 +133,7 @@ class _SegmentationScorer:
     def add(self, outputs, labels) -> None:
         require_outputs(outputs, [SEGMENTATION_MASKS], "segmentation")
         self.metrics.update(np.asarray(outputs[SEGMENTATION_MASKS]),
-                            labels["segmentation_masks"].numpy())
+                            labels[batch_labels.SEGMENTATION_MASKS].numpy())
 
     def result(self, results_file) -> dict[str, float]:
         return self.metrics.result()

@@ -13,6 +13,7 @@ import re
 
 import tensorflow as tf
 
+from efficientdet_tf.data import batch_labels
 from efficientdet_tf.anchors import Anchors, decode_boxes, intersection_and_union, per_anchor
 
 # Kernels of convolutions and dense layers get L2 regularization, as in the official code.
@@ -153,12 +154,12 @@ class DetectionLoss:
         for index, level in enumerate(self.levels):
             logits = tf.cast(class_outputs[index], tf.float32)
             boxes = tf.cast(box_outputs[index], tf.float32)
-            class_targets = labels[f"cls_targets_{level}"]
+            class_targets = labels[batch_labels.class_targets(level)]
             one_hot = tf.one_hot(class_targets, config.num_classes, dtype=tf.float32)
             one_hot = tf.reshape(one_hot, tf.shape(logits))
             cls_losses.append(focal_loss(
                 logits, one_hot, config.alpha, config.gamma, config.label_smoothing, normalizer))
-            box_targets = labels[f"box_targets_{level}"]
+            box_targets = labels[batch_labels.box_targets(level)]
             box_losses.append(huber_box_loss(boxes, box_targets, config.delta, normalizer))
             if self.anchor_boxes is not None:
                 iou_losses.append(iou_loss(

@@ -17,6 +17,7 @@ import re
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.masks import IGNORE_LABEL
 from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.model.weight_average import WeightAverage
@@ -68,13 +69,13 @@ class TrainingStep:
         weighted sum: det_loss, plus seg_loss_weight * seg_loss with the segmentation head."""
         parts, total = {}, 0.0
         if outputs.class_outputs is not None:
-            local_positives = tf.reduce_sum(labels["mean_num_positives"])
+            local_positives = tf.reduce_sum(labels[batch_labels.MEAN_NUM_POSITIVES])
             num_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, local_positives)
             parts = self.loss(outputs.class_outputs, outputs.box_outputs, labels, num_positives)
             total = parts["det_loss"]
         if outputs.segmentation_logits is not None:
             cross_entropy, labelled = segmentation_cross_entropy(
-                outputs.segmentation_logits, labels["segmentation_masks"], IGNORE_LABEL)
+                outputs.segmentation_logits, labels[batch_labels.SEGMENTATION_MASKS], IGNORE_LABEL)
             labelled = context.all_reduce(tf.distribute.ReduceOp.SUM, labelled)
             parts["seg_loss"] = cross_entropy / tf.maximum(labelled, 1.0)
             total += self.config.seg_loss_weight * parts["seg_loss"]
