@@ -26,8 +26,9 @@ def _peak_resident_gib() -> float:
 
 def _measure(args) -> dict:
     """Runs in the child process: one setting's step time and peak memory."""
-    from efficientdet_tf.config import get_config
     from train_step import train_images_per_second
+
+    from efficientdet_tf.config import get_config
 
     config = get_config(args.model, f"image_size={args.image_size},"
                                     f"grad_checkpoint={args.grad_checkpoint}")

@@ -18,10 +18,10 @@ import argparse
 import time
 from pathlib import Path
 
+from train_step import train_images_per_second
+
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
-
-from train_step import train_images_per_second
 
 COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco128"
 DEFAULT_SPEC = f"coco:{COCO128 / 'annotations' / 'instances.json'}:{COCO128 / 'images'}"

@@ -24,11 +24,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.cli.timing import interleaved_medians
 from efficientdet_tf.config import get_config
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
-from efficientdet_tf.cli.timing import interleaved_medians
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 

@@ -36,8 +36,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from efficientdet_tf.config import Config, ConfigError, available_models, get_config
-    from efficientdet_tf.model.builder import build_model
     from efficientdet_tf.inference.loading import open_detector
+    from efficientdet_tf.model.builder import build_model
     from efficientdet_tf.model.checkpoint import CheckpointMismatchError, load_weights, save_weights
     from efficientdet_tf.object_detector import ObjectDetector
 

@@ -3,8 +3,9 @@ overridable.
 
 The YAML files ship inside the package, so an installed wheel reads the same recipe as a checkout.
 `hparams/base.yaml` holds every key with the official default; `hparams/<model>.yaml` changes what
-differs for one model; `hparams/demo/` holds ready-made overrides (`demo/synthetic.yaml`). The schema below gives each key its type so that an unknown key or a value of
-the wrong type fails at once, naming the key, rather than deep inside the model or the input pipeline.
+differs for one model; `hparams/demo/` holds ready-made overrides (`demo/synthetic.yaml`). The
+schema below gives each key its type so that an unknown key or a value of the wrong type fails at
+once, naming the key, rather than deep inside the model or the input pipeline.
 """
 
 from __future__ import annotations
@@ -194,8 +195,9 @@ class _ImageSize(_Type):
 
 
 class _LabelMap(_Type):
-    """A label map spec ('coco', a file path, see `efficientdet_tf.label_map`) or the {id: name} mapping
-    itself (as a training run records the classes it found); the mapping is stored read-only."""
+    """A label map spec ('coco', a file path, see `efficientdet_tf.label_map`) or the {id: name}
+    mapping itself (as a training run records the classes it found); the mapping is stored
+    read-only."""
 
     def check(self, value):
         if isinstance(value, str):
@@ -454,8 +456,8 @@ SCHEMA: dict[str, Any] = _schema(
 class Config:
     """Validated hyper-parameters with attribute access (`config.nms_configs.method`).
 
-    Read-only: derive a changed copy with `config.override(...)`, so that a model built from a config
-    always matches what `as_dict()` / `save()` report.
+    Read-only: derive a changed copy with `config.override(...)`, so that a model built from a
+    config always matches what `as_dict()` / `save()` report.
     """
 
     def __init__(self, values: Mapping[str, Any], schema: Mapping = SCHEMA):
@@ -582,7 +584,8 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"YAML file {str(path)!r} must hold a mapping of hparams, not {values!r}.")
+        raise ConfigError(
+            f"YAML file {str(path)!r} must hold a mapping of hparams, not {values!r}.")
     return values
 
 
@@ -702,7 +705,8 @@ def validate(values: Mapping[str, Any], schema: Mapping = SCHEMA, prefix: str = 
                 f"hparam {prefix + key!r} = {value!r} is not supported: {error}") from None
         except (TypeError, ValueError):
             raise ConfigError(
-                f"hparam {prefix + key!r} = {value!r} has the wrong type: expected {kind.describe()}."
+                f"hparam {prefix + key!r} = {value!r} has the wrong type: "
+                f"expected {kind.describe()}."
             ) from None
     if not prefix:
         _check_relations(checked)

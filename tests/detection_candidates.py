@@ -9,8 +9,8 @@ whose score for the detection's class is at least the detection's (soft-NMS only
 from __future__ import annotations
 
 import numpy as np
-
 from detection_matching import box_iou
+
 from efficientdet_tf.anchors import Anchors
 
 

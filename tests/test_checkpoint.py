@@ -4,10 +4,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from efficientdet_tf import CheckpointMismatchError, build_model, get_config, load_weights, save_weights
-from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from official_fixture import FIXTURE_DIR, FIXTURE_LEVELS, expected_outputs, requires_fixture
+
+from efficientdet_tf import (
+    CheckpointMismatchError,
+    build_model,
+    get_config,
+    load_weights,
+    save_weights,
+)
+from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 
 TINY = "image_size=64,fpn_cell_repeats=1,box_class_repeats=1"
 
@@ -68,13 +74,15 @@ def test_wrong_shapes_fail_with_the_list_unless_skipped(tmp_path, caplog):
         load_weights(model, prefix)
     message = str(error.value)
     assert "2 variables have another shape" in message
-    assert "class_net/class-predict/pointwise_kernel: checkpoint [1, 1, 64, 27] vs model [1, 1, 64, 810]" in message
+    assert ("class_net/class-predict/pointwise_kernel: checkpoint [1, 1, 64, 27] "
+            "vs model [1, 1, 64, 810]") in message
     assert "class_net/class-predict/bias" in message
     assert "skip_mismatch=True" in message
 
     bias_before = next(v for v in model.weights if v.path == "class_net/class-predict/bias").numpy()
     skipped = load_weights(model, prefix, skip_mismatch=True)
-    assert sorted(skipped) == ["class_net/class-predict/bias", "class_net/class-predict/pointwise_kernel"]
+    assert sorted(skipped) == ["class_net/class-predict/bias",
+                               "class_net/class-predict/pointwise_kernel"]
     assert "class_net/class-predict/pointwise_kernel" in caplog.text
     bias_after = next(v for v in model.weights if v.path == "class_net/class-predict/bias").numpy()
     np.testing.assert_array_equal(bias_before, bias_after)
@@ -86,7 +94,8 @@ def test_wrong_shapes_fail_with_the_list_unless_skipped(tmp_path, caplog):
 
 def test_missing_variables_are_listed(tmp_path):
     prefix = save_weights(tiny_model("fpn_weight_method=sum"), tmp_path / "sum")
-    with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint:\n  fpn_cells/cell_0/fnode0/WSM"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"missing from the checkpoint:\n  fpn_cells/cell_0/fnode0/WSM"):
         load_weights(tiny_model("fpn_weight_method=fastattn"), prefix, skip_mismatch=True)
 
 

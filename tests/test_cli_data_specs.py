@@ -5,15 +5,15 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_in_process import run_cli
 from PIL import Image
+from small_models import TINY
 
 from efficientdet_tf.cli import infer
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import save_weights
-from cli_in_process import run_cli
-from small_models import TINY
 
 TINY_FLAGS = ("--model_name=efficientdet-d0", f"--hparams={TINY}")
 NUM_IMAGES = 4

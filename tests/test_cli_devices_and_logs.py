@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-
-from efficientdet_tf.training.distribution import make_strategy
 from cli_in_process import run_cli
 from small_models import TINY
+
+from efficientdet_tf.training.distribution import make_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 # A line of TensorFlow's C++ logging: severity, date, time, thread, file.cc:line]

@@ -104,11 +104,12 @@ def test_training_from_coco_json_survives_bad_images(coco_dataset, caplog):
     source = CocoJsonSource(*coco_dataset)  # the missing file is left out here, with a warning
     assert source.num_examples == len(BAD_AND_ODD_IMAGES) - 1
     training = build_dataset(source, config, is_training=True, batch_size=2)
-    for images, labels in training.take(8):  # several epochs' worth of good images
+    for images, _labels in training.take(8):  # several epochs' worth of good images
         assert images.shape == (2, 64, 64, 3)
         assert np.all(np.isfinite(images.numpy()))
     evaluation = build_dataset(source, config, is_training=False, batch_size=1)
-    groundtruth = {int(l["source_ids"][0]): l["groundtruth_data"][0].numpy() for _, l in evaluation}
+    groundtruth = {int(batch["source_ids"][0]): batch["groundtruth_data"][0].numpy()
+                   for _, batch in evaluation}
     assert set(groundtruth) == image_ids(*GOOD_IMAGES)
     assert np.all(groundtruth[image_ids("many_boxes.jpg").pop()][:, 6] == 1)  # 4 of 6 kept
     assert np.all(groundtruth[image_ids("no_boxes.jpg").pop()][:, 6] == -1)

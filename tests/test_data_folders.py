@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from official_fixture import SHARED_DIR
 from PIL import Image
+from small_models import TINY
 
 from efficientdet_tf.config import ConfigError, get_config
 from efficientdet_tf.data.csv_annotations import CsvSource
@@ -19,8 +21,6 @@ from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.data.voc_folder import VocFolderSource
 from efficientdet_tf.label_map import class_names
-from official_fixture import SHARED_DIR
-from small_models import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 BCCD = SHARED_DIR / "datasets" / "bccd" / "BCCD"

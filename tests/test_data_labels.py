@@ -17,7 +17,7 @@ def labeler():
 def flat(per_level: dict, anchors: Anchors) -> np.ndarray:
     """{level: [H, W, A * k]} -> [num_anchors, k] in anchor order."""
     k = per_level[anchors.min_level].shape[-1] // anchors.num_anchors_per_location
-    return np.concatenate([per_level[l].numpy().reshape(-1, k) for l in anchors.levels])
+    return np.concatenate([per_level[level].numpy().reshape(-1, k) for level in anchors.levels])
 
 
 def test_pairwise_iou_of_hand_computed_boxes():

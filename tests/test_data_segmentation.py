@@ -6,6 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
+from official_fixture import SHARED_DIR
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data import build_dataset
@@ -18,7 +19,6 @@ from efficientdet_tf.data.pipeline import ExampleParser
 from efficientdet_tf.data.sources import TFRecordSource
 from efficientdet_tf.data.synthetic import _PALETTES, SyntheticShapes
 from efficientdet_tf.data.tfrecord_format import make_example
-from official_fixture import SHARED_DIR
 
 BOTH_HEADS = ["object_detection", "segmentation"]
 # Background channels stay within 45..205; every shape colour has a channel outside.

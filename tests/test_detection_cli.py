@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from small_models import SMALL
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
-from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import save_weights
-from small_models import SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_FLAGS = ("--model_name=efficientdet-d0", f"--hparams={SMALL}")

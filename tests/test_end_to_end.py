@@ -15,14 +15,8 @@ is made on the official raw outputs, for every mode, in test_postprocess.py.
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
-from efficientdet_tf.config import get_config
-from efficientdet_tf.inference.detector import Detector, detections_from_dict
-from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
-from efficientdet_tf.model.builder import build_model
-from efficientdet_tf.model.checkpoint import load_weights
 from official_fixture import (
     FIXTURE_DIR,
     FIXTURE_MODEL,
@@ -32,6 +26,12 @@ from official_fixture import (
     raw_outputs,
     requires_fixture,
 )
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.inference.detector import Detector, detections_from_dict
+from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import load_weights
 
 MIN_MATCHED = 95
 SCORE_TOLERANCE = 1e-4

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from official_fixture import SHARED_DIR
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation import METRIC_NAMES, CocoEvaluator, evaluate
-from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.model.builder import build_model
-from official_fixture import SHARED_DIR
 
 COCO128_JSON = SHARED_DIR / "datasets" / "coco128" / "annotations" / "instances.json"
 requires_coco128 = pytest.mark.skipif(
@@ -176,7 +176,8 @@ def test_evaluate_covers_the_last_partial_batch_and_eval_samples(
 ):
     model, config = small_model
     metrics = evaluate(
-        Detector(config, model).compiled(), config, "synthetic:val:10", batch_size=4, eval_samples=eval_samples,
+        Detector(config, model).compiled(), config, "synthetic:val:10", batch_size=4,
+        eval_samples=eval_samples,
         summary_writer=tmp_path / "eval", step=5, results_file=tmp_path / "detections.json",
     )
     assert set(METRIC_NAMES) <= set(metrics)
@@ -201,4 +202,5 @@ def test_tfrecords_and_their_json_give_the_same_metrics(small_model, tmp_path):
 def test_a_missing_groundtruth_file_is_named(small_model, tmp_path):
     model, config = small_model
     with pytest.raises(FileNotFoundError, match="nothing.json"):
-        evaluate(Detector(config, model).compiled(), config, "synthetic:val:2", val_json_file=tmp_path / "nothing.json")
+        evaluate(Detector(config, model).compiled(), config, "synthetic:val:2",
+                 val_json_file=tmp_path / "nothing.json")

@@ -7,9 +7,11 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
+from official_fixture import FIXTURE_DIR, FIXTURE_MODEL, input_image, requires_fixture
+from small_models import SMALL
+
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.data.synthetic import SyntheticShapes
@@ -20,9 +22,6 @@ from efficientdet_tf.inference.loading import SavedModelDetector, open_detector
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
-from official_fixture import FIXTURE_DIR, FIXTURE_MODEL, input_image, requires_fixture
-from small_models import SMALL
-
 
 SERVE_WITHOUT_PACKAGE = textwrap.dedent("""
     import sys, numpy as np, tensorflow as tf

@@ -1,4 +1,5 @@
-"""COCO evaluation of exported files: a SavedModel and TFLite files score what their checkpoint does.
+"""COCO evaluation of exported files: a SavedModel and TFLite files score what their checkpoint
+does.
 
 The network has random weights, made to give distinct scores (with the initial batch-norm
 statistics every score is about 0.01, and ties make any comparison fragile); the ground truth is
@@ -13,6 +14,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 import pytest
+import small_models
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
@@ -27,7 +29,6 @@ from efficientdet_tf.inference.detector import SIGNATURE_KEY, Detector, detectio
 from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
-import small_models
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 # Hard NMS: what TFLite's detection op does, so that the float32 file can match the network.
@@ -68,7 +69,8 @@ def dataset(network, tmp_path_factory):
     directory = tmp_path_factory.mktemp("exported_evaluation")
     SyntheticShapes(NUM_IMAGES, (48, 80), seed=2).write(directory / "val")
     records = str(directory / "val-*")
-    evaluate(Detector(config, model).compiled(), config, records, results_file=directory / "network.json")
+    evaluate(Detector(config, model).compiled(), config, records,
+             results_file=directory / "network.json")
     detections = json.loads((directory / "network.json").read_text())
     groundtruth = own_best_detections(detections, GROUNDTRUTH_PER_IMAGE * NUM_IMAGES)
     (directory / "groundtruth.json").write_text(json.dumps(groundtruth))

@@ -1,7 +1,8 @@
 """The package's imports point only down its layers, so that each layer can be read, tested and
 changed without the ones above it:
 
-    cli -> object_detector -> training, evaluation, export -> inference -> data -> model -> config, anchors -> label_map
+    cli -> object_detector -> training, evaluation, export -> inference -> data -> model
+        -> config, anchors -> label_map
 
 A module may import its own package (`data.pipeline` imports `data.sources`) and any lower layer;
 never a higher layer or another package of its own layer. `python -m pytest tests/test_layering.py`

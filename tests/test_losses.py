@@ -63,7 +63,8 @@ def _labels(config, class_target, box_target):
 def test_detection_loss_combines_parts_with_the_official_weights():
     config = get_config("efficientdet-d0", "image_size=64,num_classes=2,iou_loss_type=giou")
     labels = _labels(config, 1, [0.1, -0.1, 0.2, 0.0])
-    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18]) for lv in range(3, 8)]
+    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18])
+                     for lv in range(3, 8)]
     box_outputs = [tf.zeros([1, *labels[f"box_targets_{lv}"].shape[1:3], 36]) for lv in range(3, 8)]
     parts = DetectionLoss(config)(class_outputs, box_outputs, labels, num_positives=1.0)
     num_logits = sum(int(tf.size(o)) for o in class_outputs)
@@ -135,19 +136,22 @@ def test_perfect_box_predictions_have_no_iou_loss():
     config = get_config("efficientdet-d0", "image_size=64,num_classes=2,iou_loss_type=ciou")
     labels = _labels(config, 0, [0.1, -0.1, 0.2, 0.3])
     box_outputs = [labels[f"box_targets_{lv}"] for lv in range(3, 8)]
-    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18]) for lv in range(3, 8)]
+    class_outputs = [tf.zeros([1, *labels[f"cls_targets_{lv}"].shape[1:3], 18])
+                     for lv in range(3, 8)]
     parts = DetectionLoss(config)(class_outputs, box_outputs, labels, num_positives=1.0)
     assert float(parts["iou_loss"]) == pytest.approx(0.0, abs=1e-6)
     assert float(parts["box_loss"]) == 0.0
 
 
 def test_l2_regularization_covers_kernels_only():
-    model = build_model(get_config("efficientdet-d0", "image_size=64,fpn_cell_repeats=1,box_class_repeats=1"))
+    model = build_model(get_config("efficientdet-d0",
+                                   "image_size=64,fpn_cell_repeats=1,box_class_repeats=1"))
     kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
     others = [v for v in model.trainable_variables if not v.path.endswith("kernel")]
     assert {v.path.rsplit("/", 1)[-1] for v in others} >= {"gamma", "beta", "bias", "WSM"}
     expected = 4e-5 * sum(float(np.sum(np.square(v.numpy()))) / 2 for v in kernels)
-    assert float(l2_regularization(model.trainable_variables, 4e-5)) == pytest.approx(expected, rel=1e-4)
+    assert float(l2_regularization(model.trainable_variables, 4e-5)) == pytest.approx(expected,
+                                                                                       rel=1e-4)
     # Batch-norm scales and offsets, biases and fusion weights are not decayed (official).
     assert float(l2_regularization(others + kernels[:1], 4e-5)) == pytest.approx(
         4e-5 * float(np.sum(np.square(kernels[0].numpy()))) / 2, rel=1e-4)
@@ -184,8 +188,9 @@ def test_official_ciou_gradient(compiled):
     d_target, d_pred = (tf.function(gradients) if compiled else gradients)(pred, target)
     assert float(tf.reduce_sum(d_target)) == pytest.approx(0.1476393, abs=1e-6)
     assert float(tf.reduce_sum(d_pred)) == pytest.approx(-0.14763935, abs=1e-6)
-    np.testing.assert_allclose(d_target.numpy(), [[-0.1403225, 0.24708596, 0.04520506, -0.03900456],
-                                                  [-0.07128273, 0.15415566, 0.07964633, -0.12784389]],
+    np.testing.assert_allclose(d_target.numpy(),
+                               [[-0.1403225, 0.24708596, 0.04520506, -0.03900456],
+                                [-0.07128273, 0.15415566, 0.07964633, -0.12784389]],
                                atol=1e-6)
     np.testing.assert_allclose(d_pred.numpy(), [[0.0789376, -0.04241373, 0.01617984, -0.16566768],
                                                 [0.03031043, 0.01788712, -0.03867403, -0.0441989]],

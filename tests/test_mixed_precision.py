@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
+import small_models
 import tensorflow as tf
 
 from efficientdet_tf import ObjectDetector, get_config
 from efficientdet_tf.training.step import make_optimizer
-import small_models
 
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
 HARMLESS_SCALE = 1.0  # float16 gradients of this tiny model stay far below 65504

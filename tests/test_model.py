@@ -7,12 +7,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from small_models import TINY
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.model.bifpn import fuse
 from efficientdet_tf.model.efficientnet import build_classifier
 from efficientdet_tf.model.layers import CompositeLayer
-from small_models import TINY
 
 
 def tiny_model(overrides=""):
@@ -138,7 +138,8 @@ def test_mixed_precision_computes_in_float16_with_float32_variables():
 
 def test_training_mode_updates_batch_norm_statistics():
     _, model = tiny_model()
-    moving_mean = next(v for v in model.weights if v.path.endswith("stem/tpu_batch_normalization/moving_mean"))
+    moving_mean = next(v for v in model.weights
+                       if v.path.endswith("stem/tpu_batch_normalization/moving_mean"))
     before = moving_mean.numpy().copy()
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     model(images, training=True)

@@ -9,15 +9,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import small_models
 import tensorflow as tf
+from official_fixture import FIXTURE_DIR, requires_fixture
 
 from efficientdet_tf import ConfigError, ObjectDetector
 from efficientdet_tf.data.synthetic import SyntheticShapes
 from efficientdet_tf.inference.detector import SIGNATURE_KEY
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import TrainingCheckpoints
-from official_fixture import FIXTURE_DIR, requires_fixture
-import small_models
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 REPO = Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ import threading
 import keras
 import numpy as np
 import pytest
+from official_fixture import FIXTURE_DIR, FIXTURE_LEVELS, expected_outputs, requires_fixture
 
 from efficientdet_tf import build_model, get_config, load_weights
 from efficientdet_tf.model import official_weights
 from efficientdet_tf.model.official_weights import BASE_URL_ENV, archive_url, official_checkpoint
-from official_fixture import FIXTURE_DIR, FIXTURE_LEVELS, expected_outputs, requires_fixture
 
 
 @contextlib.contextmanager
@@ -53,9 +53,11 @@ def test_every_family_maps_to_its_official_archive(monkeypatch):
     assert archive_url("efficientdet-d7x") == f"{base}/efficientdet/coco2/efficientdet-d7x.tar.gz"
     assert archive_url("efficientdet-lite3x") == f"{base}/efficientdet/coco/efficientdet-lite3x.tgz"
     assert archive_url("efficientnet-b4") == f"{base}/efficientnet/ckptsaug/efficientnet-b4.tar.gz"
-    assert archive_url("efficientnet-lite2") == f"{base}/efficientnet/lite/efficientnet-lite2.tar.gz"
+    assert archive_url("efficientnet-lite2") == (
+        f"{base}/efficientnet/lite/efficientnet-lite2.tar.gz")
     monkeypatch.setenv(BASE_URL_ENV, "http://mirror.example/ckpts/")
-    assert archive_url("efficientdet-d0") == "http://mirror.example/ckpts/efficientdet/coco2/efficientdet-d0.tar.gz"
+    assert archive_url("efficientdet-d0") == (
+        "http://mirror.example/ckpts/efficientdet/coco2/efficientdet-d0.tar.gz")
     assert len(official_weights.official_names()) == 9 + 6 + 8 + 5
 
 

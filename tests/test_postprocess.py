@@ -6,18 +6,22 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from detection_matching import match_detections
-from efficientdet_tf.anchors import Anchors, encode_boxes
-from efficientdet_tf.config import get_config
-from efficientdet_tf.inference.postprocess import (
-    POSTPROCESS_MODES, NmsParameters, Postprocessor, _warn_once)
 from official_fixture import (
     FIXTURE_MODEL,
     expected_detections,
     expected_outputs,
     raw_outputs,
     requires_fixture,
+)
+
+from efficientdet_tf.anchors import Anchors, encode_boxes
+from efficientdet_tf.config import get_config
+from efficientdet_tf.inference.postprocess import (
+    POSTPROCESS_MODES,
+    NmsParameters,
+    Postprocessor,
+    _warn_once,
 )
 
 BACKGROUND_LOGIT = -10.0  # sigmoid ~ 4.5e-5, under the score thresholds used below

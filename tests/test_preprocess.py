@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from official_fixture import FIXTURE_MODEL, expected_outputs, input_image, requires_fixture
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.pipeline import ExampleParser
 from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images, to_pixels
-from official_fixture import FIXTURE_MODEL, expected_outputs, input_image, requires_fixture
 
 
 @requires_fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from official_fixture import FIXTURE_DIR, FIXTURE_MODEL, requires_fixture
 from PIL import Image
 
 from efficientdet_tf import object_detector
@@ -25,7 +26,6 @@ from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.label_map import COCO_CLASS_NAMES
 from efficientdet_tf.model import official_weights
 from efficientdet_tf.model.builder import build_model
-from official_fixture import FIXTURE_DIR, FIXTURE_MODEL, requires_fixture
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NUM_IMAGES = 10  # 10% held out: 1 validation image

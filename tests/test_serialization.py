@@ -6,9 +6,9 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from small_models import TINY
 
 from efficientdet_tf import build_model, get_config
-from small_models import TINY
 
 VARIANTS = ["", "fpn_name=qufpn", "grad_checkpoint=true"]
 

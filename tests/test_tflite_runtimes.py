@@ -10,6 +10,7 @@ origin to 0), our runner does, as the official post-processing does.
 import keras
 import numpy as np
 import pytest
+import small_models
 import tensorflow as tf
 
 from efficientdet_tf.data.synthetic import SyntheticShapes
@@ -18,9 +19,11 @@ from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.inference.tflite_outputs import (
-    OFFICIAL_ORDER, TASK_LIBRARY_ORDER, output_order_from_shape)
+    OFFICIAL_ORDER,
+    TASK_LIBRARY_ORDER,
+    output_order_from_shape,
+)
 from efficientdet_tf.object_detector import ObjectDetector
-import small_models
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 # moving_average_decay=0: the weights after fit are the trained ones, not a lagging average of

@@ -14,7 +14,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import small_models
 import tensorflow as tf
+from official_fixture import FIXTURE_DIR, requires_fixture
 
 from efficientdet_tf import build_model, get_config, load_weights, save_weights
 from efficientdet_tf.data.synthetic import SyntheticShapes
@@ -27,8 +29,6 @@ from efficientdet_tf.training.callbacks import (
     input_image_summary,
 )
 from efficientdet_tf.training.step import make_optimizer
-from official_fixture import FIXTURE_DIR, requires_fixture
-import small_models
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
@@ -166,7 +166,8 @@ def use_linear_loss(detector, global_batch_size=8):
         parts = real_loss(class_outputs, box_outputs, labels, num_positives)
         share = tf.cast(tf.shape(class_outputs[0])[0] / global_batch_size, tf.float32)
         linear = tf.add_n([norm / np.sqrt(variables[path].shape.num_elements())
-                           * tf.reduce_sum(variables[path]) for path, norm in GRADIENT_NORMS.items()])
+                           * tf.reduce_sum(variables[path])
+                           for path, norm in GRADIENT_NORMS.items()])
         return {**parts, "det_loss": 0.0 * parts["det_loss"] + share * linear}
 
     detector.training_step.loss = linear_loss
@@ -273,7 +274,8 @@ def _checkpoint_to_start_from(tmp_path, start, request):
                     for v in detector.network.trainable_variables}
         return str(run), plain, averages
     keras.backend.clear_session()
-    model = build_model(get_config("efficientdet-d0", TINY.replace("num_classes=3", "num_classes=5")))
+    model = build_model(get_config("efficientdet-d0",
+                                   TINY.replace("num_classes=3", "num_classes=5")))
     plain = {v.path: v.numpy() + 0.5 for v in model.weights}
     averages = {path: value + 0.5 for path, value in plain.items()}
     for variable in model.weights:
@@ -307,7 +309,8 @@ def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average
         np.testing.assert_array_equal(value, plain[path] if loaded else initial[path],
                                       err_msg=path)
         if path in shadows:
-            np.testing.assert_array_equal(shadows[path], averages[path] if loaded else initial[path],
+            np.testing.assert_array_equal(shadows[path],
+                                          averages[path] if loaded else initial[path],
                                           err_msg=path)
     assert num_updates == 0
 
@@ -322,7 +325,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         return {**parts, "det_loss": parts["det_loss"] + poison}
 
     detector.training_step.loss = loss_turning_nan_at_step_4
-    with pytest.raises(NonFiniteLossError, match=r"at step 4 .*lower learning_rate.*checking the dataset's boxes"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"at step 4 .*lower learning_rate.*checking the dataset's boxes"):
         fit(detector, steps_per_epoch=6, callbacks=[TrainingCheckpoints(tmp_path, 2)])
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
     model = build_model(detector.config)

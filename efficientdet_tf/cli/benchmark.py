@@ -73,7 +73,8 @@ def _timed_functions(detector: Detector, config, image, batch_size: int, directo
             tf.TensorSpec([None, *config.image_size, 3], tf.float32)))
     end_to_end = detector.inference_function()
     tflite_detector = TfliteDetector(
-        export_tflite(detector.network, config, directory / "detector.tflite", metadata=False), config)
+        export_tflite(detector.network, config, directory / "detector.tflite", metadata=False),
+        config)
     network_file = directory / "network.tflite"
     network_file.write_bytes(convert(
         tflite_network_function(detector.network, config, "normalized"), detector.network))

@@ -1,4 +1,5 @@
-"""Flags that several modes share, named as in the official `main.py`, and the config they select."""
+"""Flags that several modes share, named as in the official `main.py`, and the config they
+select."""
 
 from absl import flags
 

@@ -11,7 +11,11 @@ from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import (
-    DEFAULT_CALIBRATION_STEPS, INPUT_LAYOUTS, QUANTIZATIONS, export_tflite)
+    DEFAULT_CALIBRATION_STEPS,
+    INPUT_LAYOUTS,
+    QUANTIZATIONS,
+    export_tflite,
+)
 from efficientdet_tf.inference.detector import Detector
 
 flags.DEFINE_enum("tflite", None, QUANTIZATIONS,

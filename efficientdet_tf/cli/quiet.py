@@ -3,8 +3,9 @@
 TensorFlow logs from C++ along two paths. Its own logging (tf.data's generator_dataset_op.cc and
 dataset.cc, grappler's devices.cc when a graph is optimized) honours TF_CPP_MIN_LOG_LEVEL, which
 it reads once, at its first line, during the import: the command line sets it
-(`hide_native_info_lines`) before importing TensorFlow. The absl logging of its bundled libraries (oneDNN and CUDA probing at start-up, grappler
-when FLOPs are counted) writes straight to the process's stderr whatever that level says, and
+(`hide_native_info_lines`) before importing TensorFlow. The absl logging of its bundled libraries
+(oneDNN and CUDA probing at start-up, grappler when FLOPs are counted) writes straight to the
+process's stderr whatever that level says, and
 cuda_platform.cc's error where CUDA is absent, an error that level still shows, comes at the first
 device probe: the command line runs those parts with file descriptor 2 pointed at /dev/null
 (`native_stderr_silenced`). `TF_CPP_MIN_LOG_LEVEL=0` in the environment shows both.

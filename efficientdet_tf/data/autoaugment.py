@@ -385,7 +385,8 @@ def randaugment(image: Image, boxes: Boxes) -> tuple[Image, Boxes]:
     for _ in range(RANDAUG_NUM_LAYERS):
         index = tf.random.uniform([], 0, len(RANDAUG_OPERATIONS), tf.int32)
         branches = [
-            lambda name=name: _OPERATIONS[name](image, boxes, RANDAUG_MAGNITUDE)
+            lambda name=name, image=image, boxes=boxes: _OPERATIONS[name](
+                image, boxes, RANDAUG_MAGNITUDE)
             for name in RANDAUG_OPERATIONS
         ]
         image, boxes = tf.switch_case(index, branches)

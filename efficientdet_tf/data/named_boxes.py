@@ -109,7 +109,8 @@ class NamedBoxesSource(AnnotatedImagesSource):
         unknown (then read from the image file).
       image_dir: the folder of the images.
       skipped: what the reader already left out (unparsable files or rows).
-      label_map: the config's `label_map` (see `efficientdet_tf.label_map`), or None for the names found.
+      label_map: the config's `label_map` (see `efficientdet_tf.label_map`), or None for the names
+        found.
       hold_out: keep only this part of the images.
       boxes_normalized: whether boxes are fractions of the image size rather than pixels.
     """

@@ -28,7 +28,6 @@ from efficientdet_tf.data.record_writer import ConversionSummary, PreparedRecord
 from efficientdet_tf.data.sources import Source, shard_for_input_pipeline
 from efficientdet_tf.label_map import SYNTHETIC_CLASS_NAMES
 
-
 # Strong colours per class; every colour has a channel outside the background's 45..205 range.
 _PALETTES = {
     1: ((230, 30, 30), (250, 120, 20)),  # circles: red, orange
@@ -131,7 +130,8 @@ class SyntheticShapes(Source):
         )
 
     def coco_groundtruth(self) -> dict:
-        return to_coco_json([self.annotations(i) for i in range(self.num_examples)], SYNTHETIC_CLASS_NAMES)
+        return to_coco_json([self.annotations(i) for i in range(self.num_examples)],
+                            SYNTHETIC_CLASS_NAMES)
 
     # --- rendering (TF) -------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 One loop for every kind of model: the input pipeline pre-processes the images in batches, and the
 model runs on them with `detect_preprocessed(network_inputs, image_scales)`: any
 `inference.detector.ImageDetector`, a Keras network through `Detector(...).compiled()`, an
-exported SavedModel or TFLite file through its runner (`inference.loading.open_exported`). Masks are scored at the network input size, against the eval
-masks resized and padded as the images are (padding is ignored).
+exported SavedModel or TFLite file through its runner (`inference.loading.open_exported`). Masks
+are scored at the network input size, against the eval masks resized and padded as the images are
+(padding is ignored).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def evaluate(
     remaining, num_images = eval_samples, 0
     for images, labels in batches:
         if remaining is not None:
-            images, labels = images[:remaining], tf.nest.map_structure(lambda x: x[:remaining],
-                                                                        labels)
+            images, labels = images[:remaining], tf.nest.map_structure(
+                lambda x, remaining=remaining: x[:remaining], labels)
             remaining -= int(tf.shape(images)[0])
         num_images += int(tf.shape(images)[0])
         outputs = detector.detect_preprocessed(images, labels[batch_labels.IMAGE_SCALES])
@@ -112,7 +113,8 @@ class _CocoScorer:
             self.groundtruth, class_names(config))
 
     def add(self, outputs, labels) -> None:
-        self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS], detections_from_dict(outputs))
+        self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS],
+                                      detections_from_dict(outputs))
         if self.groundtruth is None:
             self.evaluator.add_groundtruth(labels[batch_labels.SOURCE_IDS],
                                            labels[batch_labels.GROUNDTRUTH])

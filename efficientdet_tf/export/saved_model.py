@@ -12,8 +12,9 @@ and with the segmentation head
 Pre-processing, network and post-processing are all inside. The `detect_preprocessed` signature is
 the same graph after the pre-processing: 'network_inputs' float32 [batch, *image_size, 3] and
 'image_scales' float32 [batch] (what `preprocess_images` gives) in, the same outputs out, masks at
-the network input size; evaluation feeds it the batches of its input pipeline. Both call one frozen function (batch norms
-folded into the convolutions), so the SavedModel holds no variables and its weights once.
+the network input size; evaluation feeds it the batches of its input pipeline. Both call one
+frozen function (batch norms folded into the convolutions), so the SavedModel holds no variables
+and its weights once.
 
     serve = tf.saved_model.load(export_dir).signatures['serving_default']
     outputs = serve(images=tf.constant(uint8_images))

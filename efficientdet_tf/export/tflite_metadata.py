@@ -80,7 +80,10 @@ def _metadata_writers():
         from tensorflow_lite_support.metadata import metadata_schema_py_generated  # noqa: PLC0415
         from tensorflow_lite_support.metadata.python import metadata_writers  # noqa: PLC0415
         from tensorflow_lite_support.metadata.python.metadata_writers import (  # noqa: PLC0415, F401
-            metadata_info, object_detector, writer_utils)
+            metadata_info,
+            object_detector,
+            writer_utils,
+        )
     except ImportError as error:
         raise MetadataWriterMissingError(
             f"Writing TFLite metadata needs tflite-support, which failed to import ({error}). "

@@ -18,6 +18,7 @@ import collections
 
 import numpy as np
 import tensorflow as tf
+
 # Private: a tf.function frozen to a GraphDef whose batch norms can then be folded; TF 2 has no
 # public equivalent (tests/test_private_tensorflow_apis.py fails if it goes away).
 from tensorflow.python.framework.convert_to_constants import (

@@ -22,6 +22,7 @@ from efficientdet_tf.inference.detector import (
 )
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 
+
 class SavedModelDetector:
     """An exported SavedModel's serving signature, called like `Detector`."""
 

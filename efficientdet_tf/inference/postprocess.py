@@ -33,6 +33,8 @@ from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
 log = logging.getLogger(__name__)
 
 POSTPROCESS_MODES = ("global", "per_class", "combined")
+# The values of nms_configs.method (config.py lists the same): soft-NMS and hard NMS.
+NMS_METHODS = ("gaussian", "hard")
 
 # What the null values of `nms_configs` stand for: the official defaults (see hparams/base.yaml;
 # config.py reads their official 0 as null).
@@ -73,7 +75,8 @@ class NmsParameters:
         """`method` is 'hard' or 'gaussian' (soft-NMS, which suppresses by score decay only)."""
         if method == "hard":
             return cls(
-                iou_threshold=_default_if_none(nms_configs.iou_thresh, DEFAULT_HARD_NMS_IOU_THRESHOLD),
+                iou_threshold=_default_if_none(nms_configs.iou_thresh,
+                                               DEFAULT_HARD_NMS_IOU_THRESHOLD),
                 score_threshold=_default_if_none(nms_configs.score_thresh, float("-inf")),
                 soft_nms_sigma=0.0,
             )
@@ -85,7 +88,7 @@ class NmsParameters:
                 ),
                 soft_nms_sigma=_default_if_none(nms_configs.sigma, DEFAULT_SOFT_NMS_SIGMA),
             )
-        raise ValueError(f"Unknown NMS method {method!r}: expected 'hard' or 'gaussian'.")
+        raise ValueError(f"Unknown NMS method {method!r}: expected one of {NMS_METHODS}.")
 
     @classmethod
     def for_mode(cls, nms_configs, mode: str) -> "NmsParameters":

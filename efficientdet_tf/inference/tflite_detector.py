@@ -26,7 +26,6 @@ from efficientdet_tf.inference.postprocess import Detections
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.inference.tflite_outputs import output_order_from_shape
 
-
 _OUTPUT_PREFIX = "output_"
 
 

@@ -18,7 +18,13 @@ from efficientdet_tf.model.fpn_topology import (
     get_topology,
 )
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, from_plain, recompute_if, trace_in_sequence)
+    CompositeLayer,
+    NormSettings,
+    activation,
+    from_plain,
+    recompute_if,
+    trace_in_sequence,
+)
 
 FAST_FUSION_EPSILON = 1e-4  # fast normalized fusion: relu(w) / (sum(relu(w)) + epsilon)
 
@@ -201,18 +207,35 @@ class FusionNode(CompositeLayer):
 
 def fuse(inputs: list[tf.Tensor], weights: list[tf.Variable], method: str) -> tf.Tensor:
     """Weighted sum of same-shaped features (EfficientDet paper, section 3.3)."""
-    if method == "sum":
-        return tf.add_n(inputs)
-    dtype = inputs[0].dtype
-    weights = [tf.cast(w, dtype) for w in weights]
-    if method in ("attn", "channel_attn"):
-        normalized = tf.nn.softmax(tf.stack(weights, axis=-1), axis=-1)
-        return tf.reduce_sum(tf.stack(inputs, axis=-1) * normalized, axis=-1)
-    if method in ("fastattn", "channel_fastattn"):
-        weights = [tf.nn.relu(w) for w in weights]
-        total = tf.add_n(weights) + FAST_FUSION_EPSILON
-        return tf.add_n([x * w / total for x, w in zip(inputs, weights)])
-    raise ValueError(f"Unknown fpn_weight_method {method!r}.")
+    if method not in FUSIONS:
+        raise ValueError(f"Unknown fpn_weight_method {method!r}; known: {', '.join(FUSIONS)}.")
+    return FUSIONS[method](inputs, [tf.cast(w, inputs[0].dtype) for w in weights])
+
+
+def _unweighted_sum(inputs: list[tf.Tensor], weights: list[tf.Tensor]) -> tf.Tensor:
+    return tf.add_n(inputs)
+
+
+def _softmax_weighted_sum(inputs: list[tf.Tensor], weights: list[tf.Tensor]) -> tf.Tensor:
+    normalized = tf.nn.softmax(tf.stack(weights, axis=-1), axis=-1)
+    return tf.reduce_sum(tf.stack(inputs, axis=-1) * normalized, axis=-1)
+
+
+def _fast_normalized_sum(inputs: list[tf.Tensor], weights: list[tf.Tensor]) -> tf.Tensor:
+    weights = [tf.nn.relu(w) for w in weights]
+    total = tf.add_n(weights) + FAST_FUSION_EPSILON
+    return tf.add_n([x * w / total for x, w in zip(inputs, weights)])
+
+
+# The fusions by hparam `fpn_weight_method` (config.py lists the same names); the channel_*
+# methods have a weight per channel instead of one per input (`FusionNode`).
+FUSIONS = {
+    "sum": _unweighted_sum,
+    "attn": _softmax_weighted_sum,
+    "channel_attn": _softmax_weighted_sum,
+    "fastattn": _fast_normalized_sum,
+    "channel_fastattn": _fast_normalized_sum,
+}
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")

@@ -16,8 +16,14 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if,
-    trace_in_sequence)
+    CompositeLayer,
+    NormSettings,
+    activation,
+    drop_connect,
+    from_plain,
+    recompute_if,
+    trace_in_sequence,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ B0_STAGES = (
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 DEPTH_DIVISOR = 8
+DEFAULT_NORM = NormSettings()  # frozen, so one shared default is safe
 
 
 @dataclass(frozen=True)
@@ -323,7 +330,7 @@ class EfficientNet(CompositeLayer):
         self,
         spec: EfficientNetSpec | str,
         act_type: str | None = None,
-        norm: NormSettings = NormSettings(),
+        norm: NormSettings = DEFAULT_NORM,
         survival_prob: float | None = 0.8,
         include_top: bool = False,
         num_classes: int = 1000,
@@ -408,7 +415,8 @@ def _block_survival_prob(survival_prob: float | None, index: int, num_blocks: in
 
 
 def _conv_initializer():
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out",
+                                              distribution="untruncated_normal")
 
 
 def _conv1x1(filters: int, name: str) -> keras.layers.Conv2D:

@@ -157,4 +157,5 @@ def get_topology(fpn_name: str, min_level: int, max_level: int) -> FpnTopology:
     try:
         return TOPOLOGIES[fpn_name](min_level, max_level)
     except KeyError:
-        raise ValueError(f"Unknown fpn_name {fpn_name!r}; known: {', '.join(TOPOLOGIES)}.") from None
+        raise ValueError(
+            f"Unknown fpn_name {fpn_name!r}; known: {', '.join(TOPOLOGIES)}.") from None

@@ -12,8 +12,14 @@ import keras
 
 from efficientdet_tf.anchors import num_anchors_per_location
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, drop_connect, from_plain, recompute_if,
-    trace_in_sequence)
+    CompositeLayer,
+    NormSettings,
+    activation,
+    drop_connect,
+    from_plain,
+    recompute_if,
+    trace_in_sequence,
+)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")

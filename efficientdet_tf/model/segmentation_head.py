@@ -14,7 +14,12 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.model.layers import (
-    CompositeLayer, NormSettings, activation, from_plain, trace_in_sequence)
+    CompositeLayer,
+    NormSettings,
+    activation,
+    from_plain,
+    trace_in_sequence,
+)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
+
 # Private: freezes a tf.function's variables into constants so that tfprof counts a plain graph;
 # TF 2 has no public equivalent (tests/test_private_tensorflow_apis.py fails if it goes away).
 from tensorflow.python.framework.convert_to_constants import (

@@ -75,7 +75,8 @@ def set_mixed_precision(enabled: bool, strategy: tf.distribute.Strategy) -> str:
     """Sets the global Keras dtype policy: bfloat16 on TPU and CPU, float16 on GPU."""
     if not enabled:
         policy = "float32"
-    elif isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
+    elif (isinstance(strategy, tf.distribute.TPUStrategy)
+          or not tf.config.list_logical_devices("GPU")):
         policy = "mixed_bfloat16"
     else:
         policy = "mixed_float16"

@@ -13,8 +13,8 @@ import re
 
 import tensorflow as tf
 
-from efficientdet_tf.data import batch_labels
 from efficientdet_tf.anchors import Anchors, decode_boxes, intersection_and_union, per_anchor
+from efficientdet_tf.data import batch_labels
 
 # Kernels of convolutions and dense layers get L2 regularization, as in the official code.
 _REGULARIZED = re.compile(r".*(kernel|weight)$")
@@ -54,6 +54,10 @@ def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
     return tf.reduce_sum(1.0 - iou_variant(predicted, target, loss_type)) / (normalizer * 4.0)
 
 
+# The values of hparam `iou_loss_type` (config.py lists the same), each adding a term to the last.
+IOU_LOSS_TYPES = ("iou", "giou", "diou", "ciou")
+
+
 def iou_variant(pred, target, loss_type):
     """IoU of [N, 4] yxyx box pairs, with the GIoU / DIoU / CIoU penalty terms.
 
@@ -61,6 +65,9 @@ def iou_variant(pred, target, loss_type):
     gradient to the target box only (see `_aspect_ratio_gap`), so the prediction gets the DIoU
     gradient plus that of the trade-off weight v / (1 - IoU + v), which is not detached.
     """
+    if loss_type not in IOU_LOSS_TYPES:
+        raise ValueError(
+            f"Unknown iou_loss_type {loss_type!r}; known: {', '.join(IOU_LOSS_TYPES)}.")
     p_ymin, p_xmin, p_ymax, p_xmax = tf.unstack(pred, axis=-1)
     t_ymin, t_xmin, t_ymax, t_xmax = tf.unstack(target, axis=-1)
     intersection, union = intersection_and_union(pred, target)

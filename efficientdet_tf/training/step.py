@@ -96,6 +96,14 @@ class TrainingStep:
         return [g * tf.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
 
 
+# The optimizers by hparam `optimizer` (config.py lists the same names): (schedule, momentum) ->
+# optimizer; Adam takes the momentum as beta_1, as the official get_optimizer.
+OPTIMIZERS = {
+    "sgd": lambda schedule, momentum: keras.optimizers.SGD(schedule, momentum=momentum),
+    "adam": lambda schedule, momentum: keras.optimizers.Adam(schedule, beta_1=momentum),
+}
+
+
 def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
                    num_epochs: int) -> keras.optimizers.Optimizer:
     """SGD with momentum (or Adam, momentum as beta_1) on the warm-up schedule over
@@ -105,10 +113,9 @@ def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
     Gradient clipping happens in the step (`TrainingStep.clip_gradients`), on the global sum.
     """
     schedule = WarmupSchedule(config, global_batch_size, steps_per_epoch, num_epochs)
-    if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
-    else:
-        optimizer = keras.optimizers.Adam(schedule, beta_1=config.momentum)
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}; known: {', '.join(OPTIMIZERS)}.")
+    optimizer = OPTIMIZERS[config.optimizer](schedule, config.momentum)
     if keras.config.dtype_policy().name == "mixed_float16":
         initial = {"initial_scale": config.loss_scale} if config.loss_scale else {}
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, **initial)
