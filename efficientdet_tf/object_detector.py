@@ -153,7 +153,7 @@ class ObjectDetector(keras.Model):
 
         Args:
           x: a dataset spec ('synthetic:train', 'voc:<xml_dir>:<image_dir>', a TFRecord glob,
-            see `data.pipeline`), a `data.sources.Source`, or a `tf.data.Dataset` of unbatched
+            see `data.pipeline`), a `data.sources.base.Source`, or a `tf.data.Dataset` of unbatched
             `(uint8 image [H, W, 3], {'boxes': [N, 4] ymin, xmin, ymax, xmax in pixels,
             'classes': [N]})`. Augmentation and anchor labelling are the recipe's.
           batch_size: the global batch, split over the strategy's replicas.

@@ -11,7 +11,7 @@ from small_models import TINY
 
 from efficientdet_tf.cli import infer
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import save_weights
 

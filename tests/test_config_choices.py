@@ -4,7 +4,7 @@ knows: a value config accepts always runs, and a new implementation is always re
 import pytest
 
 from efficientdet_tf import config as config_module
-from efficientdet_tf.data import autoaugment
+from efficientdet_tf.data.augmentation import autoaugment
 from efficientdet_tf.inference import postprocess
 from efficientdet_tf.model import bifpn, efficientnet, fpn_topology, layers
 from efficientdet_tf.training import learning_rate, losses, step

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data import augment, autoaugment
+from efficientdet_tf.data.augmentation import augment, autoaugment
 from efficientdet_tf.data.pipeline import ExampleParser
 
 HEIGHT, WIDTH = 60, 100

@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.annotations import ImageAnnotations
-from efficientdet_tf.data.coco import CocoJsonSource
-from efficientdet_tf.data.create_coco_tfrecord import convert
-from efficientdet_tf.data.images import EncodedImage
+from efficientdet_tf.data.converters.create_coco_tfrecord import convert
+from efficientdet_tf.data.formats.annotations import ImageAnnotations
+from efficientdet_tf.data.formats.images import EncodedImage
+from efficientdet_tf.data.formats.tfrecord_format import make_example
 from efficientdet_tf.data.pipeline import build_dataset
-from efficientdet_tf.data.sources import TFRecordSource
-from efficientdet_tf.data.tfrecord_format import make_example
+from efficientdet_tf.data.sources.base import TFRecordSource
+from efficientdet_tf.data.sources.coco import CocoJsonSource
 
 SIZE = (48, 64)  # height, width of every test image
 

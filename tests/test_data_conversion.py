@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from efficientdet_tf.data import create_coco_tfrecord, create_pascal_tfrecord
-from efficientdet_tf.data.sources import TFRecordSource
+from efficientdet_tf.data.converters import create_coco_tfrecord, create_pascal_tfrecord
+from efficientdet_tf.data.sources.base import TFRecordSource
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 COCO128 = SHARED / "datasets" / "coco128"
@@ -118,7 +118,7 @@ def test_bccd_val_records_and_json_hold_the_xml_boxes(tmp_path):
 @requires_coco128
 def test_coco_converter_command_line_with_worker_processes(tmp_path):
     command = [
-        sys.executable, "-m", "efficientdet_tf.data.create_coco_tfrecord",
+        sys.executable, "-m", "efficientdet_tf.data.converters.create_coco_tfrecord",
         f"--image_dir={COCO128 / 'images'}",
         f"--object_annotations_file={COCO128 / 'annotations' / 'instances.json'}",
         f"--output_file_prefix={tmp_path / 'cli'}", "--num_shards=2", "--num_images=6",

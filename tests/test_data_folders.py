@@ -15,11 +15,11 @@ from PIL import Image
 from small_models import TINY
 
 from efficientdet_tf.config import ConfigError, get_config
-from efficientdet_tf.data.csv_annotations import CsvSource
-from efficientdet_tf.data.named_boxes import HoldOut
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
-from efficientdet_tf.data.synthetic import SyntheticShapes
-from efficientdet_tf.data.voc_folder import VocFolderSource
+from efficientdet_tf.data.sources.csv_annotations import CsvSource
+from efficientdet_tf.data.sources.named_boxes import HoldOut
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.voc_folder import VocFolderSource
 from efficientdet_tf.label_map import class_names
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data import gridmask
+from efficientdet_tf.data.augmentation import gridmask
 from efficientdet_tf.data.pipeline import ExampleParser
 
 HEIGHT, WIDTH = 20, 40  # the official grid is 60 x 60 (1.5 x the longest side), periods 10..12

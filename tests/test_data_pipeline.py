@@ -10,7 +10,7 @@ import tensorflow as tf
 from efficientdet_tf.anchors import Anchors
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 
 COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco128"
 CONFIG = get_config("efficientdet-d0", "num_classes=3,image_size=64,max_instances_per_image=5")

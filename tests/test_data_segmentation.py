@@ -10,15 +10,15 @@ from official_fixture import SHARED_DIR
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data import build_dataset
-from efficientdet_tf.data.annotations import ImageAnnotations
-from efficientdet_tf.data.create_pascal_tfrecord import convert
-from efficientdet_tf.data.images import EncodedImage
-from efficientdet_tf.data.mask_folder import MaskFolderSource
-from efficientdet_tf.data.masks import IGNORE_LABEL, encode_mask, read_mask
+from efficientdet_tf.data.converters.create_pascal_tfrecord import convert
+from efficientdet_tf.data.formats.annotations import ImageAnnotations
+from efficientdet_tf.data.formats.images import EncodedImage
+from efficientdet_tf.data.formats.masks import IGNORE_LABEL, encode_mask, read_mask
+from efficientdet_tf.data.formats.tfrecord_format import make_example
 from efficientdet_tf.data.pipeline import ExampleParser
-from efficientdet_tf.data.sources import TFRecordSource
-from efficientdet_tf.data.synthetic import _PALETTES, SyntheticShapes
-from efficientdet_tf.data.tfrecord_format import make_example
+from efficientdet_tf.data.sources.base import TFRecordSource
+from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
+from efficientdet_tf.data.sources.synthetic import _PALETTES, SyntheticShapes
 
 BOTH_HEADS = ["object_detection", "segmentation"]
 # Background channels stay within 45..205; every shape colour has a channel outside.

@@ -7,8 +7,8 @@ import pytest
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
-from efficientdet_tf.data.sources import TFRecordSource
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.base import TFRecordSource
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 
 
 def all_annotations(dataset):

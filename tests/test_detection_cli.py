@@ -11,7 +11,7 @@ from PIL import Image
 from small_models import SMALL
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.model.builder import build_model

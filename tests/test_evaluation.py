@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation import METRIC_NAMES, CocoEvaluator, evaluate
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.inference.postprocess import Detections

@@ -14,7 +14,7 @@ from small_models import SMALL
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.preprocess import preprocess_image
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector, detections_from_dict

@@ -20,7 +20,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation.coco_evaluator import METRIC_NAMES
 from efficientdet_tf.evaluation.model_evaluation import evaluate
 from efficientdet_tf.export.saved_model import export_saved_model

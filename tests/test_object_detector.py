@@ -14,7 +14,7 @@ import tensorflow as tf
 from official_fixture import FIXTURE_DIR, requires_fixture
 
 from efficientdet_tf import ConfigError, ObjectDetector
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.inference.detector import SIGNATURE_KEY
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import TrainingCheckpoints

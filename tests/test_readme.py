@@ -20,7 +20,7 @@ from PIL import Image
 
 from efficientdet_tf import object_detector
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.export import tflite_metadata
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.label_map import COCO_CLASS_NAMES

@@ -11,9 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.masks import read_mask
+from efficientdet_tf.data.formats.masks import read_mask
 from efficientdet_tf.data.preprocess import fitted_size
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation.model_evaluation import evaluate
 from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector
 from efficientdet_tf.inference.loading import open_exported

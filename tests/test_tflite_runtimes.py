@@ -13,7 +13,7 @@ import pytest
 import small_models
 import tensorflow as tf
 
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.export import tflite_metadata
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import detections_from_dict

@@ -19,7 +19,7 @@ import tensorflow as tf
 from official_fixture import FIXTURE_DIR, requires_fixture
 
 from efficientdet_tf import build_model, get_config, load_weights, save_weights
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.object_detector import ObjectDetector
 from efficientdet_tf.training.callbacks import (

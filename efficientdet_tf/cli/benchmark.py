@@ -19,7 +19,7 @@ from absl import flags
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.cli.timing import interleaved_medians
-from efficientdet_tf.data.images import read_rgb_image
+from efficientdet_tf.data.formats.images import read_rgb_image
 from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.export.tflite import convert, export_tflite, tflite_network_function
 from efficientdet_tf.inference.detector import Detector

@@ -25,10 +25,10 @@ from absl import flags
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
-from efficientdet_tf.data.images import BadImageError, read_rgb_image
-from efficientdet_tf.data.masks import write_mask
+from efficientdet_tf.data.formats.images import BadImageError, read_rgb_image
+from efficientdet_tf.data.formats.masks import write_mask
 from efficientdet_tf.data.pipeline import source_from_spec
-from efficientdet_tf.data.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.inference.loading import open_detector

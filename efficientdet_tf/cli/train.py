@@ -11,9 +11,9 @@ from absl import flags
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
-from efficientdet_tf.data.mask_folder import MaskFolderSource
-from efficientdet_tf.data.named_boxes import NamedBoxesSource
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
+from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
+from efficientdet_tf.data.sources.named_boxes import NamedBoxesSource
 from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
 from efficientdet_tf.training.callbacks import (
     ImageSummaries,

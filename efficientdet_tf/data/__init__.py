@@ -8,18 +8,18 @@
                           batch_size=8)  # with config.heads including 'segmentation'
 
 See `pipeline` for dataset specs and the (images, labels) batch format. Converters:
-`python -m efficientdet_tf.data.create_coco_tfrecord` and
-`python -m efficientdet_tf.data.create_pascal_tfrecord`.
+`python -m efficientdet_tf.data.converters.create_coco_tfrecord` and
+`python -m efficientdet_tf.data.converters.create_pascal_tfrecord`.
 """
 
-from efficientdet_tf.data.coco import CocoJsonSource
-from efficientdet_tf.data.csv_annotations import CsvSource
 from efficientdet_tf.data.labeler import AnchorLabeler
-from efficientdet_tf.data.mask_folder import MaskFolderSource
 from efficientdet_tf.data.pipeline import ExampleParser, build_dataset, source_from_spec
-from efficientdet_tf.data.sources import Source, TFRecordSource
-from efficientdet_tf.data.synthetic import SyntheticShapes
-from efficientdet_tf.data.voc_folder import VocFolderSource
+from efficientdet_tf.data.sources.base import Source, TFRecordSource
+from efficientdet_tf.data.sources.coco import CocoJsonSource
+from efficientdet_tf.data.sources.csv_annotations import CsvSource
+from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.voc_folder import VocFolderSource
 
 __all__ = [
     "AnchorLabeler",

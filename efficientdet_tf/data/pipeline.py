@@ -59,18 +59,19 @@ import logging
 
 import tensorflow as tf
 
-from efficientdet_tf.data import augment, autoaugment, batch_labels, gridmask
-from efficientdet_tf.data.coco import CocoJsonSource
-from efficientdet_tf.data.csv_annotations import CsvSource
+from efficientdet_tf.data import batch_labels
+from efficientdet_tf.data.augmentation import augment, autoaugment, gridmask
+from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.data.labeler import AnchorLabeler
-from efficientdet_tf.data.mask_folder import USAGE as MASK_FOLDER_USAGE
-from efficientdet_tf.data.mask_folder import MaskFolderSource
-from efficientdet_tf.data.masks import IGNORE_LABEL
-from efficientdet_tf.data.named_boxes import split_hold_out
 from efficientdet_tf.data.preprocess import apply_scale_range, normalize_image, preprocess_image
-from efficientdet_tf.data.sources import Source, TFDatasetSource, TFRecordSource
-from efficientdet_tf.data.synthetic import SyntheticShapes
-from efficientdet_tf.data.voc_folder import VocFolderSource
+from efficientdet_tf.data.sources.base import Source, TFDatasetSource, TFRecordSource
+from efficientdet_tf.data.sources.coco import CocoJsonSource
+from efficientdet_tf.data.sources.csv_annotations import CsvSource
+from efficientdet_tf.data.sources.mask_folder import USAGE as MASK_FOLDER_USAGE
+from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
+from efficientdet_tf.data.sources.named_boxes import split_hold_out
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
+from efficientdet_tf.data.sources.voc_folder import VocFolderSource
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.data import batch_labels
-from efficientdet_tf.data.masks import IGNORE_LABEL
+from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
@@ -57,7 +57,7 @@ def evaluate(
         exported SavedModel or TFLite file (`inference.loading.open_exported`).
       config: the model's config: its heads, image size and normalization.
       dataset: a dataset spec (TFRecord glob, 'coco:<annotations.json>:<image_dir>',
-        'synthetic:val', see `data.pipeline`) or a `data.sources.Source`.
+        'synthetic:val', see `data.pipeline`) or a `data.sources.base.Source`.
       batch_size: images per step; a last partial batch is evaluated too.
       eval_samples: evaluate only the first this many images (all when None).
       val_json_file: ground-truth COCO JSON; by default the dataset's own (COCO JSON, synthetic)

@@ -1,12 +1,12 @@
 """Drawing on an image with Pillow: a box, class name and score per detection; a mask's classes
-blended in their Pascal VOC colours (those of the mask PNGs, `data.masks.write_mask`)."""
+blended in their Pascal VOC colours (those of the mask PNGs, `data.formats.masks.write_mask`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from efficientdet_tf.data.masks import IGNORE_LABEL, VOC_COLOURS
+from efficientdet_tf.data.formats.masks import IGNORE_LABEL, VOC_COLOURS
 from efficientdet_tf.label_map import class_name
 
 # Distinct, saturated colours; a class always gets the same one.

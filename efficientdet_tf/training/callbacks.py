@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.config import ConfigError, get_config
-from efficientdet_tf.data.images import decode_image
+from efficientdet_tf.data.formats.images import decode_image
 from efficientdet_tf.data.preprocess import to_pixels
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_names

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from efficientdet_tf.data import batch_labels
-from efficientdet_tf.data.masks import IGNORE_LABEL
+from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.model.weight_average import WeightAverage
 from efficientdet_tf.training.learning_rate import WarmupSchedule

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from efficientdet_tf.data.annotations import ImageAnnotations, clean_boxes
-from efficientdet_tf.data.sources import AnnotatedImagesSource
+from efficientdet_tf.data.formats.annotations import ImageAnnotations, clean_boxes
+from efficientdet_tf.data.sources.base import AnnotatedImagesSource
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from efficientdet_tf.data import affine
+from efficientdet_tf.data.augmentation import affine
 
 _MAX_LEVEL = 10.0
 _FILL_VALUE = 128  # Grey for pixels uncovered by translate / shear / rotate / cutout.

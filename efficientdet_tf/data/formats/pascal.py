@@ -12,7 +12,7 @@ import dataclasses
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from efficientdet_tf.data.annotations import BOX_COORDINATES, ImageAnnotations
+from efficientdet_tf.data.formats.annotations import BOX_COORDINATES, ImageAnnotations
 
 
 @dataclasses.dataclass

@@ -18,10 +18,14 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from efficientdet_tf.data.annotations import clean_boxes
-from efficientdet_tf.data.images import BadImageError, image_size
-from efficientdet_tf.data.pascal import VocAnnotation, class_names_found, to_image_annotations
-from efficientdet_tf.data.sources import AnnotatedImagesSource
+from efficientdet_tf.data.formats.annotations import clean_boxes
+from efficientdet_tf.data.formats.images import BadImageError, image_size
+from efficientdet_tf.data.formats.pascal import (
+    VocAnnotation,
+    class_names_found,
+    to_image_annotations,
+)
+from efficientdet_tf.data.sources.base import AnnotatedImagesSource
 from efficientdet_tf.label_map import read_label_map
 
 HOLD_OUT_PARTS = ("train", "val")

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from efficientdet_tf.data import affine
+from efficientdet_tf.data.augmentation import affine
 
 _PROBABILITY = 0.5  # Official `prob`: compared with a standard normal draw.
 _BAND_RATIO = 0.6  # Official `ratio`: band width / period.

@@ -18,8 +18,8 @@ import csv
 import posixpath
 from pathlib import Path
 
-from efficientdet_tf.data.named_boxes import HoldOut, NamedBoxesSource, Skipped
-from efficientdet_tf.data.pascal import VocAnnotation, VocObject
+from efficientdet_tf.data.formats.pascal import VocAnnotation, VocObject
+from efficientdet_tf.data.sources.named_boxes import HoldOut, NamedBoxesSource, Skipped
 
 HEADER_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 AUTOML_SETS = ("TRAIN", "VALIDATION", "TEST", "UNASSIGNED")

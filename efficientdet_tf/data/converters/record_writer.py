@@ -18,10 +18,10 @@ from typing import Iterable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.data.annotations import ImageAnnotations, clean_boxes
-from efficientdet_tf.data.images import BadImageError, EncodedImage, read_image_for_record
-from efficientdet_tf.data.masks import encode_mask, read_mask
-from efficientdet_tf.data.tfrecord_format import make_example
+from efficientdet_tf.data.formats.annotations import ImageAnnotations, clean_boxes
+from efficientdet_tf.data.formats.images import BadImageError, EncodedImage, read_image_for_record
+from efficientdet_tf.data.formats.masks import encode_mask, read_mask
+from efficientdet_tf.data.formats.tfrecord_format import make_example
 
 log = logging.getLogger(__name__)
 

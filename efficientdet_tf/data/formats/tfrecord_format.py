@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.data.annotations import BOX_COORDINATES, ImageAnnotations
-from efficientdet_tf.data.images import EncodedImage, decode_image
-from efficientdet_tf.data.masks import check_mask_fits, decode_mask
+from efficientdet_tf.data.formats.annotations import BOX_COORDINATES, ImageAnnotations
+from efficientdet_tf.data.formats.images import EncodedImage, decode_image
+from efficientdet_tf.data.formats.masks import check_mask_fits, decode_mask
 
 # Source ids that are empty or not decimal integers are hashed into the positive int32 range.
 _SOURCE_ID_HASH_BUCKETS = 2**31 - 1

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
-from efficientdet_tf.data.images import decode_image
-from efficientdet_tf.data.masks import check_mask_fits, read_mask_in_graph
-from efficientdet_tf.data.tfrecord_format import parse_example
+from efficientdet_tf.data.formats.annotations import ImageAnnotations, to_coco_json
+from efficientdet_tf.data.formats.images import decode_image
+from efficientdet_tf.data.formats.masks import check_mask_fits, read_mask_in_graph
+from efficientdet_tf.data.formats.tfrecord_format import parse_example
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,15 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.data.annotations import ImageAnnotations, to_coco_json
-from efficientdet_tf.data.images import EncodedImage
-from efficientdet_tf.data.masks import encode_mask
-from efficientdet_tf.data.record_writer import ConversionSummary, PreparedRecord, write_tfrecords
-from efficientdet_tf.data.sources import Source, shard_for_input_pipeline
+from efficientdet_tf.data.converters.record_writer import (
+    ConversionSummary,
+    PreparedRecord,
+    write_tfrecords,
+)
+from efficientdet_tf.data.formats.annotations import ImageAnnotations, to_coco_json
+from efficientdet_tf.data.formats.images import EncodedImage
+from efficientdet_tf.data.formats.masks import encode_mask
+from efficientdet_tf.data.sources.base import Source, shard_for_input_pipeline
 from efficientdet_tf.label_map import SYNTHETIC_CLASS_NAMES
 
 # Strong colours per class; every colour has a channel outside the background's 45..205 range.

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from efficientdet_tf.data.annotations import ImageAnnotations
-from efficientdet_tf.data.images import BadImageError, image_size
-from efficientdet_tf.data.named_boxes import HoldOut, Skipped
-from efficientdet_tf.data.sources import AnnotatedImagesSource
+from efficientdet_tf.data.formats.annotations import ImageAnnotations
+from efficientdet_tf.data.formats.images import BadImageError, image_size
+from efficientdet_tf.data.sources.base import AnnotatedImagesSource
+from efficientdet_tf.data.sources.named_boxes import HoldOut, Skipped
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 r"""Converts a COCO detection JSON and its image folder to sharded TFRecords (official layout).
 
-    python -m efficientdet_tf.data.create_coco_tfrecord \
+    python -m efficientdet_tf.data.converters.create_coco_tfrecord \
         --image_dir=/data/coco/train2017 \
         --object_annotations_file=/data/coco/annotations/instances_train2017.json \
         --output_file_prefix=/data/tfrecords/train --num_shards=32
@@ -16,8 +16,12 @@ from pathlib import Path
 
 from absl import app, flags
 
-from efficientdet_tf.data.coco import CocoJson
-from efficientdet_tf.data.record_writer import ConversionSummary, prepare_records, write_tfrecords
+from efficientdet_tf.data.converters.record_writer import (
+    ConversionSummary,
+    prepare_records,
+    write_tfrecords,
+)
+from efficientdet_tf.data.sources.coco import CocoJson
 
 FLAGS = flags.FLAGS
 

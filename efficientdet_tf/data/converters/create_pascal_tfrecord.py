@@ -1,6 +1,6 @@
 r"""Converts a Pascal VOC split to sharded TFRecords (official layout) and a COCO-style JSON.
 
-    python -m efficientdet_tf.data.create_pascal_tfrecord \
+    python -m efficientdet_tf.data.converters.create_pascal_tfrecord \
         --data_dir=/data/VOCdevkit/VOC2012 --set=val --output_path=/data/tfrecords/pascal_val
 
 `data_dir` holds Annotations/, JPEGImages/ and ImageSets/Main/<set>.txt. With --segmentation,
@@ -24,8 +24,13 @@ from pathlib import Path
 
 from absl import app, flags
 
-from efficientdet_tf.data.annotations import to_coco_json
-from efficientdet_tf.data.pascal import (
+from efficientdet_tf.data.converters.record_writer import (
+    ConversionSummary,
+    prepare_records,
+    write_tfrecords,
+)
+from efficientdet_tf.data.formats.annotations import to_coco_json
+from efficientdet_tf.data.formats.pascal import (
     class_names_found,
     image_path,
     mask_path,
@@ -33,7 +38,6 @@ from efficientdet_tf.data.pascal import (
     read_split,
     to_image_annotations,
 )
-from efficientdet_tf.data.record_writer import ConversionSummary, prepare_records, write_tfrecords
 from efficientdet_tf.label_map import read_label_map, write_label_map
 
 FLAGS = flags.FLAGS

@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import tensorflow as tf
 
-from efficientdet_tf.data.images import BadImageError, EncodedImage
+from efficientdet_tf.data.formats.images import BadImageError, EncodedImage
 
 IGNORE_LABEL = 255
 _INDEX_MODES = ("P", "L")  # palette indices, or gray levels that are the classes

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from efficientdet_tf.data.named_boxes import HoldOut, NamedBoxesSource, Skipped
-from efficientdet_tf.data.pascal import parse_annotation_file
+from efficientdet_tf.data.formats.pascal import parse_annotation_file
+from efficientdet_tf.data.sources.named_boxes import HoldOut, NamedBoxesSource, Skipped
 
 
 class VocFolderSource(NamedBoxesSource):
