@@ -103,7 +103,7 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, 
     assert_ok(result)
     printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("A"))
     assert {"AP", "AP50", "ARmax100", "AP_/circle"} <= set(printed)
-    detections = json.loads((tmp_path / "detections_by_image.json").read_text())
+    detections = json.loads((tmp_path / "detections.json").read_text())
     assert {d["image_id"] for d in detections} == {1, 2, 3, 4, 5}
 
 

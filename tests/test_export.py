@@ -75,7 +75,7 @@ def test_tflite_float16_and_int8_run_with_litert(small_detector, tmp_path):
     image = SyntheticShapes(1, (90, 120), seed=4).render(0)
     files = {
         quantization: export_tflite(
-            small_detector.model, config, tmp_path / f"{quantization}.tflite", quantization,
+            small_detector.network, config, tmp_path / f"{quantization}.tflite", quantization,
             dataset=str(tmp_path / "calibration-*.tfrecord"), num_calibration_images=4,
             metadata=False,
         )
