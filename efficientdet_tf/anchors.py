@@ -3,6 +3,10 @@
 Both follow the official EfficientDet code: anchors come level by level, and within a level position
 by position (row-major: y, then x); at each position one anchor per (scale octave, aspect ratio),
 octave-major. The box coder is the Faster R-CNN coder without scale factors.
+
+`decode_boxes` and `per_anchor` turn network outputs into boxes: `keras.ops`, for every backend.
+`encode_boxes`, `intersection_and_union` and `Anchors.level_maps` label training examples inside
+the tf.data input pipeline: TensorFlow ops, whatever the Keras backend.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 # Floor of box and anchor sizes before dividing by them and taking logs (official box coder).
 _MIN_BOX_SIZE = 1e-8
@@ -43,10 +48,12 @@ def intersection_and_union(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tuple[tf.T
     return intersection, area_a + area_b - intersection
 
 
-def per_anchor(level_output: tf.Tensor, values_per_anchor: int) -> tf.Tensor:
+def per_anchor(level_output, values_per_anchor: int):
     """A level's output [batch, H, W, anchors * values] -> [batch, H * W * anchors, values], in
     the order of `Anchors.boxes` within the level (the inverse of `Anchors.level_maps`)."""
-    return tf.reshape(level_output, [tf.shape(level_output)[0], -1, values_per_anchor])
+    height, width, channels = level_output.shape[1:]
+    return ops.reshape(level_output, (-1, height * width * channels // values_per_anchor,
+                                      values_per_anchor))
 
 
 def feature_sizes(image_size: int | Sequence[int], max_level: int) -> list[tuple[int, int]]:
@@ -167,8 +174,9 @@ class Anchors:
         return np.array(half_heights), np.array(half_widths)
 
 
-def _centers_and_sizes(boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
+def _centers_and_sizes(boxes) -> tuple:
+    """Centers and sizes of yxyx boxes [..., 4] (indexing only: a tensor of any backend)."""
+    ymin, xmin, ymax, xmax = (boxes[..., i] for i in range(4))
     return (ymin + ymax) / 2.0, (xmin + xmax) / 2.0, ymax - ymin, xmax - xmin
 
 
@@ -196,15 +204,15 @@ def encode_boxes(boxes, anchors) -> tf.Tensor:
     )
 
 
-def decode_boxes(encoded, anchors) -> tf.Tensor:
+def decode_boxes(encoded, anchors):
     """Inverse of `encode_boxes`: [..., 4] [ty, tx, th, tw] -> [..., 4] yxyx boxes."""
-    encoded = tf.convert_to_tensor(encoded, dtype_hint=tf.float32)
-    anchors = tf.cast(anchors, encoded.dtype)
+    encoded = ops.convert_to_tensor(encoded, dtype="float32")
+    anchors = ops.cast(anchors, encoded.dtype)
     center_y_a, center_x_a, height_a, width_a = _centers_and_sizes(anchors)
-    ty, tx, th, tw = tf.unstack(encoded, num=4, axis=-1)
-    height, width = tf.exp(th) * height_a, tf.exp(tw) * width_a
+    ty, tx, th, tw = (encoded[..., i] for i in range(4))
+    height, width = ops.exp(th) * height_a, ops.exp(tw) * width_a
     center_y, center_x = ty * height_a + center_y_a, tx * width_a + center_x_a
-    return tf.stack(
+    return ops.stack(
         [
             center_y - height / 2.0,
             center_x - width / 2.0,

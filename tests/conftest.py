@@ -18,3 +18,17 @@ with native_stderr_silenced():
     _cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+import pytest  # noqa: E402
+from backends import BACKEND  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under another Keras backend than TensorFlow (`KERAS_BACKEND=jax pytest -m any_backend`,
+    README), only tests marked `any_backend` run: the rest test TensorFlow-only features."""
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"a TensorFlow-only feature; KERAS_BACKEND is {BACKEND}")
+    for item in items:
+        if "any_backend" not in item.keywords:
+            item.add_marker(skip)

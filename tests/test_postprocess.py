@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from backends import tensorflow_only
 from detection_matching import match_detections
 from official_fixture import (
     FIXTURE_MODEL,
@@ -24,21 +25,30 @@ from efficientdet_tf.inference.postprocess import (
     _warn_once,
 )
 
+pytestmark = pytest.mark.any_backend
+
 BACKGROUND_LOGIT = -10.0  # sigmoid ~ 4.5e-5, under the score thresholds used below
 
 
 @requires_fixture
-@pytest.mark.parametrize("mode", POSTPROCESS_MODES)
+@pytest.mark.parametrize("mode", [
+    "global",
+    "per_class",
+    # The official `combined` kernel takes equal scores in the order of its heap, which no other
+    # backend reproduces; the fixture's padding has many (tests/test_nms.py compares the
+    # kernels on scores without ties).
+    pytest.param("combined", marks=tensorflow_only),
+])
 def test_fixture_detections_match_the_official_ones(mode):
     class_outputs, box_outputs = raw_outputs()
     detections = Postprocessor(get_config(FIXTURE_MODEL), mode)(
         class_outputs, box_outputs, expected_outputs()["image_scale"]
     )
-    assert detections.num_detections.numpy().tolist() == [100]
+    assert np.asarray(detections.num_detections).tolist() == [100]
     actual = (
-        detections.boxes[0].numpy(),
-        detections.scores[0].numpy(),
-        detections.classes[0].numpy(),
+        np.asarray(detections.boxes[0]),
+        np.asarray(detections.scores[0]),
+        np.asarray(detections.classes[0]),
     )
     match = match_detections(expected_detections(mode), actual, score_tolerance=1e-4, min_iou=0.99)
     assert match.num_matched >= 95, (
@@ -105,12 +115,12 @@ def test_one_object_gives_one_detection_in_original_pixels(mode):
         *network_outputs(config, [(index, 1, 2.0, None)]), [2.0]
     )
 
-    assert detections.num_detections.numpy().tolist() == [1]
-    np.testing.assert_allclose(detections.boxes[0, 0].numpy(), [24, 24, 88, 88], rtol=1e-6)
-    assert detections.scores[0, 0].numpy() == pytest.approx(sigmoid(2.0))
-    assert detections.classes[0, 0].numpy() == 2.0
+    assert np.asarray(detections.num_detections).tolist() == [1]
+    np.testing.assert_allclose(np.asarray(detections.boxes[0, 0]), [24, 24, 88, 88], rtol=1e-6)
+    assert np.asarray(detections.scores[0, 0]) == pytest.approx(sigmoid(2.0))
+    assert np.asarray(detections.classes[0, 0]) == 2.0
     for padding in (detections.boxes[0, 1:], detections.scores[0, 1:], detections.classes[0, 1:]):
-        np.testing.assert_array_equal(padding.numpy(), 0.0)
+        np.testing.assert_array_equal(np.asarray(padding), 0.0)
 
 
 def overlapping_pair(config, second_class):
@@ -127,9 +137,9 @@ def test_soft_nms_decays_an_overlapping_box_by_gaussian_of_its_iou(sigma):
     config = small_config(sigma=sigma)
     detections = Postprocessor(config, "global")(*overlapping_pair(config, second_class=0))
     paper_sigma = 0.5 if sigma is None else sigma  # IoU 1: decay exp(-1 / sigma)
-    assert detections.num_detections.numpy().tolist() == [2]
+    assert np.asarray(detections.num_detections).tolist() == [2]
     np.testing.assert_allclose(
-        detections.scores[0, :2].numpy(),
+        np.asarray(detections.scores[0, :2]),
         [sigmoid(2.0), sigmoid(1.0) * math.exp(-1 / paper_sigma)],
         rtol=1e-4,
     )
@@ -138,19 +148,19 @@ def test_soft_nms_decays_an_overlapping_box_by_gaussian_of_its_iou(sigma):
 def test_hard_nms_removes_an_overlapping_box():
     config = small_config(method="hard")
     detections = Postprocessor(config, "global")(*overlapping_pair(config, second_class=0))
-    assert detections.num_detections.numpy().tolist() == [1]
-    assert detections.scores[0, 0].numpy() == pytest.approx(sigmoid(2.0))
+    assert np.asarray(detections.num_detections).tolist() == [1]
+    assert np.asarray(detections.scores[0, 0]) == pytest.approx(sigmoid(2.0))
 
 
 @pytest.mark.parametrize("mode", ["per_class", "combined"])
 def test_class_aware_modes_keep_overlapping_boxes_of_different_classes(mode):
     config = small_config()
     detections = Postprocessor(config, mode)(*overlapping_pair(config, second_class=2))
-    assert detections.num_detections.numpy().tolist() == [2]
+    assert np.asarray(detections.num_detections).tolist() == [2]
     np.testing.assert_allclose(
-        detections.scores[0, :2].numpy(), [sigmoid(2.0), sigmoid(1.0)], rtol=1e-5
+        np.asarray(detections.scores[0, :2]), [sigmoid(2.0), sigmoid(1.0)], rtol=1e-5
     )
-    np.testing.assert_array_equal(detections.classes[0, :2].numpy(), [1.0, 3.0])
+    np.testing.assert_array_equal(np.asarray(detections.classes[0, :2]), [1.0, 3.0])
 
 
 @pytest.mark.parametrize(
@@ -163,7 +173,7 @@ def test_boxes_are_clipped_to_the_network_input_except_per_class_like_official(m
     np.testing.assert_array_equal(anchors.boxes[index], [-96, -96, 160, 160])
     detections = Postprocessor(config, mode)(*network_outputs(config, [(index, 0, 2.0, None)]))
     expected = [0, 0, 64, 64] if clipped else [-96, -96, 160, 160]
-    np.testing.assert_allclose(detections.boxes[0, 0].numpy(), expected)
+    np.testing.assert_allclose(np.asarray(detections.boxes[0, 0]), expected)
 
 
 
@@ -191,12 +201,12 @@ def test_combined_always_uses_iou_0_5_like_official(iou_thresh, caplog):
     with caplog.at_level(logging.WARNING, logger="efficientdet_tf.inference.postprocess"):
         found = [Postprocessor(small_config(method="hard", iou_thresh=iou_thresh), "combined")(
             *outputs) for _ in range(2)]
-    assert expected.num_detections.numpy().tolist() == [3]
-    np.testing.assert_allclose(expected.scores[0, :3].numpy(),
+    assert np.asarray(expected.num_detections).tolist() == [3]
+    np.testing.assert_allclose(np.asarray(expected.scores[0, :3]),
                                [sigmoid(2.0), sigmoid(2.0), sigmoid(1.0)], rtol=1e-6)
     for detections in found:
         for part, expected_part in zip(detections, expected):
-            np.testing.assert_array_equal(part.numpy(), expected_part.numpy())
+            np.testing.assert_array_equal(np.asarray(part), np.asarray(expected_part))
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1 and f"iou_thresh = {iou_thresh} is not used" in warnings[0]
 
@@ -204,8 +214,8 @@ def test_combined_always_uses_iou_0_5_like_official(iou_thresh, caplog):
 @pytest.mark.parametrize("mode", ["global", "per_class"])
 def test_global_and_per_class_apply_iou_thresh(mode):
     outputs = two_overlapping_pairs(small_config())
-    counts = [Postprocessor(small_config(method="hard", iou_thresh=iou), mode)(
-        *outputs).num_detections.numpy().tolist() for iou in (0.3, None, 0.7)]
+    counts = [np.asarray(Postprocessor(small_config(method="hard", iou_thresh=iou), mode)(
+        *outputs).num_detections).tolist() for iou in (0.3, None, 0.7)]
     assert counts == [[2], [3], [4]]
 
 
@@ -231,7 +241,7 @@ def test_soft_nms_with_score_thresh_0_drops_scores_under_0_001_like_official():
     config = small_config(score_thresh=0.0)
     detections = Postprocessor(config, "global")(*overlapping_pair(config, second_class=0))
     # Background scores (4.5e-5) are under the official default 0.001; sigmoid(1) * exp(-2) not.
-    assert detections.num_detections.numpy().tolist() == [2]
+    assert np.asarray(detections.num_detections).tolist() == [2]
 
 
 def test_pre_nms_top_k_keeps_the_best_pairs():
@@ -248,11 +258,11 @@ def test_pre_nms_top_k_keeps_the_best_pairs():
         for rank, (y, x) in enumerate(corners)
     ]
     detections = Postprocessor(config, "global")(*network_outputs(config, objects))
-    assert detections.num_detections.numpy().tolist() == [2]
+    assert np.asarray(detections.num_detections).tolist() == [2]
     np.testing.assert_allclose(
-        detections.scores[0, :2].numpy(), [sigmoid(4.0), sigmoid(3.0)], rtol=1e-6
+        np.asarray(detections.scores[0, :2]), [sigmoid(4.0), sigmoid(3.0)], rtol=1e-6
     )
-    np.testing.assert_array_equal(detections.classes[0, :2].numpy(), [1.0, 3.0])
+    np.testing.assert_array_equal(np.asarray(detections.classes[0, :2]), [1.0, 3.0])
 
 
 def test_max_nms_inputs_keeps_the_best_anchor_class_pairs_even_of_one_anchor():
@@ -270,15 +280,16 @@ def test_max_nms_inputs_keeps_the_best_anchor_class_pairs_even_of_one_anchor():
     )
 
     best = np.argsort(-logits.reshape(-1))[:k]
-    assert detections.num_detections.numpy().tolist() == [k]
+    assert np.asarray(detections.num_detections).tolist() == [k]
     np.testing.assert_allclose(
-        detections.scores[0].numpy(), 1 / (1 + np.exp(-logits.reshape(-1)[best])), rtol=1e-6
+        np.asarray(detections.scores[0]), 1 / (1 + np.exp(-logits.reshape(-1)[best])), rtol=1e-6
     )
-    np.testing.assert_array_equal(detections.classes[0].numpy(), best % config.num_classes + 1)
+    np.testing.assert_array_equal(np.asarray(detections.classes[0]), best % config.num_classes + 1)
     clipped_anchors = np.clip(anchors.boxes[best // config.num_classes], 0, 64)  # global clips
-    np.testing.assert_allclose(detections.boxes[0].numpy(), clipped_anchors, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(detections.boxes[0]), clipped_anchors, atol=1e-4)
 
 
+@tensorflow_only
 @pytest.mark.parametrize("mode", POSTPROCESS_MODES)
 def test_runs_in_a_graph_with_a_dynamic_batch(mode):
     config = small_config()
@@ -306,9 +317,9 @@ def test_runs_in_a_graph_with_a_dynamic_batch(mode):
         single = postprocessor(*outputs, [scale])
         for batched_part, single_part in zip(batched, single):
             np.testing.assert_allclose(
-                batched_part[image].numpy(), single_part[0].numpy(), rtol=1e-6
+                np.asarray(batched_part[image]), np.asarray(single_part[0]), rtol=1e-6
             )
-    assert batched.num_detections.numpy().tolist() == [1, 1]
+    assert np.asarray(batched.num_detections).tolist() == [1, 1]
 
 
 def test_rejects_wrong_levels_channels_and_settings():

@@ -15,8 +15,11 @@ With `nms_configs.max_nms_inputs` > 0, `global` and `per_class` first keep only 
 
 Like the official code, `global` and `combined` clip boxes to the network input before scaling them
 back to original pixels, and `per_class` does not clip. A 0 in `iou_thresh`, `score_thresh` or
-`sigma` stands for the default, as null does (the official `value or default`). Only TensorFlow
-ops, so that it runs inside a `tf.function` or an exported SavedModel, with a dynamic batch size.
+`sigma` stands for the default, as null does (the official `value or default`).
+
+Written in `keras.ops`: it runs on every Keras backend, eagerly or compiled, and on TensorFlow
+inside a `tf.function` or an exported SavedModel, with a dynamic batch size. NMS itself is
+`inference.nms` (TensorFlow's fused kernels on TensorFlow).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from efficientdet_tf.anchors import Anchors, decode_boxes, per_anchor
+from efficientdet_tf.inference import nms
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +61,10 @@ class Detections(NamedTuple):
     num_detections: int32 [batch], how many rows of each image are detections.
     """
 
-    boxes: tf.Tensor
-    scores: tf.Tensor
-    classes: tf.Tensor
-    num_detections: tf.Tensor
+    boxes: Any
+    scores: Any
+    classes: Any
+    num_detections: Any
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ class Postprocessor:
         self.max_nms_inputs = config.nms_configs.max_nms_inputs
         self.nms_parameters = NmsParameters.for_mode(config.nms_configs, mode)
         self._check_sizes()
-        self._anchor_boxes = tf.constant(self.anchors.boxes)
+        self._anchor_boxes = self.anchors.boxes.astype(np.float32)
 
     def _check_sizes(self) -> None:
         if self.max_output_size < 1:
@@ -152,33 +157,39 @@ class Postprocessor:
                 f"(0 keeps every anchor; {num_pairs} is anchors x classes)."
             )
 
+    @property
+    def nms_settings(self) -> nms.NmsSettings:
+        params = self.nms_parameters
+        return nms.NmsSettings(self.max_output_size, params.iou_threshold,
+                               params.score_threshold, params.soft_nms_sigma)
+
     def __call__(self, class_outputs, box_outputs, image_scales=None) -> Detections:
         class_levels = self._flatten_levels(class_outputs, self.num_classes, "class_outputs")
-        box_regressions = tf.concat(self._flatten_levels(box_outputs, 4, "box_outputs"), axis=1)
+        box_regressions = ops.concatenate(
+            self._flatten_levels(box_outputs, 4, "box_outputs"), axis=1)
+        kernels = nms.kernels()
         if self.mode == "combined":
-            detections = self._combined_nms(tf.concat(class_levels, axis=1), box_regressions)
+            boxes = decode_boxes(box_regressions, self._anchor_boxes)
+            scores = ops.sigmoid(ops.concatenate(class_levels, axis=1))
+            kept = kernels.select_per_class_pairs(boxes, scores, self.nms_settings)
         else:
             boxes, scores, classes = self._best_candidates(class_levels, box_regressions)
-            nms = self._global_nms if self.mode == "global" else self._per_class_nms
-            detections = tf.map_fn(
-                lambda candidates: nms(*candidates),
-                (boxes, scores, classes),
-                fn_output_signature=self._detection_signature(),
-            )
-            detections = Detections(*detections)
+            kept = kernels.select_by_score(boxes, scores, classes, self.nms_settings,
+                                           self.mode == "per_class", self.num_classes)
+        detections = self._detections(kept)
         if self.mode != "per_class":
             detections = detections._replace(boxes=self._clip_to_image(detections.boxes))
         if image_scales is not None:
-            scales = tf.reshape(tf.cast(image_scales, tf.float32), [-1, 1, 1])
+            scales = ops.reshape(ops.cast(image_scales, "float32"), (-1, 1, 1))
             detections = detections._replace(boxes=detections.boxes * scales)
         return detections
 
-    def merge_levels(self, class_outputs, box_outputs) -> tuple[tf.Tensor, tf.Tensor]:
+    def merge_levels(self, class_outputs, box_outputs) -> tuple[Any, Any]:
         """Per-level outputs -> float32 logits [batch, anchors, num_classes] and box regressions
         [batch, anchors, 4], in the order of `self.anchors.boxes`."""
         class_levels = self._flatten_levels(class_outputs, self.num_classes, "class_outputs")
         box_levels = self._flatten_levels(box_outputs, 4, "box_outputs")
-        return tf.concat(class_levels, axis=1), tf.concat(box_levels, axis=1)
+        return ops.concatenate(class_levels, axis=1), ops.concatenate(box_levels, axis=1)
 
     # --- candidates ---------------------------------------------------------------------------
 
@@ -199,18 +210,18 @@ class Postprocessor:
         channels = self.anchors.num_anchors_per_location * values_per_anchor
         flattened = []
         for level, output in zip(levels, outputs):
-            output = tf.convert_to_tensor(output)
-            expected_shape = [None, *self.anchors.level_sizes[level], channels]
-            if not output.shape.is_compatible_with(expected_shape):
+            output = ops.convert_to_tensor(output)
+            expected_shape = (*self.anchors.level_sizes[level], channels)
+            if len(output.shape) != 4 or tuple(output.shape[1:]) != expected_shape:
                 raise ValueError(
-                    f"{name} of level {level} has shape {output.shape}; expected [batch, "
-                    f"{expected_shape[1]}, {expected_shape[2]}, {channels}] "
+                    f"{name} of level {level} has shape {tuple(output.shape)}; expected [batch, "
+                    f"{expected_shape[0]}, {expected_shape[1]}, {channels}] "
                     f"({self.anchors.num_anchors_per_location} anchors x {values_per_anchor})."
                 )
-            flattened.append(per_anchor(tf.cast(output, tf.float32), values_per_anchor))
+            flattened.append(per_anchor(ops.cast(output, "float32"), values_per_anchor))
         return flattened
 
-    def _best_candidates(self, class_levels: list, box_regressions: tf.Tensor):
+    def _best_candidates(self, class_levels: list, box_regressions):
         """Boxes [batch, K, 4], scores [batch, K] and 0-based classes [batch, K] to run NMS on.
 
         With max_nms_inputs, the K best (anchor, class) pairs of each image; otherwise every anchor
@@ -218,20 +229,21 @@ class Postprocessor:
         first would copy anchors x classes floats (17 MB for D0) for nothing.
         """
         # top_k with k=1 finds max and argmax (lowest class on ties) in one pass, 2x faster.
-        best = [tf.math.top_k(level, k=1) for level in class_levels]
-        best_logits = tf.concat([values[..., 0] for values, _ in best], axis=1)
+        best = [ops.top_k(level, k=1) for level in class_levels]
+        best_logits = ops.concatenate([values[..., 0] for values, _ in best], axis=1)
         if self.max_nms_inputs > 0:
-            logits = tf.concat(class_levels, axis=1)
+            logits = ops.concatenate(class_levels, axis=1)
             top_logits, anchor_indices, classes = self._top_pairs(logits, best_logits)
-            box_regressions = tf.gather(box_regressions, anchor_indices, batch_dims=1)
-            anchor_boxes = tf.gather(self._anchor_boxes, anchor_indices)
+            box_regressions = ops.take_along_axis(
+                box_regressions, anchor_indices[..., None], axis=1)
+            anchor_boxes = ops.take(self._anchor_boxes, anchor_indices, axis=0)
         else:
             top_logits, anchor_boxes = best_logits, self._anchor_boxes
-            classes = tf.concat([indices[..., 0] for _, indices in best], axis=1)
+            classes = ops.concatenate([indices[..., 0] for _, indices in best], axis=1)
         boxes = decode_boxes(box_regressions, anchor_boxes)
-        return boxes, tf.sigmoid(top_logits), classes
+        return boxes, ops.sigmoid(top_logits), ops.cast(classes, "int32")
 
-    def _top_pairs(self, logits: tf.Tensor, best_logits: tf.Tensor):
+    def _top_pairs(self, logits, best_logits):
         """Logits, anchor indices and classes [batch, max_nms_inputs] of the best pairs.
 
         Each of the K best (anchor, class) pairs has its anchor among the K anchors with the best
@@ -239,91 +251,25 @@ class Postprocessor:
         all anchors x classes, at a fraction of the cost.
         """
         num_anchors = min(self.max_nms_inputs, len(self.anchors))
-        _, top_anchors = tf.math.top_k(best_logits, k=num_anchors, sorted=False)
-        pair_logits = tf.gather(logits, top_anchors, batch_dims=1)  # [batch, anchors, classes]
-        pair_logits = tf.reshape(pair_logits, [tf.shape(logits)[0], -1])
-        top_logits, top_pairs = tf.math.top_k(pair_logits, k=self.max_nms_inputs, sorted=False)
-        anchor_indices = tf.gather(top_anchors, top_pairs // self.num_classes, batch_dims=1)
+        _, top_anchors = ops.top_k(best_logits, k=num_anchors, sorted=False)
+        pair_logits = ops.take_along_axis(logits, top_anchors[..., None], axis=1)
+        pair_logits = ops.reshape(pair_logits, (-1, num_anchors * self.num_classes))
+        top_logits, top_pairs = ops.top_k(pair_logits, k=self.max_nms_inputs, sorted=False)
+        anchor_indices = ops.take_along_axis(top_anchors, top_pairs // self.num_classes, axis=1)
         return top_logits, anchor_indices, top_pairs % self.num_classes
-
-    # --- NMS modes ----------------------------------------------------------------------------
-
-    def _nms(self, boxes: tf.Tensor, scores: tf.Tensor):
-        """Indices, scores and count of the kept boxes of one image, padded to max_output_size."""
-        params = self.nms_parameters
-        # NonMaxSuppressionV5's sigma is twice the paper's (tensorflow/tensorflow#40253).
-        return tf.raw_ops.NonMaxSuppressionV5(
-            boxes=boxes,
-            scores=scores,
-            max_output_size=self.max_output_size,
-            iou_threshold=params.iou_threshold,
-            score_threshold=params.score_threshold,
-            soft_nms_sigma=params.soft_nms_sigma / 2,
-            pad_to_max_output_size=True,
-        )
-
-    def _global_nms(self, boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor) -> Detections:
-        indices, kept_scores, count = self._nms(boxes, scores)
-        kept_classes = tf.cast(tf.gather(classes, indices) + 1, tf.float32)
-        return self._zero_padding(tf.gather(boxes, indices), kept_scores, kept_classes, count)
-
-    def _per_class_nms(self, boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor) -> Detections:
-        """NMS within each class, then the max_output_size best of all (ties: lower class first)."""
-        slots = tf.range(self.max_output_size)
-
-        def class_nms(class_id):
-            # Other classes' candidates get -inf, which fails every score threshold.
-            class_scores = tf.where(classes == class_id, scores, float("-inf"))
-            indices, kept_scores, count = self._nms(boxes, class_scores)
-            return indices, tf.where(slots < count, kept_scores, float("-inf")), count
-
-        indices, kept_scores, counts = tf.map_fn(
-            class_nms,
-            tf.range(self.num_classes),
-            fn_output_signature=(tf.int32, tf.float32, tf.int32),
-        )
-        best_scores, best = tf.math.top_k(tf.reshape(kept_scores, [-1]), k=self.max_output_size)
-        best_indices = tf.gather(tf.reshape(indices, [-1]), best)
-        best_classes = tf.cast(best // self.max_output_size + 1, tf.float32)
-        count = tf.minimum(self.max_output_size, tf.reduce_sum(counts))
-        return self._zero_padding(tf.gather(boxes, best_indices), best_scores, best_classes, count)
-
-    def _combined_nms(self, logits: tf.Tensor, box_regressions: tf.Tensor) -> Detections:
-        boxes = decode_boxes(box_regressions, self._anchor_boxes)
-        params = self.nms_parameters
-        boxes, scores, classes, counts = tf.image.combined_non_max_suppression(
-            boxes[:, :, tf.newaxis, :],
-            tf.sigmoid(logits),
-            max_output_size_per_class=self.max_output_size,
-            max_total_size=self.max_output_size,
-            iou_threshold=params.iou_threshold,
-            score_threshold=params.score_threshold,
-            clip_boxes=False,
-        )
-        return self._zero_padding(boxes, scores, classes + 1, counts)
 
     # --- output -------------------------------------------------------------------------------
 
-    def _zero_padding(self, boxes, scores, classes, count) -> Detections:
-        """Zeros the rows at and after `count`, for one image or a batch ([batch] counts)."""
-        is_detection = tf.range(self.max_output_size) < count[..., tf.newaxis]
-        return Detections(
-            boxes=tf.where(is_detection[..., tf.newaxis], boxes, 0.0),
-            scores=tf.where(is_detection, scores, 0.0),
-            classes=tf.where(is_detection, classes, 0.0),
-            num_detections=tf.cast(count, tf.int32),
-        )
+    def _detections(self, kept: nms.Selection) -> Detections:
+        """The selection with 1-based float classes, 0 in the padding rows (where the
+        selection's boxes and scores are 0 too)."""
+        is_detection = ops.arange(self.max_output_size)[None] < kept.counts[:, None]
+        classes = ops.where(is_detection, kept.classes + 1, 0)
+        return Detections(kept.boxes, kept.scores, ops.cast(classes, "float32"),
+                          ops.cast(kept.counts, "int32"))
 
-    def _detection_signature(self) -> Detections:
-        size = self.max_output_size
-        return Detections(
-            boxes=tf.TensorSpec([size, 4], tf.float32),
-            scores=tf.TensorSpec([size], tf.float32),
-            classes=tf.TensorSpec([size], tf.float32),
-            num_detections=tf.TensorSpec([], tf.int32),
-        )
-
-    def _clip_to_image(self, boxes: tf.Tensor) -> tf.Tensor:
+    def _clip_to_image(self, boxes):
         """Clips [..., 4] yxyx boxes to the network input (official: before scaling back)."""
         height, width = self.image_size
-        return tf.clip_by_value(boxes, 0.0, tf.constant([height, width, height, width], tf.float32))
+        limits = np.array([height, width, height, width], np.float32)
+        return ops.minimum(ops.maximum(boxes, 0.0), limits)

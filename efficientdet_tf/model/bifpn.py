@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from efficientdet_tf.model.fpn_topology import (
     FpnNode,
@@ -17,6 +18,7 @@ from efficientdet_tf.model.fpn_topology import (
     from_fpn_config,
     get_topology,
 )
+from efficientdet_tf.model.initializers import glorot_uniform
 from efficientdet_tf.model.layers import (
     CompositeLayer,
     NormSettings,
@@ -57,7 +59,9 @@ class ResampleFeatureMap(CompositeLayer):
         height, width, channels = input_shape[1:]
         self.projection = self.projection_norm = self.pool = None
         if channels != self.filters:
-            self.projection = keras.layers.Conv2D(self.filters, 1, padding="same", name="conv2d")
+            self.projection = keras.layers.Conv2D(
+                self.filters, 1, padding="same", kernel_initializer=glorot_uniform(),
+                name="conv2d")
             if self.apply_bn:
                 self.projection_norm = self.norm.make("bn")
         target_height, target_width = self.target_size
@@ -95,11 +99,7 @@ class ResampleFeatureMap(CompositeLayer):
             return self._project(x, training) if self.conv_after_downsample else x
         x = self._project(x, training)
         if tuple(x.shape[1:3]) != self.target_size:
-            # As the official code: the TF1 kernel (no half-pixel centres), in float32.
-            resized = tf.raw_ops.ResizeNearestNeighbor(
-                images=tf.cast(x, tf.float32), size=self.target_size,
-                align_corners=False, half_pixel_centers=False)
-            x = tf.cast(resized, x.dtype)
+            x = resize_nearest(x, self.target_size)
         return x
 
     def get_config(self):
@@ -111,6 +111,22 @@ class ResampleFeatureMap(CompositeLayer):
     @classmethod
     def from_config(cls, config):
         return super().from_config(from_plain(config, norm=NormSettings))
+
+
+def resize_nearest(features, size: tuple[int, int]):
+    """Nearest-neighbour resizing of [batch, height, width, channels] as the official code's
+    TF1 kernel does it (no half-pixel centres): output row `i` is input row
+    floor(i * height / new_height), in float32 arithmetic. The rows and columns are gathered
+    with indices known when the graph is built, so every backend gives the same features."""
+    for axis, new_size in ((1, size[0]), (2, size[1])):
+        features = ops.take(features, _nearest_indices(features.shape[axis], new_size), axis=axis)
+    return features
+
+
+def _nearest_indices(size: int, new_size: int) -> np.ndarray:
+    scale = np.float32(size) / np.float32(new_size)
+    positions = np.floor(np.arange(new_size, dtype=np.float32) * scale).astype(np.int32)
+    return np.minimum(positions, size - 1)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
@@ -205,26 +221,33 @@ class FusionNode(CompositeLayer):
         return super().from_config(from_plain(config, norm=NormSettings))
 
 
-def fuse(inputs: list[tf.Tensor], weights: list[tf.Variable], method: str) -> tf.Tensor:
+def fuse(inputs: list, weights: list, method: str):
     """Weighted sum of same-shaped features (EfficientDet paper, section 3.3)."""
     if method not in FUSIONS:
         raise ValueError(f"Unknown fpn_weight_method {method!r}; known: {', '.join(FUSIONS)}.")
-    return FUSIONS[method](inputs, [tf.cast(w, inputs[0].dtype) for w in weights])
+    return FUSIONS[method](inputs, [ops.cast(w, inputs[0].dtype) for w in weights])
 
 
-def _unweighted_sum(inputs: list[tf.Tensor], weights: list[tf.Tensor]) -> tf.Tensor:
-    return tf.add_n(inputs)
+def _add_all(tensors: list):
+    total = tensors[0]
+    for tensor in tensors[1:]:
+        total = total + tensor
+    return total
 
 
-def _softmax_weighted_sum(inputs: list[tf.Tensor], weights: list[tf.Tensor]) -> tf.Tensor:
-    normalized = tf.nn.softmax(tf.stack(weights, axis=-1), axis=-1)
-    return tf.reduce_sum(tf.stack(inputs, axis=-1) * normalized, axis=-1)
+def _unweighted_sum(inputs: list, weights: list):
+    return _add_all(inputs)
 
 
-def _fast_normalized_sum(inputs: list[tf.Tensor], weights: list[tf.Tensor]) -> tf.Tensor:
-    weights = [tf.nn.relu(w) for w in weights]
-    total = tf.add_n(weights) + FAST_FUSION_EPSILON
-    return tf.add_n([x * w / total for x, w in zip(inputs, weights)])
+def _softmax_weighted_sum(inputs: list, weights: list):
+    normalized = ops.softmax(ops.stack(weights, axis=-1), axis=-1)
+    return ops.sum(ops.stack(inputs, axis=-1) * normalized, axis=-1)
+
+
+def _fast_normalized_sum(inputs: list, weights: list):
+    weights = [ops.relu(w) for w in weights]
+    total = _add_all(weights) + FAST_FUSION_EPSILON
+    return _add_all([x * w / total for x, w in zip(inputs, weights)])
 
 
 # The fusions by hparam `fpn_weight_method` (config.py lists the same names); the channel_*
@@ -247,8 +270,14 @@ class ConvNorm(CompositeLayer):
         super().__init__(**kwargs)
         self.filters, self.separable_conv, self.use_bias = filters, separable_conv, use_bias
         self.norm_settings = norm
-        conv_layer = keras.layers.SeparableConv2D if separable_conv else keras.layers.Conv2D
-        self.conv = conv_layer(filters, 3, padding="same", use_bias=use_bias, name="conv")
+        if separable_conv:
+            self.conv = keras.layers.SeparableConv2D(
+                filters, 3, padding="same", use_bias=use_bias,
+                depthwise_initializer=glorot_uniform(), pointwise_initializer=glorot_uniform(),
+                name="conv")
+        else:
+            self.conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias,
+                                            kernel_initializer=glorot_uniform(), name="conv")
         self.norm = norm.make("bn")
 
     def trace_shapes(self, input_shape, apply):

@@ -6,10 +6,9 @@ inference/), so the same network serves training, evaluation and export.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
-import tensorflow as tf
 
 from efficientdet_tf.anchors import feature_sizes
 from efficientdet_tf.model.bifpn import ResampleFeatureMap, feature_network
@@ -75,9 +74,9 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
 class ModelOutputs(NamedTuple):
     """The outputs of a model from `build_model`, None for a head it lacks."""
 
-    class_outputs: list[tf.Tensor] | None
-    box_outputs: list[tf.Tensor] | None
-    segmentation_logits: tf.Tensor | None
+    class_outputs: list[Any] | None  # tensors of the Keras backend, one per level
+    box_outputs: list[Any] | None
+    segmentation_logits: Any | None
 
 
 def model_outputs(config, outputs) -> ModelOutputs:

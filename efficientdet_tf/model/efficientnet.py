@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from efficientdet_tf.model.initializers import HostVarianceScaling, glorot_uniform
 from efficientdet_tf.model.layers import (
     CompositeLayer,
     NormSettings,
@@ -149,8 +150,10 @@ class SqueezeExcite(CompositeLayer):
         super().__init__(**kwargs)
         self.reduced_filters, self.filters, self.act_type = reduced_filters, filters, act_type
         self.act = activation(act_type)
-        self.reduce = keras.layers.Conv2D(reduced_filters, 1, name="conv2d")
-        self.expand = keras.layers.Conv2D(filters, 1, name="conv2d_1")
+        self.reduce = keras.layers.Conv2D(
+            reduced_filters, 1, kernel_initializer=glorot_uniform(), name="conv2d")
+        self.expand = keras.layers.Conv2D(
+            filters, 1, kernel_initializer=glorot_uniform(), name="conv2d_1")
 
     def trace_shapes(self, input_shape, apply):
         squeezed = (input_shape[0], 1, 1, input_shape[-1])
@@ -158,9 +161,9 @@ class SqueezeExcite(CompositeLayer):
         return tuple(input_shape)
 
     def call(self, inputs):
-        squeezed = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
+        squeezed = ops.mean(inputs, axis=(1, 2), keepdims=True)
         gate = self.expand(self.act(self.reduce(squeezed)))
-        return tf.sigmoid(gate) * inputs
+        return ops.sigmoid(gate) * inputs
 
     def get_config(self):
         return {**super().get_config(), "reduced_filters": self.reduced_filters,
@@ -211,8 +214,8 @@ class ClassifierHead(CompositeLayer):
         self.dropout = keras.layers.Dropout(dropout_rate)
         self.dense = keras.layers.Dense(
             num_classes,
-            kernel_initializer=keras.initializers.VarianceScaling(
-                1.0 / 3.0, mode="fan_out", distribution="uniform"),
+            kernel_initializer=HostVarianceScaling(1.0 / 3.0, mode="fan_out",
+                                                   distribution="uniform"),
             name="dense",
         )
 
@@ -222,7 +225,7 @@ class ClassifierHead(CompositeLayer):
 
     def call(self, features, training=None):
         x = self.act(self.norm(self.conv(features), training=training))
-        x = tf.reduce_mean(x, axis=[1, 2])
+        x = ops.mean(x, axis=(1, 2))
         return self.dense(self.dropout(x, training=training))
 
     def get_config(self):
@@ -278,10 +281,17 @@ class MBConvBlock(CompositeLayer):
             self.se = SqueezeExcite(reduced, expanded, act_type, name="se")
         self.project_conv = _conv1x1(block.output_filters, next(conv_names))
         self.project_norm = norm.make(next(norm_names))
+        # Stochastic depth draws its drops from this generator's state (a non-trainable
+        # variable outside `weights`), so that it runs inside compiled JAX functions too.
+        self.drop_seed = keras.random.SeedGenerator() if self._drops_connections else None
 
     @property
     def has_skip(self) -> bool:
         return self.block.strides == 1 and self.block.input_filters == self.block.output_filters
+
+    @property
+    def _drops_connections(self) -> bool:
+        return self.has_skip and bool(self.survival_prob)
 
     def trace_shapes(self, input_shape, apply):
         return trace_in_sequence(
@@ -302,7 +312,7 @@ class MBConvBlock(CompositeLayer):
         if not self.has_skip:
             return x
         if training and self.survival_prob:
-            x = drop_connect(x, self.survival_prob)
+            x = drop_connect(x, self.survival_prob, self.drop_seed)
         return x + inputs
 
     def get_config(self):
@@ -415,8 +425,7 @@ def _block_survival_prob(survival_prob: float | None, index: int, num_blocks: in
 
 
 def _conv_initializer():
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out",
-                                              distribution="untruncated_normal")
+    return HostVarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def _conv1x1(filters: int, name: str) -> keras.layers.Conv2D:

@@ -11,6 +11,7 @@ import math
 import keras
 
 from efficientdet_tf.anchors import num_anchors_per_location
+from efficientdet_tf.model.initializers import HostRandomNormal, HostVarianceScaling
 from efficientdet_tf.model.layers import (
     CompositeLayer,
     NormSettings,
@@ -122,12 +123,13 @@ def _conv(separable: bool, filters: int, bias_initializer, name: str):
     if separable:
         return keras.layers.SeparableConv2D(
             filters, 3, padding="same",
-            depthwise_initializer="variance_scaling", pointwise_initializer="variance_scaling",
+            depthwise_initializer=HostVarianceScaling(),
+            pointwise_initializer=HostVarianceScaling(),
             bias_initializer=bias_initializer, name=name,
         )
     return keras.layers.Conv2D(
         filters, 3, padding="same",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        kernel_initializer=HostRandomNormal(stddev=0.01),
         bias_initializer=bias_initializer, name=name,
     )
 

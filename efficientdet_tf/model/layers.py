@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-# The activations by hparam `act_type` (config.py lists the same names).
+# The activations by hparam `act_type` (config.py lists the same names), as the official
+# `utils.activation_fn` computes them (gelu exact, not its tanh approximation).
 ACTIVATIONS = {
-    "swish": tf.nn.silu,
-    "silu": tf.nn.silu,
-    "relu": tf.nn.relu,
-    "relu6": tf.nn.relu6,
-    "hswish": lambda x: x * tf.nn.relu6(x + 3.0) / 6.0,
-    "gelu": tf.nn.gelu,
-    "mish": lambda x: x * tf.math.tanh(tf.math.softplus(x)),
+    "swish": ops.silu,
+    "silu": ops.silu,
+    "relu": ops.relu,
+    "relu6": ops.relu6,
+    "hswish": lambda x: x * ops.relu6(x + 3.0) / 6.0,
+    "gelu": lambda x: ops.gelu(x, approximate=False),
+    "mish": lambda x: x * ops.tanh(ops.softplus(x)),
 }
 
 
@@ -56,22 +57,23 @@ def from_plain(config: dict, **types) -> dict:
     return {**config, **{key: kind(**config[key]) for key, kind in types.items()}}
 
 
-def drop_connect(inputs: tf.Tensor, survival_prob: float) -> tf.Tensor:
+def drop_connect(inputs, survival_prob: float, seed: keras.random.SeedGenerator):
     """Stochastic depth: drops the whole residual branch per example, rescaling the kept ones."""
-    batch_size = tf.shape(inputs)[0]
-    random = survival_prob + tf.random.uniform([batch_size, 1, 1, 1], dtype=inputs.dtype)
-    return inputs / survival_prob * tf.floor(random)
+    noise_shape = (ops.shape(inputs)[0], 1, 1, 1)
+    random = survival_prob + keras.random.uniform(noise_shape, dtype=inputs.dtype, seed=seed)
+    return inputs / survival_prob * ops.floor(random)
 
 
 def recompute_if(enabled: bool, function):
-    """`function`, or `tf.recompute_grad(function)` when `enabled` (the hparam `grad_checkpoint`).
+    """`function`, or `keras.remat(function)` when `enabled` (the hparam `grad_checkpoint`;
+    `tf.recompute_grad` on TensorFlow, `jax.checkpoint` on JAX).
 
     Recomputed, `function` keeps none of its inner activations for the backward pass but runs
     again there: less memory for more time. It must be deterministic (stochastic depth stays
     outside it), and its batch norms, run twice in training, update their moving statistics
     twice per step, as in the official code.
     """
-    return tf.recompute_grad(function) if enabled else function
+    return keras.remat(function) if enabled else function
 
 
 class CompositeLayer(keras.layers.Layer):

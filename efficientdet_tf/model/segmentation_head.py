@@ -11,8 +11,9 @@ one the logits layer) and `segmentation_head/bn_0..`.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from efficientdet_tf.model.initializers import glorot_uniform
 from efficientdet_tf.model.layers import (
     CompositeLayer,
     NormSettings,
@@ -52,7 +53,7 @@ class SegmentationHead(CompositeLayer):
         x = features[-1]
         for upsample, norm, skip in zip(self.upsamples, self.norms, reversed(features[:-1])):
             x = self.act(norm(upsample(x), training=training))
-            x = tf.concat([x, skip], axis=-1)
+            x = ops.concatenate([x, skip], axis=-1)
         return self.logits(x)
 
     def get_config(self):
@@ -73,7 +74,8 @@ class SegmentationHead(CompositeLayer):
 def _transposed_conv(filters: int, use_bias: bool, index: int) -> keras.layers.Conv2DTranspose:
     name = "conv2d_transpose" if index == 0 else f"conv2d_transpose_{index}"
     return keras.layers.Conv2DTranspose(
-        filters, 3, strides=2, padding="same", use_bias=use_bias, name=name)
+        filters, 3, strides=2, padding="same", use_bias=use_bias,
+        kernel_initializer=glorot_uniform(), name=name)
 
 
 def segmentation_head(config, norm: NormSettings) -> SegmentationHead:

@@ -1,0 +1,90 @@
+"""`nms`'s selections with TensorFlow's fused kernels: on the TensorFlow backend, and so in
+exported SavedModels and TFLite files. Imported only there (see `nms.select_by_score`)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from efficientdet_tf.inference.nms import NmsSettings, Selection
+
+
+def select_by_score(boxes, scores, classes, settings: NmsSettings, per_class: bool,
+                    num_classes: int) -> Selection:
+    """`nms.select_by_score` with `NonMaxSuppressionV5`, image by image."""
+
+    def one_image(candidates):
+        boxes, scores, classes = candidates
+        if per_class:
+            indices, kept_scores, count = _per_class_nms(boxes, scores, classes, settings,
+                                                         num_classes)
+        else:
+            indices, kept_scores, count = _nms(boxes, scores, settings)
+        return tf.gather(boxes, indices), kept_scores, tf.gather(classes, indices), count
+
+    size = settings.max_output_size
+    kept = tf.map_fn(
+        one_image,
+        (boxes, scores, tf.cast(classes, tf.int32)),
+        fn_output_signature=(tf.TensorSpec([size, 4], tf.float32),
+                             tf.TensorSpec([size], tf.float32),
+                             tf.TensorSpec([size], tf.int32),
+                             tf.TensorSpec([], tf.int32)),
+    )
+    return _zero_padding(Selection(*kept))
+
+
+def select_per_class_pairs(boxes, scores, settings: NmsSettings) -> Selection:
+    """`nms.select_per_class_pairs` with `tf.image.combined_non_max_suppression`."""
+    boxes, scores, classes, counts = tf.image.combined_non_max_suppression(
+        boxes[:, :, tf.newaxis, :],
+        scores,
+        max_output_size_per_class=settings.max_output_size,
+        max_total_size=settings.max_output_size,
+        iou_threshold=settings.iou_threshold,
+        score_threshold=settings.score_threshold,
+        clip_boxes=False,
+    )
+    return _zero_padding(Selection(boxes, scores, tf.cast(classes, tf.int32), counts))
+
+
+def _nms(boxes, scores, settings: NmsSettings):
+    """Indices, scores and count of the kept boxes of one image, padded to max_output_size."""
+    # NonMaxSuppressionV5's sigma is twice the paper's (tensorflow/tensorflow#40253).
+    return tf.raw_ops.NonMaxSuppressionV5(
+        boxes=boxes,
+        scores=scores,
+        max_output_size=settings.max_output_size,
+        iou_threshold=settings.iou_threshold,
+        score_threshold=settings.score_threshold,
+        soft_nms_sigma=settings.soft_nms_sigma / 2,
+        pad_to_max_output_size=True,
+    )
+
+
+def _per_class_nms(boxes, scores, classes, settings: NmsSettings, num_classes: int):
+    """NMS within each class, then the max_output_size best of all (ties: lower class first)."""
+    size = settings.max_output_size
+    slots = tf.range(size)
+
+    def class_nms(class_id):
+        # Other classes' candidates get -inf, which fails every score threshold.
+        class_scores = tf.where(classes == class_id, scores, float("-inf"))
+        indices, kept_scores, count = _nms(boxes, class_scores, settings)
+        return indices, tf.where(slots < count, kept_scores, float("-inf")), count
+
+    indices, kept_scores, counts = tf.map_fn(
+        class_nms, tf.range(num_classes), fn_output_signature=(tf.int32, tf.float32, tf.int32))
+    best_scores, best = tf.math.top_k(tf.reshape(kept_scores, [-1]), k=size)
+    return tf.gather(tf.reshape(indices, [-1]), best), best_scores, tf.minimum(
+        size, tf.reduce_sum(counts))
+
+
+def _zero_padding(selection: Selection) -> Selection:
+    """Zeros the rows at and after each image's count."""
+    kept = tf.range(tf.shape(selection.scores)[1]) < selection.counts[:, tf.newaxis]
+    return Selection(
+        boxes=tf.where(kept[..., tf.newaxis], selection.boxes, 0.0),
+        scores=tf.where(kept, selection.scores, 0.0),
+        classes=tf.where(kept, selection.classes, 0),
+        counts=tf.cast(selection.counts, tf.int32),
+    )
