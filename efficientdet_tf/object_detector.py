@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.backend_support import PREDICTS_EVERYWHERE, require_tensorflow
 from efficientdet_tf.config import Config, ConfigError, get_config, validate
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
@@ -167,6 +168,7 @@ class ObjectDetector(keras.Model):
             resumes from its model_dir and saves there.
           seed: seeds the order of the training data.
         """
+        require_tensorflow("Training (ObjectDetector.fit)", PREDICTS_EVERYWHERE)
         source = source_from_spec(x, self.config)
         self._representative_data = source
         self.config = with_class_names_of(source, self.config)

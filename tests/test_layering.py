@@ -2,7 +2,7 @@
 changed without the ones above it:
 
     cli -> object_detector -> training, evaluation, export -> inference -> data -> model
-        -> config, anchors -> label_map
+        -> config, anchors -> label_map, backend_support
 
 A module may import its own package (`data.pipeline` imports `data.sources`) and any lower layer;
 never a higher layer or another package of its own layer. `python -m pytest tests/test_layering.py`
@@ -22,7 +22,7 @@ LAYERS = [
     {"data"},
     {"model"},
     {"config", "anchors"},
-    {"label_map"},
+    {"label_map", "backend_support"},
 ]
 RANK = {part: len(LAYERS) - index for index, parts in enumerate(LAYERS) for part in parts}
 ENTRY_POINTS = {"__init__", "__main__"}

@@ -18,7 +18,12 @@ with native_stderr_silenced():
 
 from absl import app, flags  # noqa: E402
 
-from efficientdet_tf.cli.modes import MODES  # noqa: E402
+from efficientdet_tf.backend_support import (  # noqa: E402
+    PREDICTS_EVERYWHERE,
+    BackendError,
+    require_tensorflow,
+)
+from efficientdet_tf.cli.modes import MODES, TENSORFLOW_ONLY_MODES  # noqa: E402
 from efficientdet_tf.config import ConfigError  # noqa: E402
 
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
@@ -28,9 +33,12 @@ flags.mark_flag_as_required("mode")
 def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         _exit_with_usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+    mode = flags.FLAGS.mode
     try:
-        MODES[flags.FLAGS.mode](flags.FLAGS)
-    except (ConfigError, app.UsageError) as error:
+        if mode in TENSORFLOW_ONLY_MODES:
+            require_tensorflow(f"--mode={mode}", PREDICTS_EVERYWHERE)
+        MODES[mode](flags.FLAGS)
+    except (ConfigError, BackendError, app.UsageError) as error:
         _exit_with_usage_error(str(error))
 
 

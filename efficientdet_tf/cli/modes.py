@@ -2,6 +2,9 @@
 
 from efficientdet_tf.cli import benchmark, evaluate, export, infer, summary, train
 
+# The modes that are TensorFlow programs (see backend_support), refused at once elsewhere.
+TENSORFLOW_ONLY_MODES = ("train", "train_and_eval", "export", "benchmark")
+
 MODES = {
     "summary": summary.run,
     "train": train.run,

@@ -14,8 +14,12 @@ The outputs are a dict keyed by the exported signature's names, those of the hea
     pixels from `Postprocessor` in the chosen NMS mode;
   segmentation: 'segmentation_masks', uint8 class per pixel [batch, height, width] at the size of
     the images (`segmentation_masks`).
-Pre-processing is the official aspect-preserving resize and zero pad (`preprocess`). Everything is
-TensorFlow ops, so the same module runs eagerly, in a `tf.function`, and inside a SavedModel.
+Pre-processing is the official aspect-preserving resize and zero pad (`preprocess`).
+
+On TensorFlow everything is TensorFlow ops, so the same module runs eagerly, in a `tf.function`,
+and inside a SavedModel. On the other Keras backends the pre-processing stays TensorFlow (as the
+input pipeline), the network and post-processing run on the backend (compiled with `jax.jit` on
+JAX), and the outputs are NumPy arrays.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import os
 from typing import Callable, Protocol
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.backend_support import require_tensorflow
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.postprocess import Detections, Postprocessor
@@ -133,6 +139,13 @@ class Detector(tf.Module):
     def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, tf.Tensor]:
         """Pre-processed images [batch, *config.image_size, 3] and their scales -> outputs, the
         masks at the network input size (padding included)."""
+        if keras.backend.backend() != "tensorflow":
+            return _numpy_outputs(self._detect_preprocessed(*_numpy_inputs(network_inputs,
+                                                                          image_scales)))
+        return self._detect_preprocessed(network_inputs, image_scales)
+
+    def _detect_preprocessed(self, network_inputs, image_scales) -> dict:
+        """`detect_preprocessed` in the backend's tensors."""
         outputs = model_outputs(self.config, self.network(network_inputs, training=False))
         results = {}
         if self.postprocessor is not None:
@@ -145,10 +158,12 @@ class Detector(tf.Module):
 
     def serving_function(self) -> tf.types.experimental.ConcreteFunction:
         """uint8 images [batch, height, width, 3] -> outputs, reading the variables."""
+        require_tensorflow("A TensorFlow serving function (export, benchmark)")
         return tf.function(self.__call__).get_concrete_function(IMAGES_SPEC)
 
     def preprocessed_function(self) -> tf.types.experimental.ConcreteFunction:
         """`detect_preprocessed`, compiled for any batch size."""
+        require_tensorflow("A TensorFlow serving function (export, benchmark)")
         return tf.function(self.detect_preprocessed).get_concrete_function(
             *preprocessed_specs(self.config))
 
@@ -162,14 +177,56 @@ class Detector(tf.Module):
 
 
 class CompiledDetector:
-    """A `Detector` whose `detect_preprocessed` is one compiled function: reading the network's
-    weights as they are at each call (training goes on), or with `fold_batch_norm` frozen with
-    the batch norms folded into the convolutions (faster; the weights of now)."""
+    """A `Detector` whose `detect_preprocessed` is one compiled function, reading the network's
+    weights as they are at each call (training goes on).
+
+    On TensorFlow a `tf.function`; with `fold_batch_norm` frozen instead, with the batch norms
+    folded into the convolutions (faster; the weights of now). On JAX a `jax.jit` function (XLA
+    compiles for each new batch size); `fold_batch_norm` freezes the weights of now there too.
+    On PyTorch the detector runs eagerly.
+    """
 
     def __init__(self, detector: Detector, fold_batch_norm: bool = False):
         self.config = detector.config
-        function = detector.preprocessed_function()
-        self.detect_preprocessed = FoldedFunction(function) if fold_batch_norm else function
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            function = detector.preprocessed_function()
+            self.detect_preprocessed = FoldedFunction(function) if fold_batch_norm else function
+        elif backend == "jax":
+            self.detect_preprocessed = _jax_compiled(detector, frozen=fold_batch_norm)
+        else:
+            self.detect_preprocessed = detector.detect_preprocessed
 
     def __call__(self, images) -> dict[str, tf.Tensor]:
         return detect_images(self.detect_preprocessed, self.config, images)
+
+
+def _jax_compiled(detector: Detector, frozen: bool) -> Callable[..., dict]:
+    """`detector.detect_preprocessed` as one `jax.jit` function of the network's variables
+    (their values at each call, or `frozen` at their values of now) and of its inputs."""
+    import jax
+
+    variables = detector.network.variables
+
+    def detect(values, network_inputs, image_scales):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return detector._detect_preprocessed(network_inputs, image_scales)
+
+    compiled = jax.jit(detect)
+    frozen_values = [variable.value for variable in variables] if frozen else None
+
+    def detect_preprocessed(network_inputs, image_scales) -> dict:
+        values = frozen_values or [variable.value for variable in variables]
+        return _numpy_outputs(compiled(values, *_numpy_inputs(network_inputs, image_scales)))
+
+    return detect_preprocessed
+
+
+def _numpy_inputs(network_inputs, image_scales) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of `detect_preprocessed` (TensorFlow's, from the input pipeline) as NumPy
+    arrays, which every backend takes."""
+    return np.asarray(network_inputs, np.float32), np.asarray(image_scales, np.float32)
+
+
+def _numpy_outputs(outputs: dict) -> dict[str, np.ndarray]:
+    return {name: keras.ops.convert_to_numpy(value) for name, value in outputs.items()}

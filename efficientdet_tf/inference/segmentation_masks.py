@@ -4,6 +4,8 @@ The head's logits (half the stride of `min_level`) are upsampled bilinearly to t
 size and their argmax taken: the class of each pixel of the pre-processed image, padding included,
 which is what evaluation scores. For an original image the part that holds the image (the top left
 `preprocess.fitted_size`) is cut out and resized to the image's size, nearest neighbour.
+The first step runs on the Keras backend (`keras.ops`), the second in TensorFlow, beside the
+pre-processing.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from __future__ import annotations
 from typing import Sequence
 
 import tensorflow as tf
+from keras import ops
 
 from efficientdet_tf.data.preprocess import fitted_size
 
 SEGMENTATION_MASKS = "segmentation_masks"  # the serving signature's output
 
 
-def network_input_masks(logits: tf.Tensor, config) -> tf.Tensor:
+def network_input_masks(logits, config):
     """Logits [batch, h, w, classes] -> uint8 class masks [batch, *config.image_size]."""
-    logits = tf.image.resize(tf.cast(logits, tf.float32), config.image_size)
-    return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+    logits = ops.image.resize(ops.cast(logits, "float32"), config.image_size,
+                              interpolation="bilinear")
+    return ops.cast(ops.argmax(logits, axis=-1), "uint8")
 
 
 def image_size_masks(masks: tf.Tensor, height, width, config) -> tf.Tensor:

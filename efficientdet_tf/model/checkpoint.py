@@ -168,20 +168,43 @@ class VariablesByPath(tf.Module):
 
 
 def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) -> None:
-    """Model weights (and, with `use_ema`, their averages) from a checkpoint of the trainer."""
-    try:
-        # expect_partial: the optimizer's slots in the checkpoint are not wanted here.
-        tf.train.Checkpoint(model=VariablesByPath(model.weights)).read(
-            prefix).assert_existing_objects_matched().expect_partial()
-    except (AssertionError, ValueError) as error:
+    """Model weights (and, with `use_ema`, their averages) from a checkpoint of the trainer.
+
+    The values are read by their keys in the checkpoint, the names `tf.train.Checkpoint` gives
+    `VariablesByPath` entries (as the trainer writes them), and assigned as arrays: any Keras
+    backend reads a checkpoint written on TensorFlow.
+    """
+    reader = tf.train.load_checkpoint(prefix)
+    stored_shapes = reader.get_variable_to_shape_map()
+    problems, matches = [], []
+    for variable in model.weights:
+        key = _training_key("model", variable.path)
+        shadow = _training_key("ema/shadows", variable.path)
+        if use_ema and variable.trainable and shadow in stored_shapes:
+            key = shadow
+        if key not in stored_shapes:
+            problems.append(f"{variable.path}: missing from the checkpoint")
+        elif tuple(stored_shapes[key]) != tuple(variable.shape):
+            problems.append(f"{variable.path}: checkpoint {list(stored_shapes[key])} vs model "
+                            f"{list(variable.shape)}")
+        else:
+            matches.append((variable, key))
+    if problems:
         raise CheckpointMismatchError(
-            f"Training checkpoint {prefix!r} does not fit model {model.name!r}: {error}\n"
-            "Build the model with the config saved in the run's model_dir (config.yaml)."
-        ) from None
-    if use_ema:
-        average = WeightAverage(model.trainable_variables)
-        tf.train.Checkpoint(ema=average).read(prefix).expect_partial()
-        average.copy_to_variables()
+            f"Training checkpoint {prefix!r} does not fit model {model.name!r}:\n  "
+            + "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
+            + "\nBuild the model with the config saved in the run's model_dir (config.yaml).")
+    for variable, key in matches:
+        variable.assign(reader.get_tensor(key).astype(variable.dtype))
+
+
+def _training_key(scope: str, path: str) -> str:
+    """The key of variable `path` in a trainer's checkpoint, under `scope` ('model' for the
+    weights, 'ema/shadows' for their averages): tf.train.Checkpoint escapes the dict keys
+    of `VariablesByPath` and `WeightAverage` ('.' doubled, '/' as '.S')."""
+    escaped = path.replace(".", "..").replace("/", ".S")
+    attribute = "" if scope.endswith("shadows") else "/by_path"
+    return f"{scope}{attribute}/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _mismatch_message(prefix, model, missing, mismatched) -> str:

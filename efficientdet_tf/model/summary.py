@@ -23,14 +23,17 @@ _BATCH_NORM_OPS = r".*/batchnorm/.*"
 class ModelCost:
     total_params: int
     trainable_params: int
-    flops: int  # multiply-adds for one image
+    flops: int | None  # multiply-adds for one image; None where not counted (not TensorFlow)
 
     def describe(self) -> str:
+        flops = ("FLOPs: counted on the TensorFlow backend only (KERAS_BACKEND=tensorflow)"
+                 if self.flops is None
+                 else f"FLOPs (multiply-adds, one image): {self.flops / 1e9:.3f}B")
         return (
             f"Total params: {self.total_params:,}\n"
             f"Trainable params: {self.trainable_params:,}\n"
             f"Non-trainable params: {self.total_params - self.trainable_params:,}\n"
-            f"FLOPs (multiply-adds, one image): {self.flops / 1e9:.3f}B"
+            f"{flops}"
         )
 
 
@@ -59,5 +62,5 @@ def model_cost(model: keras.Model) -> ModelCost:
     return ModelCost(
         total_params=count_params(model.weights),
         trainable_params=count_params(model.trainable_weights),
-        flops=count_flops(model),
+        flops=count_flops(model) if keras.backend.backend() == "tensorflow" else None,
     )
