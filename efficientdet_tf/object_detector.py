@@ -32,7 +32,7 @@ from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, eval
 from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, export_tflite
-from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.inference.detector import CompiledDetector, Detector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_training_start, load_weights
 from efficientdet_tf.model.weight_average import WeightAverage
@@ -172,6 +172,7 @@ class ObjectDetector(keras.Model):
         source = source_from_spec(x, self.config)
         self._representative_data = source
         self.config = with_class_names_of(source, self.config)
+        self._compiled_detector = None  # made again with this config
         replicas = self.distribute_strategy.num_replicas_in_sync
         if batch_size % replicas:
             raise ValueError(f"The global batch size {batch_size} does not split evenly over "
@@ -259,7 +260,7 @@ class ObjectDetector(keras.Model):
         'ARl' and 'AP_/<class name>'; with the segmentation head 'mIoU', 'pixel_accuracy' and
         'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file` are as in
         `--mode=eval`."""
-        return evaluate(Detector(self.config, self.network).compiled(), self.config, x,
+        return evaluate(self._compiled(), self.config, x,
                         batch_size=batch_size,
                         eval_samples=eval_samples, val_json_file=val_json_file,
                         results_file=results_file)
@@ -272,11 +273,16 @@ class ObjectDetector(keras.Model):
         (ymin, xmin, ymax, xmax in original pixels), `detection_scores`, `detection_classes`
         (1-based) and `num_detections`; with the segmentation head `segmentation_masks`, uint8
         [B, H, W] class per pixel (for a list of images, a list of [H, W] masks)."""
-        if self._compiled_detector is None:
-            self._compiled_detector = Detector(self.config, self.network).compiled()
-        chunks = [self._compiled_detector(images[start:start + batch_size])
+        detect = self._compiled()
+        chunks = [detect(images[start:start + batch_size])
                   for start in range(0, len(images), batch_size)]
         return {name: _joined([chunk[name] for chunk in chunks]) for name in chunks[0]}
+
+    def _compiled(self) -> CompiledDetector:
+        """The network's compiled detector, made once (it reads the weights at each call)."""
+        if self._compiled_detector is None:
+            self._compiled_detector = Detector(self.config, self.network).compiled()
+        return self._compiled_detector
 
     def export(self, directory: str | os.PathLike, formats=EXPORT_FORMATS,
                representative_data=None, tflite_input: str = "pixels",

@@ -18,6 +18,8 @@ from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 TINY = "image_size=64,fpn_cell_repeats=1,box_class_repeats=1"
 
 
+pytestmark = pytest.mark.any_backend
+
 @pytest.fixture(scope="module")
 def fixture_model():
     keras.backend.clear_session()

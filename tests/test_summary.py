@@ -35,6 +35,7 @@ OFFICIAL_PARAMS = {
 
 
 @pytest.mark.slow
+@pytest.mark.any_backend
 @pytest.mark.parametrize("name, params", OFFICIAL_PARAMS.items())
 def test_every_model_builds_at_its_image_size_with_the_official_parameter_count(name, params):
     keras.backend.clear_session()
@@ -44,6 +45,7 @@ def test_every_model_builds_at_its_image_size_with_the_official_parameter_count(
     assert (count_params(model.weights), count_params(model.trainable_weights)) == params
 
 
+@pytest.mark.any_backend
 def test_d0_with_qufpn_has_the_official_parameter_count_and_names():
     """The official efficientdet-d0 with fpn_name=qufpn; parameters do not depend on the image
     size, so a small one keeps the test fast."""
