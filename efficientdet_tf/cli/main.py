@@ -8,13 +8,18 @@ from __future__ import annotations
 import os
 import sys
 
-from efficientdet_tf.cli.quiet import hide_native_info_lines, native_stderr_silenced
+from efficientdet_tf.cli.quiet import (
+    hide_native_info_lines,
+    native_stderr_silenced,
+    probe_jax_devices,
+)
 
 hide_native_info_lines()
 with native_stderr_silenced():
     import tensorflow as tf
 
     tf.config.list_physical_devices()  # the device probe logs too
+    probe_jax_devices()
 
 from absl import app, flags  # noqa: E402
 

@@ -14,6 +14,7 @@ device probe: the command line runs those parts with file descriptor 2 pointed a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -24,6 +25,18 @@ QUIET_NATIVE_LOG_LEVEL = "2"
 def hide_native_info_lines() -> None:
     """Sets TF_CPP_MIN_LOG_LEVEL (unless set): call before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_NATIVE_LOG_LEVEL)
+
+
+def probe_jax_devices() -> None:
+    """Under KERAS_BACKEND=jax, JAX's first look for its devices, whose notes on absent CUDA and
+    TPU (from C++, and an info line from Python) the command line hides like TensorFlow's."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        jax.devices()
 
 
 @contextlib.contextmanager
