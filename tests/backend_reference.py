@@ -1,7 +1,8 @@
 """What a small detector gives under one Keras backend, for tests/test_backends.py to compare
 under another: `KERAS_BACKEND=jax python tests/backend_reference.py OUT_DIR`.
 
-Writes OUT_DIR/weights (an official-layout checkpoint), OUT_DIR/model.keras, the raw outputs
+Writes OUT_DIR/weights (an official-layout checkpoint), OUT_DIR/model.keras, on TensorFlow
+OUT_DIR/training/ckpt (a checkpoint as the trainer writes them), the raw outputs
 of `reference_inputs()` (outputs.npz), the detections of `reference_images()` (detections.npz)
 and the metrics of `evaluate` (metrics.json). Hard NMS: soft-NMS among the near-equal scores of
 random weights turns last-bit differences into other choices (tests/test_end_to_end.py).
@@ -38,12 +39,24 @@ def raw_outputs(network) -> dict[str, np.ndarray]:
             for level, output in enumerate(outputs)}
 
 
+def write_training_checkpoint(detector, prefix: Path) -> None:
+    """The weights and their average as `TrainingCheckpoints` writes them."""
+    import tensorflow as tf
+
+    from efficientdet_tf.model.checkpoint import VariablesByPath
+
+    tf.train.Checkpoint(model=VariablesByPath(detector.network.weights),
+                        ema=detector.weight_average).write(str(prefix))
+
+
 def main(out_dir: Path) -> None:
     keras.utils.set_random_seed(0)
     detector = edet.ObjectDetector("efficientdet-d0", HPARAMS)
     edet.save_weights(detector.network, out_dir / "weights")
     detector.save(out_dir / "model.keras")
     np.savez(out_dir / "outputs.npz", **raw_outputs(detector.network))
+    if keras.backend.backend() == "tensorflow":
+        write_training_checkpoint(detector, out_dir / "training" / "ckpt")
     np.savez(out_dir / "detections.npz", **detector.predict(reference_images()))
     metrics = detector.evaluate(EVAL_DATA, batch_size=EVAL_SAMPLES, eval_samples=EVAL_SAMPLES)
     (out_dir / "metrics.json").write_text(json.dumps(metrics))

@@ -75,6 +75,14 @@ def test_weights_saved_under_another_backend_detect_the_same(reference):
                            np.load(reference / "detections.npz"))
 
 
+@pytest.mark.skipif(OTHER_BACKEND != "tensorflow", reason="the trainer writes on TensorFlow")
+def test_a_training_checkpoint_written_on_tensorflow_detects_the_same(reference):
+    detector = edet.ObjectDetector("efficientdet-d0", HPARAMS)
+    edet.load_weights(detector.network, reference / "training")
+    assert_same_detections(detector.predict(reference_images()),
+                           np.load(reference / "detections.npz"))
+
+
 def test_a_keras_file_saved_under_another_backend_detects_the_same(reference):
     detector = keras.saving.load_model(reference / "model.keras")
     assert_same_detections(detector.predict(reference_images()),

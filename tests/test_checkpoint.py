@@ -31,7 +31,7 @@ def fixture_model():
 @requires_fixture
 def test_fixture_checkpoint_gives_the_official_outputs(fixture_model):
     expected = expected_outputs()
-    class_outputs, box_outputs = fixture_model(expected["preprocessed"], training=False)
+    class_outputs, box_outputs = fixture_model.predict(expected["preprocessed"], verbose=0)
     for level, class_output, box_output in zip(FIXTURE_LEVELS, class_outputs, box_outputs):
         np.testing.assert_allclose(class_output, expected[f"class_outputs_l{level}"], atol=1e-4)
         np.testing.assert_allclose(box_output, expected[f"box_outputs_l{level}"], atol=1e-4)
