@@ -1,6 +1,6 @@
 """The `--mode` values of `main.py`, each a module of this package with a `run(flags)` function."""
 
-from efficientdet_tf.cli import benchmark, evaluate, export, infer, summary, train
+from efficientdet_tf.cli import benchmark, check_data, evaluate, export, infer, summary, train
 
 MODES = {
     "summary": summary.run,
@@ -10,4 +10,5 @@ MODES = {
     "export": export.run,
     "infer": infer.run,
     "benchmark": benchmark.run,
+    "check_data": check_data.run,
 }
