@@ -21,6 +21,11 @@ import tensorflow as tf
 from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
+from efficientdet_tf.diagnostics.eval_report import (
+    PREDICTION_IMAGES,
+    write_eval_report,
+    write_segmentation_report,
+)
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
 from efficientdet_tf.inference.detector import (
@@ -48,6 +53,7 @@ def evaluate(
     summary_writer: tf.summary.SummaryWriter | str | os.PathLike | None = None,
     step: int | tf.Variable | None = None,
     results_file: str | os.PathLike | None = None,
+    report_dir: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """COCO metrics of `detector` on `dataset`, and segmentation metrics for a model with the
     segmentation head.
@@ -65,6 +71,8 @@ def evaluate(
       summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
         scalars named like the returned keys, at `step`.
       results_file: where to write the detections as a COCO results JSON.
+      report_dir: where to write the evaluation report (`diagnostics.eval_report`): per-class
+        table, precision-recall curves, confusion matrix, drawn predictions.
 
     Returns:
       With the detection head: {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10',
@@ -100,6 +108,10 @@ def evaluate(
         metrics.update(scorer.result(results_file))
     if summary_writer is not None:
         write_summaries(metrics, summary_writer, step)
+    if report_dir is not None:
+        for scorer in scorers:
+            scorer.write_report(report_dir, source)
+        log.info("Evaluation report written to %s", report_dir)
     return metrics
 
 
@@ -109,8 +121,8 @@ class _CocoScorer:
     def __init__(self, config, source, val_json_file):
         self.groundtruth = (_read_json(val_json_file) if val_json_file
                             else source.coco_groundtruth())
-        self.evaluator = CocoEvaluator(
-            self.groundtruth, class_names(config))
+        self.names = class_names(config)
+        self.evaluator = CocoEvaluator(self.groundtruth, self.names)
 
     def add(self, outputs, labels) -> None:
         self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS],
@@ -124,6 +136,13 @@ class _CocoScorer:
         if results_file:
             self.evaluator.write_results(results_file)
         return metrics
+
+    def write_report(self, report_dir, source) -> None:
+        if self.evaluator.coco_eval is None:
+            log.warning("No detection at all: no evaluation report to write.")
+            return
+        images = _first_images(source, set(self.evaluator.image_ids), PREDICTION_IMAGES)
+        write_eval_report(self.evaluator.coco_eval, self.names, report_dir, images)
 
 
 class _SegmentationScorer:
@@ -139,6 +158,21 @@ class _SegmentationScorer:
 
     def result(self, results_file) -> dict[str, float]:
         return self.metrics.result()
+
+    def write_report(self, report_dir, source) -> None:
+        write_segmentation_report(self.metrics.result(), report_dir)
+
+
+def _first_images(source, image_ids: set[int], count: int) -> dict[int, np.ndarray]:
+    """{image id: uint8 pixels} of the first `count` images of `source` among `image_ids`."""
+    images = {}
+    for example in source.examples(shuffle=False, repeat=False):
+        image_id = int(example["source_id"])
+        if image_id in image_ids:
+            images[image_id] = example["image"].numpy()
+        if len(images) == count:
+            break
+    return images
 
 
 def _read_json(path: str | os.PathLike) -> dict:
