@@ -1,6 +1,15 @@
 """The `--mode` values of `main.py`, each a module of this package with a `run(flags)` function."""
 
-from efficientdet_tf.cli import benchmark, check_data, evaluate, export, infer, summary, train
+from efficientdet_tf.cli import (
+    benchmark,
+    check_data,
+    evaluate,
+    export,
+    infer,
+    plot,
+    summary,
+    train,
+)
 
 MODES = {
     "summary": summary.run,
@@ -11,4 +20,5 @@ MODES = {
     "infer": infer.run,
     "benchmark": benchmark.run,
     "check_data": check_data.run,
+    "plot": plot.run,
 }
