@@ -7,12 +7,15 @@ import csv
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from small_models import TINY
 from test_evaluation import as_detections
 
 from efficientdet_tf.diagnostics import eval_report
 from efficientdet_tf.evaluation.coco_evaluator import PER_CLASS_PREFIX, CocoEvaluator
+from efficientdet_tf.evaluation.model_evaluation import evaluate
+from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.object_detector import ObjectDetector
 
 NAMES = {1: "cat", 2: "dog"}
@@ -92,12 +95,32 @@ def test_the_pictures_open_with_their_sizes(evaluated):
                      "predictions": (600, 350)}
 
 
-def test_evaluate_writes_the_report_of_a_model(tmp_path):
+@pytest.fixture(scope="module")
+def detector():
     keras.backend.clear_session()
-    detector = ObjectDetector("efficientdet-d0", TINY)
+    return ObjectDetector("efficientdet-d0", TINY)
+
+
+def test_evaluate_writes_the_report_of_a_model(detector, tmp_path):
     metrics = detector.evaluate("synthetic:val:2", batch_size=2, report_dir=tmp_path)
     rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    assert [row["class"] for row in rows] == ["circle", "square", "triangle"]
     for row in rows:
         assert float(row["AP"]) == pytest.approx(metrics[PER_CLASS_PREFIX + row["class"]],
                                                  abs=5e-5)
     assert Image.open(tmp_path / "predictions.png").size == (600, 350)
+
+
+def test_validation_draws_images_in_tensorboard(detector, tmp_path):
+    evaluate(Detector(detector.config, detector.network).compiled(), detector.config,
+             "synthetic:val:2", batch_size=2, summary_writer=tmp_path, step=7)
+    images = {}
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag.startswith("predictions/"):
+                    # TF2 image summaries: width, height, then the PNG of each image.
+                    png = tf.make_ndarray(value.tensor)[2]
+                    images[value.tag] = (event.step, tf.io.decode_png(png).shape)
+    assert images == {f"predictions/image_{i}": (7, (64, 64, 3)) for i in (1, 2)}

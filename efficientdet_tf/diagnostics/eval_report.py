@@ -212,24 +212,37 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> 
 def plot_predictions(coco_eval, names: dict[int, str], images: dict[int, np.ndarray],
                      path: Path) -> None:
     """A grid of `images` ({image id: uint8 pixels}) with ground truth and detections."""
-    groundtruth, detections = _groundtruth(coco_eval), _detections(coco_eval)
     columns = min(_GRID_COLUMNS, len(images))
     rows = -(-len(images) // columns)
     figure = new_figure(3 * columns, 3 * rows + 0.5)
-    for number, (image_id, pixels) in enumerate(images.items(), start=1):
-        truth = [a for a in groundtruth if a["image_id"] == image_id]
-        found = [d for d in detections if d["image_id"] == image_id]
-        drawn = draw_detections(pixels, _yxyx(truth), None, _classes(truth), names,
-                                colour=GROUNDTRUTH_COLOUR)
-        drawn = draw_detections(np.asarray(drawn), _yxyx(found),
-                                np.array([d["score"] for d in found]), _classes(found), names,
-                                min_score=SCORE_THRESHOLD, colour=DETECTION_COLOUR)
+    drawn = drawn_predictions(coco_eval, names, images)
+    for number, (image_id, pixels) in enumerate(drawn.items(), start=1):
         axes = figure.add_subplot(rows, columns, number)
-        axes.imshow(drawn)
+        axes.imshow(pixels)
         axes.set_title(f"image {image_id}", fontsize="small")
         axes.axis("off")
     figure.suptitle(f"Ground truth (green) and detections with score ≥ {SCORE_THRESHOLD} (red)")
     save_figure(figure, path)
+
+
+def drawn_predictions(coco_eval, names: dict[int, str],
+                      images: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """{image id: uint8 pixels} of `images` with their ground truth in green and their
+    detections scoring at least `SCORE_THRESHOLD` in red."""
+    truth_of, found_of = collections.defaultdict(list), collections.defaultdict(list)
+    for annotation in _groundtruth(coco_eval):
+        truth_of[annotation["image_id"]].append(annotation)
+    for detection in _detections(coco_eval):
+        found_of[detection["image_id"]].append(detection)
+    drawn = {}
+    for image_id, pixels in images.items():
+        truth, found = truth_of[image_id], found_of[image_id]
+        with_truth = draw_detections(pixels, _yxyx(truth), None, _classes(truth), names,
+                                     colour=GROUNDTRUTH_COLOUR)
+        drawn[image_id] = np.asarray(draw_detections(
+            np.asarray(with_truth), _yxyx(found), np.array([d["score"] for d in found]),
+            _classes(found), names, min_score=SCORE_THRESHOLD, colour=DETECTION_COLOUR))
+    return drawn
 
 
 def _yxyx(objects: list[dict]) -> np.ndarray:

@@ -23,6 +23,7 @@ from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
 from efficientdet_tf.diagnostics.eval_report import (
     PREDICTION_IMAGES,
+    drawn_predictions,
     write_eval_report,
     write_segmentation_report,
 )
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8
 RESULTS_FILE_NAME = "detections.json"
+TENSORBOARD_IMAGES = 4  # validation images drawn with their detections in TensorBoard
 
 
 def evaluate(
@@ -69,7 +71,8 @@ def evaluate(
       val_json_file: ground-truth COCO JSON; by default the dataset's own (COCO JSON, synthetic)
         or, for TFRecords, the ground truth the records carry.
       summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
-        scalars named like the returned keys, at `step`.
+        scalars named like the returned keys, at `step`, and the first `TENSORBOARD_IMAGES`
+        images drawn with their ground truth and detections as images 'predictions/image_<id>'.
       results_file: where to write the detections as a COCO results JSON.
       report_dir: where to write the evaluation report (`diagnostics.eval_report`): per-class
         table, precision-recall curves, confusion matrix, drawn predictions.
@@ -107,7 +110,11 @@ def evaluate(
     for scorer in scorers:
         metrics.update(scorer.result(results_file))
     if summary_writer is not None:
+        if not isinstance(summary_writer, tf.summary.SummaryWriter):
+            summary_writer = tf.summary.create_file_writer(str(summary_writer))
         write_summaries(metrics, summary_writer, step)
+        for scorer in scorers:
+            scorer.write_image_summaries(summary_writer, step, source)
     if report_dir is not None:
         for scorer in scorers:
             scorer.write_report(report_dir, source)
@@ -137,6 +144,18 @@ class _CocoScorer:
             self.evaluator.write_results(results_file)
         return metrics
 
+    def write_image_summaries(self, writer, step, source) -> None:
+        """The first images drawn with ground truth and detections, as TensorBoard images."""
+        if self.evaluator.coco_eval is None:
+            return
+        images = _first_images(source, set(self.evaluator.image_ids), TENSORBOARD_IMAGES)
+        with writer.as_default():
+            for image_id, pixels in drawn_predictions(self.evaluator.coco_eval, self.names,
+                                                      images).items():
+                tf.summary.image(f"predictions/image_{image_id}", pixels[None],
+                                 step=0 if step is None else step)
+        writer.flush()
+
     def write_report(self, report_dir, source) -> None:
         if self.evaluator.coco_eval is None:
             log.warning("No detection at all: no evaluation report to write.")
@@ -158,6 +177,9 @@ class _SegmentationScorer:
 
     def result(self, results_file) -> dict[str, float]:
         return self.metrics.result()
+
+    def write_image_summaries(self, writer, step, source) -> None:
+        pass  # the masks are scored at the network input size; not drawn
 
     def write_report(self, report_dir, source) -> None:
         write_segmentation_report(self.metrics.result(), report_dir)
