@@ -30,12 +30,12 @@ GROUNDTRUTH = {
     "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
 }
 # Image 1: the cat found; the dog taken for a cat; a dog where there is nothing. Image 2: the cat
-# found, but scoring below the matrix's score threshold.
+# found at IoU 0.53 (a true positive at IoU 0.5 only), scoring below the matrix's threshold.
 DETECTIONS = {
     1: [{"bbox": CAT_A, "category_id": 1, "score": 0.9},
         {"bbox": [51, 11, 30, 30], "category_id": 1, "score": 0.8},
         {"bbox": [60, 60, 20, 20], "category_id": 2, "score": 0.7}],
-    2: [{"bbox": CAT_C, "category_id": 1, "score": 0.3}],
+    2: [{"bbox": [15, 55, 30, 30], "category_id": 1, "score": 0.3}],
 }
 # Rows: ground truth cat, dog, background; columns: detected cat, dog, background.
 HAND_COUNTED = [[1, 0, 1],
@@ -64,7 +64,7 @@ def test_per_class_aps_equal_the_coco_per_class_metrics(evaluated):
                                                  abs=5e-5)
     assert [(row["groundtruth_boxes"], row["detections"]) for row in rows] == [("2", "3"),
                                                                                ("1", "1")]
-    assert float(rows[0]["AP50"]) > float(rows[1]["AP50"]) == 0
+    assert float(rows[0]["AP50"]) > float(rows[0]["AP75"]) > float(rows[1]["AP50"]) == 0
 
 
 def test_pr_curves_are_pycocotools_precision_at_iou_50(evaluated):
