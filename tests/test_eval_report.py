@@ -124,3 +124,16 @@ def test_validation_draws_images_in_tensorboard(detector, tmp_path):
                     png = tf.make_ndarray(value.tensor)[2]
                     images[value.tag] = (event.step, tf.io.decode_png(png).shape)
     assert images == {f"predictions/image_{i}": (7, (64, 64, 3)) for i in (1, 2)}
+
+
+def test_a_segmentation_model_reports_its_iou_per_class_and_draws_masks(tmp_path):
+    keras.backend.clear_session()
+    segmenter = ObjectDetector("efficientdet-d0",
+                               f"{TINY},heads=segmentation,max_level=6,seg_num_classes=4")
+    metrics = segmenter.evaluate("synthetic:val:2", batch_size=2, report_dir=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "segmentation_per_class.csv").open()))
+    assert [row["class_id"] for row in rows] == ["0", "1", "2", "3"]
+    for row in rows:
+        assert float(row["IoU"]) == pytest.approx(metrics[f"IoU/{row['class_id']}"], abs=5e-5,
+                                                  nan_ok=True)
+    assert Image.open(tmp_path / "segmentation_masks.png").size == (750, 550)

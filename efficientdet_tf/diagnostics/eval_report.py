@@ -14,7 +14,8 @@ the detections and the accumulated precision) writes to report_dir:
                         `SCORE_THRESHOLD` (see `confusion_matrix`).
   predictions.png       the given images with ground truth (green) and detections scoring at
                         least `SCORE_THRESHOLD` (red).
-With the segmentation head, `write_segmentation_report` writes segmentation_per_class.csv.
+With the segmentation head, `write_segmentation_report` writes segmentation_per_class.csv and
+segmentation_masks.png.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from efficientdet_tf.diagnostics.plotting import new_figure, save_figure
-from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_name
 
 IOU_THRESHOLD = 0.5
@@ -255,8 +256,12 @@ def _classes(objects: list[dict]) -> np.ndarray:
     return np.array([o["category_id"] for o in objects], np.int64)
 
 
-def write_segmentation_report(metrics: dict[str, float], report_dir: str | os.PathLike) -> None:
-    """segmentation_per_class.csv: the IoU of each mask class ('IoU/<class id>' metrics)."""
+def write_segmentation_report(metrics: dict[str, float], report_dir: str | os.PathLike,
+                              drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = ()
+                              ) -> None:
+    """segmentation_per_class.csv, the IoU of each mask class ('IoU/<class id>' metrics), and
+    segmentation_masks.png: `drawn` (network-input pixels, true mask, predicted mask) side by
+    side."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     with (report_dir / "segmentation_per_class.csv").open("w", newline="") as file:
@@ -265,3 +270,20 @@ def write_segmentation_report(metrics: dict[str, float], report_dir: str | os.Pa
         for name, value in metrics.items():
             if name.startswith("IoU/"):
                 writer.writerow([name.removeprefix("IoU/"), f"{value:.4f}"])
+    if drawn:
+        plot_masks(drawn, report_dir / "segmentation_masks.png")
+
+
+def plot_masks(drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
+    """Rows of (image, true mask over it, predicted mask over it)."""
+    figure = new_figure(7.5, 2.5 * len(drawn) + 0.5)
+    for row, (pixels, truth, predicted) in enumerate(drawn):
+        for column, (title, image) in enumerate((
+                ("image", pixels), ("true mask", overlay_mask(pixels, truth)),
+                ("predicted mask", overlay_mask(pixels, predicted)))):
+            axes = figure.add_subplot(len(drawn), 3, 3 * row + column + 1)
+            axes.imshow(image)
+            axes.set_title(title, fontsize="small")
+            axes.axis("off")
+    figure.suptitle("Segmentation at the network input (mask classes in the VOC colours)")
+    save_figure(figure, path)

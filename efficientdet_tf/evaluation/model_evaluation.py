@@ -21,6 +21,7 @@ import tensorflow as tf
 from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
+from efficientdet_tf.data.preprocess import to_pixels
 from efficientdet_tf.diagnostics.eval_report import (
     PREDICTION_IMAGES,
     drawn_predictions,
@@ -101,7 +102,7 @@ def evaluate(
         num_images += int(tf.shape(images)[0])
         outputs = detector.detect_preprocessed(images, labels[batch_labels.IMAGE_SCALES])
         for scorer in scorers:
-            scorer.add(outputs, labels)
+            scorer.add(outputs, labels, images)
         if remaining is not None and remaining <= 0:
             break
     log.info("Evaluated %d images of %s", num_images,
@@ -131,7 +132,7 @@ class _CocoScorer:
         self.names = class_names(config)
         self.evaluator = CocoEvaluator(self.groundtruth, self.names)
 
-    def add(self, outputs, labels) -> None:
+    def add(self, outputs, labels, images) -> None:
         self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS],
                                       detections_from_dict(outputs))
         if self.groundtruth is None:
@@ -168,12 +169,19 @@ class _SegmentationScorer:
     """mIoU, pixel accuracy and per-class IoU over the whole set."""
 
     def __init__(self, config):
+        self.config = config
         self.metrics = SegmentationMetrics(config.seg_num_classes, IGNORE_LABEL)
+        self.drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # for the report
 
-    def add(self, outputs, labels) -> None:
+    def add(self, outputs, labels, images) -> None:
         require_outputs(outputs, [SEGMENTATION_MASKS], "segmentation")
-        self.metrics.update(np.asarray(outputs[SEGMENTATION_MASKS]),
-                            labels[batch_labels.SEGMENTATION_MASKS].numpy())
+        predicted = np.asarray(outputs[SEGMENTATION_MASKS])
+        truth = labels[batch_labels.SEGMENTATION_MASKS].numpy()
+        self.metrics.update(predicted, truth)
+        missing = PREDICTION_IMAGES - len(self.drawn)
+        if missing > 0:
+            pixels = to_pixels(images[:missing], self.config).numpy()
+            self.drawn += list(zip(pixels, truth[:missing], predicted[:missing]))
 
     def result(self, results_file) -> dict[str, float]:
         return self.metrics.result()
@@ -182,7 +190,7 @@ class _SegmentationScorer:
         pass  # the masks are scored at the network input size; not drawn
 
     def write_report(self, report_dir, source) -> None:
-        write_segmentation_report(self.metrics.result(), report_dir)
+        write_segmentation_report(self.metrics.result(), report_dir, self.drawn)
 
 
 def _first_images(source, image_ids: set[int], count: int) -> dict[int, np.ndarray]:
