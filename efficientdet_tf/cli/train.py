@@ -20,6 +20,7 @@ from efficientdet_tf.training.callbacks import (
     ImageSummaries,
     StepSummaries,
     TrainingCheckpoints,
+    is_chief,
 )
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
 
@@ -98,7 +99,8 @@ def run(flag_values) -> None:
                      "val_json_file": flag_values.val_json_file,
                      "summary_writer": os.path.join(model_dir, "eval")},
                  seed=flag_values.tf_random_seed)
-    print(f"Training curves written to {plot_training_curves(model_dir)}")
+    if is_chief(strategy):  # the one that wrote the logs
+        print(f"Training curves written to {plot_training_curves(model_dir)}")
 
 
 def _require(flag_values, *names: str) -> None:
