@@ -21,6 +21,7 @@ PLANTED = {
     2: [(GOOD, 2), ([30, 30, 4, 4], 3)],              # "Cat" beside "cat"; a 4 px box
     3: [(GOOD, 5), ([0.2, 0.3, 0.4, 0.4], 1)],       # class id 5 > num_classes 3; fractions
     4: [(GOOD, 3)],
+    5: [],                                            # an image without boxes
 }
 
 
@@ -55,23 +56,24 @@ def planted(config, tmp_path_factory):
 
 def test_planted_mistakes_are_counted(planted):
     report, _ = planted
-    assert report["images"] == 4 and report["boxes"] == 7
+    assert report["images"] == 5 and report["boxes"] == 7
     assert report["boxes_per_class"] == {"cat": 2, "Cat": 1, "dog": 3, "bird": 1}
     assert report["mistakes"] == {
         "fraction_boxes": 2, "pixel_boxes": 0, "too_small_boxes": 1,
         "case_variant_names": [["Cat", "cat"]], "class_ids_above_num_classes": 1,
-        "images_without_boxes": 0, "class_imbalance": 3.0,
+        "images_without_boxes": 1, "class_imbalance": 3.0,
     }
     assert report["skipped"] == {"images": {}, "boxes": {}}
 
 
 def test_each_planted_mistake_is_named_in_a_warning(planted):
     warnings = planted[0]["warnings"]
-    assert len(warnings) == 4
+    assert len(warnings) == 5
     assert "2 boxes" in warnings[0] and "fractions" in warnings[0]
     assert "1 boxes are too small" in warnings[1] and "smallest anchor 32 px" in warnings[1]
     assert "'Cat' (1 boxes), 'cat' (2 boxes)" in warnings[2]
     assert "1 boxes have class ids above num_classes=3" in warnings[3]
+    assert "1 of 5 images have no box" in warnings[4]
 
 
 def test_report_files_and_drawings(planted):
@@ -104,3 +106,13 @@ def test_weakly_matched_boxes(config):
     report = dataset_report(boxes, {1: "on anchor", 2: "tiny"}, config, anchors, "hand-made")
     assert report["weakly_matched_boxes"] == 1
     assert [row["weakly_matched"] for row in report["per_class"]] == [0, 1]
+
+
+def test_pixels_in_a_format_of_fractions_are_counted(config):
+    """TFRecords hold fractions of the image size; pixels there reach beyond the image."""
+    boxes = Boxes(image_sizes=np.array([[SIZE, SIZE]]), image_index=np.array([0, 0]),
+                  normalized=np.array([[0.1, 0.1, 0.6, 0.6], [10, 10, 50, 50]]),
+                  classes=np.array([1, 1]))
+    report = dataset_report(boxes, {1: "cat"}, config, Anchors.from_config(config), "records")
+    assert report["mistakes"]["pixel_boxes"] == 1
+    assert "1 boxes reach beyond their image in a format of fractions" in report["warnings"][0]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 
 DPI = 100
 
@@ -26,15 +25,3 @@ def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
     return path
-
-
-def image_grid(images: list[Image.Image], columns: int, cell_size: int) -> Image.Image:
-    """The images side by side, `columns` a row, each fitted into a `cell_size` square."""
-    rows = max(1, -(-len(images) // columns))
-    grid = Image.new("RGB", (columns * cell_size, rows * cell_size), (255, 255, 255))
-    for index, image in enumerate(images):
-        image = image.copy()
-        image.thumbnail((cell_size, cell_size))
-        row, column = divmod(index, columns)
-        grid.paste(image, (column * cell_size, row * cell_size))
-    return grid
