@@ -111,7 +111,7 @@ def test_weakly_matched_boxes(config):
 def test_pixels_in_a_format_of_fractions_are_counted(config):
     """TFRecords hold fractions of the image size; pixels there reach beyond the image."""
     boxes = Boxes(image_sizes=np.array([[SIZE, SIZE]]), image_index=np.array([0, 0]),
-                  normalized=np.array([[0.1, 0.1, 0.6, 0.6], [10, 10, 50, 50]]),
+                  normalized=np.array([[0.1, 0.1, 0.6, 0.6], [0, 0, 50, 50]]),
                   classes=np.array([1, 1]))
     report = dataset_report(boxes, {1: "cat"}, config, Anchors.from_config(config), "records")
     assert report["mistakes"]["pixel_boxes"] == 1
