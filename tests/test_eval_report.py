@@ -114,23 +114,33 @@ def test_evaluate_writes_the_report_of_a_model(detector, tmp_path):
 def test_validation_draws_images_in_tensorboard(detector, tmp_path):
     evaluate(Detector(detector.config, detector.network).compiled(), detector.config,
              "synthetic:val:2", batch_size=2, summary_writer=tmp_path, step=7)
+    assert tensorboard_images(tmp_path) == {f"predictions/image_{i}": (7, (64, 64, 3))
+                                            for i in (1, 2)}
+
+
+def tensorboard_images(log_dir) -> dict[str, tuple[int, tuple]]:
+    """{tag: (step, image shape)} of the image summaries in `log_dir`."""
     images = {}
-    for path in tmp_path.glob("events.out.tfevents.*"):
+    for path in log_dir.glob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
-                if value.tag.startswith("predictions/"):
+                if value.metadata.plugin_data.plugin_name == "images":
                     # TF2 image summaries: width, height, then the PNG of each image.
                     png = tf.make_ndarray(value.tensor)[2]
-                    images[value.tag] = (event.step, tf.io.decode_png(png).shape)
-    assert images == {f"predictions/image_{i}": (7, (64, 64, 3)) for i in (1, 2)}
+                    images[value.tag] = (event.step, tuple(tf.io.decode_png(png).shape))
+    return images
 
 
 def test_a_segmentation_model_reports_its_iou_per_class_and_draws_masks(tmp_path):
     keras.backend.clear_session()
     segmenter = ObjectDetector("efficientdet-d0",
                                f"{TINY},heads=segmentation,max_level=6,seg_num_classes=4")
-    metrics = segmenter.evaluate("synthetic:val:2", batch_size=2, report_dir=tmp_path)
+    metrics = evaluate(Detector(segmenter.config, segmenter.network).compiled(),
+                       segmenter.config, "synthetic:val:2", batch_size=2, report_dir=tmp_path,
+                       summary_writer=tmp_path / "logs", step=3)
+    assert tensorboard_images(tmp_path / "logs") == {
+        f"predicted_masks/image_{i}": (3, (64, 64, 3)) for i in (0, 1)}
     rows = list(csv.DictReader((tmp_path / "segmentation_per_class.csv").open()))
     assert [row["class_id"] for row in rows] == ["0", "1", "2", "3"]
     for row in rows:

@@ -35,6 +35,7 @@ from efficientdet_tf.inference.detector import (
     detections_from_dict,
     require_outputs,
 )
+from efficientdet_tf.inference.draw import overlay_mask
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_names
 
@@ -73,7 +74,8 @@ def evaluate(
         or, for TFRecords, the ground truth the records carry.
       summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
         scalars named like the returned keys, at `step`, and the first `TENSORBOARD_IMAGES`
-        images drawn with their ground truth and detections as images 'predictions/image_<id>'.
+        images drawn with their ground truth and detections as images 'predictions/image_<id>'
+        (with the segmentation head, their predicted masks: 'predicted_masks/image_<i>').
       results_file: where to write the detections as a COCO results JSON.
       report_dir: where to write the evaluation report (`diagnostics.eval_report`): per-class
         table, precision-recall curves, confusion matrix, drawn predictions.
@@ -187,7 +189,13 @@ class _SegmentationScorer:
         return self.metrics.result()
 
     def write_image_summaries(self, writer, step, source) -> None:
-        pass  # the masks are scored at the network input size; not drawn
+        """The first images (network input) with their predicted masks, as TensorBoard images."""
+        with writer.as_default():
+            for index, (pixels, _, predicted) in enumerate(self.drawn[:TENSORBOARD_IMAGES]):
+                tf.summary.image(f"predicted_masks/image_{index}",
+                                 overlay_mask(pixels, predicted)[None],
+                                 step=0 if step is None else step)
+        writer.flush()
 
     def write_report(self, report_dir, source) -> None:
         write_segmentation_report(self.metrics.result(), report_dir, self.drawn)
