@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_in_process import run_cli
 from PIL import Image
 from small_models import TINY
 
@@ -116,3 +117,16 @@ def test_pixels_in_a_format_of_fractions_are_counted(config):
     report = dataset_report(boxes, {1: "cat"}, config, Anchors.from_config(config), "records")
     assert report["mistakes"]["pixel_boxes"] == 1
     assert "1 boxes reach beyond their image in a format of fractions" in report["warnings"][0]
+
+
+def test_the_check_data_mode_prints_the_warnings_and_names_its_flags(tmp_path, capsys):
+    spec = write_coco_folder(tmp_path / "data", {1: [([0.1, 0.1, 0.5, 0.5], 1)]}, {1: "cat"})
+    flags = ["--mode=check_data", "--model_name=efficientdet-d0", f"--hparams={TINY}",
+             f"--train_file_pattern={spec}"]
+    assert run_cli(*flags) == 2
+    assert "--mode=check_data needs --train_file_pattern" in capsys.readouterr().err
+    assert run_cli(*flags, f"--output_dir={tmp_path / 'check'}", "--num_images=0") == 0
+    printed = capsys.readouterr().out
+    assert "training data: 1 images, 1 boxes, 1 weakly matched" in printed
+    assert "warning: 1 boxes end within the first pixel" in printed
+    assert (tmp_path / "check" / "report.md").is_file()
