@@ -1,5 +1,6 @@
 """`--mode=check_data`: counts, likely labelling mistakes and drawings of a dataset, written to
---output_dir before any training (see `diagnostics.data_check`)."""
+--output_dir before any training (see `diagnostics.data_check`). The data: --train_file_pattern
+(that of `train`) and optionally --val_file_pattern; the model: --model_name and --hparams."""
 
 from __future__ import annotations
 
