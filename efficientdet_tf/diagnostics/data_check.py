@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from efficientdet_tf.anchors import Anchors
 from efficientdet_tf.data.labeler import MATCH_THRESHOLD
-from efficientdet_tf.data.pipeline import source_from_spec
+from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.data.sources.base import Source, TFRecordSource
 from efficientdet_tf.data.sources.coco import CocoJsonSource
 from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
@@ -110,7 +110,7 @@ def check_data(config, train_spec, output_dir: str | os.PathLike, *, val_spec=No
     report = dataset_report(boxes, names, config, anchors, _describe(train_spec))
     report["skipped"] = skipped(source, len(boxes.image_sizes))
     if val_spec is not None:
-        val_source = source_from_spec(val_spec, config)
+        val_source = source_from_spec(val_spec, _with_training_class_names(source, config))
         val_boxes = Boxes.read(val_source)
         report["validation"] = dataset_report(val_boxes, names, config, anchors,
                                               _describe(val_spec))
@@ -123,6 +123,14 @@ def check_data(config, train_spec, output_dir: str | os.PathLike, *, val_spec=No
         training_samples.write_samples(source, config, names, num_images,
                                        output_dir / "samples")
     return report
+
+
+def _with_training_class_names(source: Source, config):
+    """The config that training gives the validation data: the training data's class names as
+    its label map (`voc:` and `csv:` names then get the same ids), when they fit num_classes."""
+    if source.max_class_id is not None and source.max_class_id > config.num_classes:
+        return config  # the report names the ids above num_classes
+    return with_class_names_of(source, config)
 
 
 def _describe(spec) -> str:
