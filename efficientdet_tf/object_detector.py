@@ -254,16 +254,16 @@ class ObjectDetector(keras.Model):
 
     def evaluate(self, x, batch_size: int = DEFAULT_BATCH_SIZE, *,
                  eval_samples: int | None = None, val_json_file=None, results_file=None,
-                 verbose=None) -> dict[str, float]:
+                 report_dir=None, verbose=None) -> dict[str, float]:
         """Metrics on `x` (the forms `fit` takes). With the detection head the COCO metrics
         'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm',
         'ARl' and 'AP_/<class name>'; with the segmentation head 'mIoU', 'pixel_accuracy' and
-        'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file` are as in
-        `--mode=eval`."""
+        'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file`, `report_dir` are as
+        in `--mode=eval`."""
         return evaluate(self._compiled(), self.config, x,
                         batch_size=batch_size,
                         eval_samples=eval_samples, val_json_file=val_json_file,
-                        results_file=results_file)
+                        results_file=results_file, report_dir=report_dir)
 
     def predict(self, images, batch_size: int = DEFAULT_BATCH_SIZE,
                 verbose=None) -> dict[str, np.ndarray | list[np.ndarray]]:

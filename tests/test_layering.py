@@ -1,7 +1,8 @@
 """The package's imports point only down its layers, so that each layer can be read, tested and
 changed without the ones above it:
 
-    cli -> object_detector -> training, evaluation, export -> inference -> data -> model
+    cli -> object_detector -> training, evaluation, export -> diagnostics -> inference -> data
+        -> model
         -> config, anchors -> label_map, backend_support
 
 A module may import its own package (`data.pipeline` imports `data.sources`) and any lower layer;
@@ -18,6 +19,7 @@ LAYERS = [
     {"cli"},
     {"object_detector"},
     {"training", "evaluation", "export"},
+    {"diagnostics"},
     {"inference"},
     {"data"},
     {"model"},

@@ -376,6 +376,7 @@ def test_tfrecords_are_counted_and_a_run_infers_without_optimizer_warnings(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Counted 8 training examples in {tmp_path}/records-*" in result.stdout
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")  # 8 // 4 steps
+    assert f"Training curves written to {tmp_path / 'run' / 'curves.png'}" in result.stdout
 
     result = subprocess.run(
         [sys.executable, "main.py", "--mode=infer", f"--ckpt={tmp_path / 'run'}",

@@ -1,7 +1,7 @@
 """`--mode=eval`: COCO metrics of a checkpoint, a SavedModel or a TFLite file on a dataset.
 
 Uses --val_file_pattern, --val_json_file, --eval_samples and --batch_size (shared with
-train_and_eval, in `common`), and --ckpt (a checkpoint) or
+train_and_eval, in `common`), --report_dir (the evaluation report), and --ckpt (a checkpoint) or
 --saved_model_dir (a SavedModel directory or a .tflite file, with the --model_name / --hparams it
 was exported with).
 """
@@ -21,6 +21,9 @@ from efficientdet_tf.inference.loading import open_exported
 
 flags.DEFINE_string("eval_dir", None,
                     f"Where {RESULTS_FILE_NAME} (COCO results) and TensorBoard metrics go.")
+flags.DEFINE_string("report_dir", None,
+                    "Where the evaluation report goes: per_class.csv, pr_curves.png, "
+                    "confusion_matrix.png/.csv, predictions.png.")
 
 
 def run(flag_values) -> None:
@@ -42,6 +45,7 @@ def run(flag_values) -> None:
             val_json_file=flag_values.val_json_file,
             summary_writer=eval_dir,
             results_file=eval_dir / RESULTS_FILE_NAME if eval_dir else None,
+            report_dir=flag_values.report_dir,
         )
     width = max(len(name) for name in metrics)
     for name, value in metrics.items():

@@ -1,6 +1,15 @@
 """The `--mode` values of `main.py`, each a module of this package with a `run(flags)` function."""
 
-from efficientdet_tf.cli import benchmark, evaluate, export, infer, summary, train
+from efficientdet_tf.cli import (
+    benchmark,
+    check_data,
+    evaluate,
+    export,
+    infer,
+    plot,
+    summary,
+    train,
+)
 
 # The modes that are TensorFlow programs (see backend_support), refused at once elsewhere.
 TENSORFLOW_ONLY_MODES = ("train", "train_and_eval", "export", "benchmark")
@@ -13,4 +22,6 @@ MODES = {
     "export": export.run,
     "infer": infer.run,
     "benchmark": benchmark.run,
+    "check_data": check_data.run,
+    "plot": plot.run,
 }

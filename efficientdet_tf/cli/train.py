@@ -14,11 +14,13 @@ from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.pipeline import source_from_spec, with_class_names_of
 from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
 from efficientdet_tf.data.sources.named_boxes import NamedBoxesSource
+from efficientdet_tf.diagnostics.training_curves import plot_training_curves
 from efficientdet_tf.object_detector import ObjectDetector, epoch_steps
 from efficientdet_tf.training.callbacks import (
     ImageSummaries,
     StepSummaries,
     TrainingCheckpoints,
+    is_chief,
 )
 from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
 
@@ -97,6 +99,8 @@ def run(flag_values) -> None:
                      "val_json_file": flag_values.val_json_file,
                      "summary_writer": os.path.join(model_dir, "eval")},
                  seed=flag_values.tf_random_seed)
+    if is_chief(strategy):  # the one that wrote the logs
+        print(f"Training curves written to {plot_training_curves(model_dir)}")
 
 
 def _require(flag_values, *names: str) -> None:

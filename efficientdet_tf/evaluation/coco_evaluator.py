@@ -57,6 +57,9 @@ class CocoEvaluator:
         self._class_names = dict(class_names or {})
         self._results: list[dict] = []
         self._image_ids: list[int] = []
+        #: The pycocotools COCOeval of the last `evaluate` (None before, or without detections):
+        #: its ground truth, detections and accumulated precision, for `diagnostics.eval_report`.
+        self.coco_eval: COCOeval | None = None
 
     @property
     def image_ids(self) -> list[int]:
@@ -119,6 +122,7 @@ class CocoEvaluator:
         coco_eval = COCOeval(coco_groundtruth, coco_detections, iouType="bbox")
         coco_eval.params.imgIds = sorted(set(self._image_ids))
         _, summary = _captured(_run, coco_eval)
+        self.coco_eval = coco_eval
         log.info("COCO metrics on %d images:\n%s", len(coco_eval.params.imgIds), summary)
         metrics = dict(zip(METRIC_NAMES, (float(value) for value in coco_eval.stats)))
         metrics.update(self._per_class_ap(coco_eval, coco_groundtruth))

@@ -21,6 +21,13 @@ import tensorflow as tf
 from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec
+from efficientdet_tf.data.preprocess import to_pixels
+from efficientdet_tf.diagnostics.eval_report import (
+    PREDICTION_IMAGES,
+    drawn_predictions,
+    write_eval_report,
+    write_segmentation_report,
+)
 from efficientdet_tf.evaluation.coco_evaluator import CocoEvaluator
 from efficientdet_tf.evaluation.segmentation_metrics import SegmentationMetrics
 from efficientdet_tf.inference.detector import (
@@ -28,6 +35,7 @@ from efficientdet_tf.inference.detector import (
     detections_from_dict,
     require_outputs,
 )
+from efficientdet_tf.inference.draw import overlay_mask
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_names
 
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8
 RESULTS_FILE_NAME = "detections.json"
+TENSORBOARD_IMAGES = 4  # validation images drawn with their detections in TensorBoard
 
 
 def evaluate(
@@ -48,6 +57,7 @@ def evaluate(
     summary_writer: tf.summary.SummaryWriter | str | os.PathLike | None = None,
     step: int | tf.Variable | None = None,
     results_file: str | os.PathLike | None = None,
+    report_dir: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """COCO metrics of `detector` on `dataset`, and segmentation metrics for a model with the
     segmentation head.
@@ -63,8 +73,12 @@ def evaluate(
       val_json_file: ground-truth COCO JSON; by default the dataset's own (COCO JSON, synthetic)
         or, for TFRecords, the ground truth the records carry.
       summary_writer: a TensorBoard writer, or a directory for one; the metrics are written as
-        scalars named like the returned keys, at `step`.
+        scalars named like the returned keys, at `step`, and the first `TENSORBOARD_IMAGES`
+        images drawn with their ground truth and detections as images 'predictions/image_<id>'
+        (with the segmentation head, their predicted masks: 'predicted_masks/image_<i>').
       results_file: where to write the detections as a COCO results JSON.
+      report_dir: where to write the evaluation report (`diagnostics.eval_report`): per-class
+        table, precision-recall curves, confusion matrix, drawn predictions.
 
     Returns:
       With the detection head: {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10',
@@ -90,7 +104,7 @@ def evaluate(
         num_images += int(tf.shape(images)[0])
         outputs = detector.detect_preprocessed(images, labels[batch_labels.IMAGE_SCALES])
         for scorer in scorers:
-            scorer.add(outputs, labels)
+            scorer.add(outputs, labels, images)
         if remaining is not None and remaining <= 0:
             break
     log.info("Evaluated %d images of %s", num_images,
@@ -99,7 +113,15 @@ def evaluate(
     for scorer in scorers:
         metrics.update(scorer.result(results_file))
     if summary_writer is not None:
+        if not isinstance(summary_writer, tf.summary.SummaryWriter):
+            summary_writer = tf.summary.create_file_writer(str(summary_writer))
         write_summaries(metrics, summary_writer, step)
+        for scorer in scorers:
+            scorer.write_image_summaries(summary_writer, step, source)
+    if report_dir is not None:
+        for scorer in scorers:
+            scorer.write_report(report_dir, source)
+        log.info("Evaluation report written to %s", report_dir)
     return metrics
 
 
@@ -109,10 +131,10 @@ class _CocoScorer:
     def __init__(self, config, source, val_json_file):
         self.groundtruth = (_read_json(val_json_file) if val_json_file
                             else source.coco_groundtruth())
-        self.evaluator = CocoEvaluator(
-            self.groundtruth, class_names(config))
+        self.names = class_names(config)
+        self.evaluator = CocoEvaluator(self.groundtruth, self.names)
 
-    def add(self, outputs, labels) -> None:
+    def add(self, outputs, labels, images) -> None:
         self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS],
                                       detections_from_dict(outputs))
         if self.groundtruth is None:
@@ -125,20 +147,70 @@ class _CocoScorer:
             self.evaluator.write_results(results_file)
         return metrics
 
+    def write_image_summaries(self, writer, step, source) -> None:
+        """The first images drawn with ground truth and detections, as TensorBoard images."""
+        if self.evaluator.coco_eval is None:
+            return
+        images = _first_images(source, set(self.evaluator.image_ids), TENSORBOARD_IMAGES)
+        with writer.as_default():
+            for image_id, pixels in drawn_predictions(self.evaluator.coco_eval, self.names,
+                                                      images).items():
+                tf.summary.image(f"predictions/image_{image_id}", pixels[None],
+                                 step=0 if step is None else step)
+        writer.flush()
+
+    def write_report(self, report_dir, source) -> None:
+        if self.evaluator.coco_eval is None:
+            log.warning("No detection at all: no evaluation report to write.")
+            return
+        images = _first_images(source, set(self.evaluator.image_ids), PREDICTION_IMAGES)
+        write_eval_report(self.evaluator.coco_eval, self.names, report_dir, images)
+
 
 class _SegmentationScorer:
     """mIoU, pixel accuracy and per-class IoU over the whole set."""
 
     def __init__(self, config):
+        self.config = config
         self.metrics = SegmentationMetrics(config.seg_num_classes, IGNORE_LABEL)
+        self.drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # for the report
 
-    def add(self, outputs, labels) -> None:
+    def add(self, outputs, labels, images) -> None:
         require_outputs(outputs, [SEGMENTATION_MASKS], "segmentation")
-        self.metrics.update(np.asarray(outputs[SEGMENTATION_MASKS]),
-                            labels[batch_labels.SEGMENTATION_MASKS].numpy())
+        predicted = np.asarray(outputs[SEGMENTATION_MASKS])
+        truth = labels[batch_labels.SEGMENTATION_MASKS].numpy()
+        self.metrics.update(predicted, truth)
+        missing = PREDICTION_IMAGES - len(self.drawn)
+        if missing > 0:
+            pixels = to_pixels(images[:missing], self.config).numpy()
+            self.drawn += list(zip(pixels, truth[:missing], predicted[:missing]))
 
     def result(self, results_file) -> dict[str, float]:
         return self.metrics.result()
+
+    def write_image_summaries(self, writer, step, source) -> None:
+        """The first images (network input) with their predicted masks, as TensorBoard images."""
+        with writer.as_default():
+            for index, (pixels, _, predicted) in enumerate(self.drawn[:TENSORBOARD_IMAGES]):
+                tf.summary.image(f"predicted_masks/image_{index}",
+                                 overlay_mask(pixels, predicted)[None],
+                                 step=0 if step is None else step)
+        writer.flush()
+
+    def write_report(self, report_dir, source) -> None:
+        write_segmentation_report(self.metrics.result(), report_dir, self.drawn)
+
+
+def _first_images(source, image_ids: set[int], count: int) -> dict[int, np.ndarray]:
+    """{image id: uint8 pixels} of the first `count` images of `source` among `image_ids`."""
+    images = {}
+    for example in source.examples(shuffle=False, repeat=False):
+        image_id = int(example["source_id"])
+        if image_id in image_ids:
+            images[image_id] = example["image"].numpy()
+        if len(images) == count:
+            break
+    return images
 
 
 def _read_json(path: str | os.PathLike) -> dict:

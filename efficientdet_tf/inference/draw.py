@@ -22,28 +22,35 @@ MASK_OPACITY = 0.6
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
-    scores: np.ndarray,
+    scores: np.ndarray | None,
     classes: np.ndarray,
     names: dict[int, str] | None = None,
     min_score: float = DEFAULT_MIN_SCORE,
+    colour: tuple[int, int, int] | None = None,
 ) -> Image.Image:
     """A copy of `image` (uint8 [height, width, 3]) with each detection scoring >= `min_score`.
 
     `boxes` are [N, 4] ymin, xmin, ymax, xmax in the image's pixels, `classes` 1-based ids.
+    `scores` None draws every box with its class name only (ground truth). Each class has its
+    colour, unless `colour` gives one for all boxes.
     """
     canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     line_width = max(1, round(min(canvas.size) / 200))
     font = ImageFont.load_default(size=max(10, 6 * line_width))
     names = names or {}
+    if scores is None:
+        scores, min_score = [None] * len(boxes), None
     for box, score, class_id in zip(boxes, scores, classes):
-        if score < min_score:
+        if score is not None and score < min_score:
             continue
         class_id = int(class_id)
-        color = _PALETTE[class_id % len(_PALETTE)]
+        color = colour or _PALETTE[class_id % len(_PALETTE)]
         ymin, xmin, ymax, xmax = (float(v) for v in box)
         draw.rectangle((xmin, ymin, xmax, ymax), outline=color, width=line_width)
-        label = f"{class_name(names, class_id)}: {score:.0%}"
+        label = class_name(names, class_id)
+        if score is not None:
+            label += f": {score:.0%}"
         left, top, right, bottom = draw.textbbox((xmin, ymin), label, font=font)
         top_offset = min(ymin, bottom - top)  # above the box when there is room, else inside
         draw.rectangle((left, top - top_offset, right, bottom - top_offset), fill=color)

@@ -1,0 +1,53 @@
+"""Training curves from a run's TensorBoard logs: the scalars read back as written, curves.png
+from `--mode=plot`, and the error for a directory without logs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from cli_in_process import run_cli
+from PIL import Image
+
+from efficientdet_tf.diagnostics.training_curves import plot_training_curves, read_scalars
+
+LOSSES = {1: 2.5, 2: 1.75, 3: 1.25, 4: 1.0}
+
+
+def write_run(model_dir):
+    """A run's logs as training and validation write them; a resumed run rewrites step 4."""
+    for part, scalars in (
+        ("train", [(step, {"loss": loss, "cls_loss": loss / 2, "learning_rate": 0.01 * step})
+                   for step, loss in {**LOSSES, 4: 9.0}.items()]),
+        ("train", [(4, {"loss": LOSSES[4]})]),
+        ("eval", [(2, {"AP": 0.25, "AP_/cat": 0.5}), (4, {"AP": 0.5, "AP_/cat": 0.75})]),
+    ):
+        writer = tf.summary.create_file_writer(str(model_dir / part))
+        with writer.as_default():
+            for step, values in scalars:
+                for name, value in values.items():
+                    tf.summary.scalar(name, value, step=step)
+        writer.close()
+
+
+def test_scalars_are_read_back_by_step_the_last_write_kept(tmp_path):
+    write_run(tmp_path)
+    train = read_scalars(tmp_path / "train")
+    steps, losses = train["loss"]
+    np.testing.assert_array_equal(steps, [1, 2, 3, 4])
+    np.testing.assert_allclose(losses, list(LOSSES.values()))
+    np.testing.assert_allclose(train["learning_rate"][1], [0.01, 0.02, 0.03, 0.04])
+    evals = read_scalars(tmp_path / "eval")
+    assert evals["AP"][0].tolist() == [2, 4] and evals["AP_/cat"][1].tolist() == [0.5, 0.75]
+
+
+def test_plot_mode_writes_the_curves(tmp_path, capsys):
+    write_run(tmp_path)
+    assert run_cli("--mode=plot", f"--model_dir={tmp_path}") == 0
+    assert f"written to {tmp_path / 'curves.png'}" in capsys.readouterr().out
+    assert Image.open(tmp_path / "curves.png").size == (1200, 800)
+
+
+def test_a_directory_without_logs_is_refused_by_name(tmp_path, capsys):
+    assert run_cli("--mode=plot", f"--model_dir={tmp_path}") == 2
+    assert "No TensorBoard scalars" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--model_dir of a training run"):
+        plot_training_curves(tmp_path)
