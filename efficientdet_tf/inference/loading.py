@@ -88,9 +88,9 @@ def open_exported(
     path = str(path)
     if not _is_exported(path):
         raise FileNotFoundError(
-            f"{path!r} is neither a .tflite, .onnx or OpenVINO .xml file nor a SavedModel "
-            "directory (one holding saved_model.pb, as --mode=export writes); a checkpoint goes "
-            "to --ckpt instead."
+            f"{path!r} is neither an exported file (.tflite, .onnx, OpenVINO .xml) nor a "
+            "SavedModel directory (one holding saved_model.pb, as --mode=export writes); a "
+            "checkpoint goes to --ckpt instead."
         )
     suffix = Path(path).suffix
     if suffix in _EXPORTED_FILES:

@@ -159,8 +159,8 @@ def open_openvino(path: str | os.PathLike, config, precision: str = "f32",
         results = request.infer({"images": images})
         return {output.get_any_name(): np.asarray(value) for output, value in results.items()}
 
-    metadata = {key: model.get_rt_info([key]).astype(str) for key in (IMAGE_SIZE_KEY, HEADS_KEY, NMS_KEY)
-                if model.has_rt_info([key])}
+    metadata = {key: model.get_rt_info([key]).astype(str)
+                for key in (IMAGE_SIZE_KEY, HEADS_KEY, NMS_KEY) if model.has_rt_info([key])}
     return RuntimeDetector(run, metadata, config, f"OpenVINO IR {str(path)!r}")
 
 
