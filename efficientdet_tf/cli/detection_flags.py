@@ -12,8 +12,9 @@ from efficientdet_tf.inference.runtime_detector import MissingRuntimeError
 flags.DEFINE_enum("postprocess_mode", "global", POSTPROCESS_MODES,
                   "NMS of the detections: global (one NMS, classes ignored), per_class, combined.")
 flags.DEFINE_string("saved_model_dir", None,
-                    "export: where the SavedModel (and TFLite file) go. eval, infer: a "
-                    "SavedModel directory or a .tflite file to run instead of --ckpt.")
+                    "export: where the SavedModel (and TFLite, ONNX, OpenVINO files) go. eval, "
+                    "infer: a SavedModel directory, or a .tflite, .onnx or OpenVINO .xml file, to "
+                    "run instead of --ckpt.")
 
 
 @contextlib.contextmanager
