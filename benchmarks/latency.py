@@ -1,4 +1,5 @@
-"""D0 end-to-end latency, TF path and TFLite path, against an EfficientNet-B0 yardstick.
+"""D0 end-to-end latency: TF, TFLite, ONNX Runtime and OpenVINO, against an EfficientNet-B0
+yardstick.
 
     python benchmarks/latency.py
     python benchmarks/latency.py --ckpt=efficientdet-d0/ --max_nms_inputs=5000
@@ -7,11 +8,15 @@ Batch 1, one 480x640 uint8 image in, detections in original pixels out:
   tf        the Detector's inference function: BN folded into the convolutions (see
             efficientdet_tf/inference/fold_batch_norm.py), pre- and post-processing inside;
   tflite    a float32 TFLite export run by LiteRT, pre-processing (TF) and box scaling included;
+  onnx      the ONNX export (hard NMS inside) run by ONNX Runtime;
+  openvino  the OpenVINO IR run by OpenVINO at float32 (openvino_bf16: at bf16, OpenVINO's
+            default on CPUs with AMX; the same as float32 elsewhere);
   yardstick keras.applications.EfficientNetB0(include_top=False, weights=None) at 512x512, the
             network alone.
 Each path runs with the official hparams and with a pre-NMS top-k (nms_configs.max_nms_inputs).
 All functions are timed round-robin, medians after warm-up.
-Targets: tf <= 1.1x, tflite <= 0.8x the yardstick.
+Targets: tf <= 1.1x, tflite <= 0.8x, the ONNX Runtime and OpenVINO paths <= 0.6x the yardstick.
+The onnx and openvino paths need the deploy extra (pip install -e ".[deploy]").
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import tensorflow as tf
 
 from efficientdet_tf.cli.timing import interleaved_medians
 from efficientdet_tf.config import get_config
+from efficientdet_tf.export.onnx import export_onnx
+from efficientdet_tf.export.openvino import export_openvino
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.inference.runtime_detector import open_onnx, open_openvino
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 
-TARGETS = {"tf": 1.1, "tflite": 0.8}
+TARGETS = {"tf": 1.1, "tflite": 0.8, "onnx": 0.6, "openvino": 0.6, "openvino_bf16": 0.6}
 IMAGE_SHAPE = (480, 640, 3)
 YARDSTICK_SIZE = 512
 
@@ -46,12 +54,22 @@ def yardstick():
 
 
 def detection_functions(model, config, image: np.ndarray, directory: Path):
-    """{path: function of no argument} for the TF and TFLite paths of one config."""
+    """{path: function of no argument} for every path of one config."""
     tf_detect = Detector(config, model).inference_function()
     images = tf.constant(image[np.newaxis])
     tflite = TfliteDetector(
         export_tflite(model, config, directory / "model.tflite", metadata=False), config)
-    return {"tf": lambda: tf_detect(images), "tflite": lambda: tflite.detect_one(image)}
+    onnx = open_onnx(export_onnx(model, config, directory / "model.onnx"), config)
+    openvino_ir = export_openvino(model, config, directory / "openvino" / "model.xml")
+    openvino = {precision: open_openvino(openvino_ir, config, precision)
+                for precision in ("f32", "bf16")}
+    return {
+        "tf": lambda: tf_detect(images),
+        "tflite": lambda: tflite.detect_one(image),
+        "onnx": lambda: onnx(image[np.newaxis]),
+        "openvino": lambda: openvino["f32"](image[np.newaxis]),
+        "openvino_bf16": lambda: openvino["bf16"](image[np.newaxis]),
+    }
 
 
 def main() -> None:
@@ -86,7 +104,7 @@ def main() -> None:
     for (path, setting), seconds in medians.items():
         ratio, target = seconds / base, TARGETS[path]
         verdict = "meets" if ratio <= target else "misses"
-        print(f"  {path:6s} {setting:22s} {seconds * 1e3:7.1f} ms  {ratio:.2f}x  "
+        print(f"  {path:13s} {setting:22s} {seconds * 1e3:7.1f} ms  {ratio:.2f}x  "
               f"({verdict} <= {target}x)")
 
 

@@ -30,6 +30,8 @@ from efficientdet_tf.config import Config, ConfigError, get_config, validate
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
 from efficientdet_tf.evaluation.validation import ValidationMetrics
+from efficientdet_tf.export.onnx import ONNX_FILE_NAME, export_onnx
+from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME, export_openvino
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, export_tflite
 from efficientdet_tf.inference.detector import CompiledDetector, Detector
@@ -43,7 +45,9 @@ from efficientdet_tf.training.callbacks import (
 )
 from efficientdet_tf.training.step import TrainingStep, make_optimizer, trainable_variables
 
-EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
+# What `export` writes by default; "onnx" and "openvino" need the deploy extra.
+DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
+EXPORT_FORMATS = (*DEFAULT_EXPORT_FORMATS, "onnx", "openvino")
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
@@ -284,11 +288,14 @@ class ObjectDetector(keras.Model):
             self._compiled_detector = Detector(self.config, self.network).compiled()
         return self._compiled_detector
 
-    def export(self, directory: str | os.PathLike, formats=EXPORT_FORMATS,
+    def export(self, directory: str | os.PathLike, formats=DEFAULT_EXPORT_FORMATS,
                representative_data=None, tflite_input: str = "pixels",
-               num_calibration_images: int = DEFAULT_CALIBRATION_STEPS) -> dict[str, Path]:
-        """Writes what `--mode=export` writes: the SavedModel in `directory` and each TFLite file
-        as `directory/<precision>.tflite`; returns {format: path}.
+               num_calibration_images: int = DEFAULT_CALIBRATION_STEPS,
+               onnx_nms: bool = True) -> dict[str, Path]:
+        """Writes what `--mode=export` writes: the SavedModel in `directory`, each TFLite file
+        as `directory/<precision>.tflite`, 'onnx' as `directory/model.onnx` (`onnx_nms=False`:
+        the pre-NMS boxes and scores, see `export.onnx`), 'openvino' as
+        `directory/openvino/model.xml`; returns {format: path}.
 
         `tflite_int8` calibrates on `representative_data` (the forms `fit` takes), by default
         the data of the last `fit`. `tflite_input` is the TFLite input layout ('pixels' or
@@ -311,6 +318,12 @@ class ObjectDetector(keras.Model):
                 self.network, self.config, Path(directory) / f"{quantization}.tflite",
                 quantization, dataset=representative_data,
                 num_calibration_images=num_calibration_images, input_layout=tflite_input)
+        if "onnx" in formats:
+            written["onnx"] = export_onnx(self.network, self.config,
+                                          Path(directory) / ONNX_FILE_NAME, nms=onnx_nms)
+        if "openvino" in formats:
+            written["openvino"] = export_openvino(
+                self.network, self.config, Path(directory) / OPENVINO_DIR_NAME / OPENVINO_FILE_NAME)
         return written
 
     # --- Keras saving --------------------------------------------------------------------------

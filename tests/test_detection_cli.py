@@ -123,7 +123,7 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, 
         (("--mode=eval", "--val_file_pattern=synthetic:val:2", "--ckpt={checkpoint}",
           "--saved_model_dir={tmp}"), "needs exactly one of --ckpt"),
         (("--mode=eval", *SMALL_FLAGS, "--val_file_pattern=synthetic:val:2",
-          "--saved_model_dir={tmp}"), "'{tmp}' is neither a .tflite file nor a SavedModel"),
+          "--saved_model_dir={tmp}"), "'{tmp}' is neither an exported file"),
     ],
 )
 def test_bad_input_is_named_with_the_fix(checkpoint, images, tmp_path, arguments, message):

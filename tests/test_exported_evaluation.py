@@ -19,7 +19,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.preprocess import preprocess_image, preprocess_images
+from efficientdet_tf.data.preprocess import preprocess_image
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.evaluation.coco_evaluator import METRIC_NAMES
 from efficientdet_tf.evaluation.model_evaluation import evaluate
@@ -42,23 +42,8 @@ def network():
     config = get_config("efficientdet-d0", TINY)
     keras.utils.set_random_seed(1)
     model = build_model(config)
-    spread_scores(model, config)
+    small_models.spread_scores(model, config)
     return model, config
-
-
-def spread_scores(model, config):
-    """Batch-norm statistics of a batch of synthetic images (features of unit scale), then the
-    class predictions scaled down (scores between about 0.005 and 0.97) and the box predictions
-    zeroed (boxes are the anchors, clipped: never empty, which would score as misses)."""
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    source = SyntheticShapes(4, config.image_size, seed=9)
-    model(preprocess_images([source.render(i) for i in range(4)], config)[0], training=True)
-    for weight in model.weights:
-        for prefix, factor in (("class_net/class-predict/", 0.3), ("box_net/box-predict/", 0.0)):
-            if weight.path.startswith(prefix + "pointwise_kernel"):
-                weight.assign(weight * factor)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +149,7 @@ def test_a_path_that_is_no_exported_file_is_named(network, tmp_path, name):
     if name == "checkpoint_dir":
         path.mkdir()
         (path / "checkpoint").write_text("")
-    with pytest.raises(FileNotFoundError, match="neither a .tflite file nor a SavedModel"):
+    with pytest.raises(FileNotFoundError, match="is neither an exported file"):
         open_exported(path, network[1])
 
 

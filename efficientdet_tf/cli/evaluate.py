@@ -1,9 +1,9 @@
-"""`--mode=eval`: COCO metrics of a checkpoint, a SavedModel or a TFLite file on a dataset.
+"""`--mode=eval`: COCO metrics of a checkpoint or an exported file on a dataset.
 
 Uses --val_file_pattern, --val_json_file, --eval_samples and --batch_size (shared with
 train_and_eval, in `common`), --report_dir (the evaluation report), and --ckpt (a checkpoint) or
---saved_model_dir (a SavedModel directory or a .tflite file, with the --model_name / --hparams it
-was exported with).
+--saved_model_dir (a SavedModel directory, or a .tflite, .onnx or OpenVINO .xml file, with the
+--model_name / --hparams it was exported with).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def run(flag_values) -> None:
                           "'coco:<annotations.json>:<image_dir>' or 'synthetic:val').")
     if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
         raise ConfigError("--mode=eval needs exactly one of --ckpt (a checkpoint) or "
-                          "--saved_model_dir (a SavedModel directory or a .tflite file).")
+                          "--saved_model_dir (a SavedModel directory, or a .tflite, .onnx or "
+                          "OpenVINO .xml file).")
     config = config_from_flags(flag_values)
     eval_dir = Path(flag_values.eval_dir) if flag_values.eval_dir else None
     with usage_errors():

@@ -1,4 +1,5 @@
-"""`--mode=export`: a SavedModel (uint8 images in, detections out) and optionally a TFLite file."""
+"""`--mode=export`: a SavedModel (uint8 images in, detections out) and optionally a TFLite file,
+an ONNX file and an OpenVINO IR."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from absl import flags
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.config import ConfigError
+from efficientdet_tf.export.onnx import ONNX_FILE_NAME, export_onnx
+from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME, export_openvino
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import (
     DEFAULT_CALIBRATION_STEPS,
@@ -30,6 +33,16 @@ flags.DEFINE_string("file_pattern", None,
                     "'coco:<annotations.json>:<image_dir>', 'synthetic').")
 flags.DEFINE_integer("num_calibration_steps", DEFAULT_CALIBRATION_STEPS,
                      "Images used for int8 calibration.")
+flags.DEFINE_bool("onnx", False,
+                  f"Also write <saved_model_dir>/{ONNX_FILE_NAME}: uint8 images in, the "
+                  "SavedModel's outputs out, hard NMS (ONNX's NonMaxSuppression) inside.")
+flags.DEFINE_bool("onnx_nms", True,
+                  "With --onnx: false writes instead the decoded boxes and class scores of every "
+                  "anchor before NMS (outputs 'boxes', 'scores'), for TensorRT's EfficientNMS "
+                  "plugin or an NMS of your own.")
+flags.DEFINE_bool("openvino", False,
+                  f"Also write the OpenVINO IR <saved_model_dir>/{OPENVINO_DIR_NAME}/"
+                  f"{OPENVINO_FILE_NAME} (and .bin): the SavedModel's interface and NMS.")
 
 
 def run(flag_values) -> None:
@@ -39,6 +52,8 @@ def run(flag_values) -> None:
         raise ConfigError("--mode=export needs --ckpt, the checkpoint to export.")
     if flag_values.tflite == "int8" and not flag_values.file_pattern:
         raise ConfigError("--tflite=int8 calibrates on real images: give --file_pattern.")
+    if not flag_values.onnx_nms and not flag_values.onnx:
+        raise ConfigError("--onnx_nms=false changes the ONNX file: give --onnx too.")
     config = config_from_flags(flag_values)
     with usage_errors():
         detector = Detector.from_checkpoint(config, flag_values.ckpt, flag_values.postprocess_mode)
@@ -55,3 +70,12 @@ def run(flag_values) -> None:
                 input_layout=flag_values.tflite_input,
             )
             print(f"TFLite ({flag_values.tflite}) written to {path}")
+        if flag_values.onnx:
+            path = export_onnx(detector.network, config, Path(export_dir) / ONNX_FILE_NAME,
+                               nms=flag_values.onnx_nms)
+            print(f"ONNX written to {path}")
+        if flag_values.openvino:
+            path = export_openvino(
+                detector.network, config,
+                Path(export_dir) / OPENVINO_DIR_NAME / OPENVINO_FILE_NAME)
+            print(f"OpenVINO IR written to {path}")

@@ -1,8 +1,8 @@
 """`--mode=infer`: detections and masks on image files, drawn and saved.
 
-Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory or a .tflite file). Each
-image is saved under its name in --output_image_dir with what the heads give drawn on it: the
-mask's classes in colour, then the boxes. The detections of all images go to
+Runs --ckpt (a checkpoint), or --saved_model_dir (a SavedModel directory, or a .tflite, .onnx or
+OpenVINO .xml file). Each image is saved under its name in --output_image_dir with what the heads
+give drawn on it: the mask's classes in colour, then the boxes. The detections of all images go to
 detections_by_image.json ({image name: [its detections]}; evaluation's detections.json is COCO's
 results list); the masks to masks/<image name>.png, palette PNGs of class indices as Pascal VOC's.
 An unreadable file is skipped: the others are still done and written, and the command exits with
@@ -152,7 +152,8 @@ def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], n
 def _model_path(flag_values) -> str:
     if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
         raise ConfigError("--mode=infer needs exactly one of --ckpt (a checkpoint) or "
-                          "--saved_model_dir (a SavedModel directory or a .tflite file).")
+                          "--saved_model_dir (a SavedModel directory, or a .tflite, .onnx or "
+                          "OpenVINO .xml file).")
     return flag_values.ckpt or flag_values.saved_model_dir
 
 

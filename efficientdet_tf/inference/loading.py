@@ -1,6 +1,7 @@
 """One way to run any exported or trained detector: `open_detector(path, config)`.
 
-The path picks the runner: a `.tflite` file runs with LiteRT, a SavedModel directory with
+The path picks the runner: a `.tflite` file runs with LiteRT, a `.onnx` file with ONNX Runtime, an
+OpenVINO IR's `.xml` with OpenVINO (`runtime_detector`), a SavedModel directory with
 `tf.saved_model.load`, anything else is a checkpoint (prefix or directory) loaded into a new
 `Detector` (batch norms folded). Each runner is an `inference.detector.ImageDetector`: it maps
 uint8 images [batch, height, width, 3] to the serving signature's outputs (a dict), and has
@@ -20,7 +21,11 @@ from efficientdet_tf.inference.detector import (
     Detector,
     ImageDetector,
 )
+from efficientdet_tf.inference.runtime_detector import RuntimeDetector, open_onnx, open_openvino
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
+
+# The exported files other than SavedModels, by suffix, and what opens them.
+_EXPORTED_FILES = {".tflite": TfliteDetector, ".onnx": open_onnx, ".xml": open_openvino}
 
 
 class SavedModelDetector:
@@ -58,7 +63,8 @@ class SavedModelDetector:
 
 
 def open_detector(path: str | os.PathLike, config, mode: str = "global") -> ImageDetector:
-    """The runner for `path`: a .tflite file, a SavedModel directory, or a checkpoint.
+    """The runner for `path`: a .tflite, .onnx or OpenVINO .xml file, a SavedModel directory, or
+    a checkpoint.
 
     `config` gives the image size and normalization of TFLite files, and builds the model of a
     checkpoint; `mode` is the post-processing of a checkpoint (exported files have theirs inside).
@@ -69,23 +75,28 @@ def open_detector(path: str | os.PathLike, config, mode: str = "global") -> Imag
     if Path(path).is_dir() or tf.io.gfile.exists(path + ".index"):
         return Detector.from_checkpoint(config, path, mode).compiled(fold_batch_norm=True)
     raise FileNotFoundError(
-        f"{path!r} is neither a .tflite file, a SavedModel directory nor a checkpoint (a prefix "
-        "with a .index file, or a directory holding one)."
+        f"{path!r} is neither an exported file (.tflite, .onnx, OpenVINO .xml), a SavedModel "
+        "directory nor a checkpoint (a prefix with a .index file, or a directory holding one)."
     )
 
 
-def open_exported(path: str | os.PathLike, config) -> SavedModelDetector | TfliteDetector:
-    """The runner of an exported file: a .tflite file or a SavedModel directory."""
+def open_exported(
+    path: str | os.PathLike, config
+) -> SavedModelDetector | TfliteDetector | RuntimeDetector:
+    """The runner of an exported file: a .tflite, .onnx or OpenVINO .xml file or a SavedModel
+    directory."""
     path = str(path)
     if not _is_exported(path):
         raise FileNotFoundError(
-            f"{path!r} is neither a .tflite file nor a SavedModel directory (one holding "
-            "saved_model.pb, as --mode=export writes); a checkpoint goes to --ckpt instead."
+            f"{path!r} is neither an exported file (.tflite, .onnx, OpenVINO .xml) nor a "
+            "SavedModel directory (one holding saved_model.pb, as --mode=export writes); a "
+            "checkpoint goes to --ckpt instead."
         )
-    if path.endswith(".tflite"):
-        return TfliteDetector(path, config)
+    suffix = Path(path).suffix
+    if suffix in _EXPORTED_FILES:
+        return _EXPORTED_FILES[suffix](path, config)
     return SavedModelDetector(path)
 
 
 def _is_exported(path: str) -> bool:
-    return path.endswith(".tflite") or tf.saved_model.contains_saved_model(path)
+    return Path(path).suffix in _EXPORTED_FILES or tf.saved_model.contains_saved_model(path)

@@ -1,0 +1,33 @@
+"""OpenVINO export: an IR (model.xml and model.bin) with the SavedModel's serving interface.
+
+uint8 images [batch, height, width, 3] in (dynamic batch, any size), the serving signature's
+outputs out (see `export.saved_model`), pre-processing and NMS inside. OpenVINO reads the
+TensorFlow graph itself, and its NMS op has the soft-NMS of the official post-processing
+(`soft_nms_sigma`): the IR runs the config's own NMS, soft (the default) or hard, in the `global`
+mode, and gives the checkpoint's detections. Weights stay float32 in the file (OpenVINO would
+halve them by default); OpenVINO may still compute in bf16 on CPUs with AMX unless told
+INFERENCE_PRECISION_HINT=f32 (`inference.runtime_detector.open_openvino` does by default).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from efficientdet_tf.export.onnx import serving_function
+from efficientdet_tf.inference.runtime_detector import file_metadata, require_module
+
+OPENVINO_DIR_NAME = "openvino"
+OPENVINO_FILE_NAME = "model.xml"
+
+
+def export_openvino(network, config, path: str | os.PathLike) -> Path:
+    """Writes the OpenVINO IR of `network` to `path` (the .xml; the .bin goes beside it)."""
+    openvino = require_module("openvino", "export OpenVINO IRs")
+    model = openvino.convert_model(serving_function(network, config).get_concrete_function())
+    for key, value in file_metadata(config, config.nms_configs.method).items():
+        model.set_rt_info(value, [key])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    openvino.save_model(model, str(path), compress_to_fp16=False)
+    return path

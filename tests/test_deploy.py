@@ -1,0 +1,139 @@
+"""ONNX files (ONNX Runtime) and OpenVINO IRs (OpenVINO) give the checkpoint's detections.
+
+The ONNX file runs ONNX's own hard NMS: its detections are those of the network with
+nms_configs.method=hard. The OpenVINO IR runs the config's soft-NMS: the network's default
+detections. A detection matches when the class is equal, the score within 1e-3 and the box IoU at
+least 0.99; every detection must match, and the counts must be equal. The model has both heads:
+the segmentation masks must be equal too.
+"""
+
+import keras
+import numpy as np
+import pytest
+import small_models
+import tensorflow as tf
+from cli_in_process import run_cli
+from detection_matching import match_detections
+
+from efficientdet_tf.anchors import decode_boxes
+from efficientdet_tf.config import get_config
+from efficientdet_tf.data.preprocess import preprocess_images
+from efficientdet_tf.data.sources.synthetic import SyntheticShapes
+from efficientdet_tf.export.onnx import export_onnx, hard_nms_config
+from efficientdet_tf.export.openvino import export_openvino
+from efficientdet_tf.inference.detector import Detector, detections_from_dict
+from efficientdet_tf.inference.loading import open_exported
+from efficientdet_tf.inference.postprocess import Postprocessor
+from efficientdet_tf.inference.runtime_detector import MissingRuntimeError, open_onnx
+from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
+from efficientdet_tf.model.builder import build_model, model_outputs
+
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+BOTH_HEADS = f"{small_models.SMALL},heads=[object_detection,segmentation]"
+IMAGES = {"batch of 2": (2, 100, 150), "tall": (1, 120, 70)}  # another size than the network's
+
+
+@pytest.fixture(scope="module")
+def network():
+    config = get_config("efficientdet-d0", BOTH_HEADS)
+    keras.utils.set_random_seed(1)
+    model = build_model(config)
+    small_models.spread_scores(model, config)
+    return model, config
+
+
+@pytest.fixture(scope="module")
+def exported(network, tmp_path_factory):
+    model, config = network
+    directory = tmp_path_factory.mktemp("deploy")
+    return {
+        "onnx": export_onnx(model, config, directory / "model.onnx"),
+        "onnx_pre_nms": export_onnx(model, config, directory / "pre_nms.onnx", nms=False),
+        "openvino": export_openvino(model, config, directory / "openvino" / "model.xml"),
+    }
+
+
+def images(name: str) -> np.ndarray:
+    batch, height, width = {**IMAGES, "network size": (2, 128, 128)}[name]
+    source = SyntheticShapes(batch, (height, width), seed=5)
+    return np.stack([source.render(i) for i in range(batch)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_exported_files_give_the_checkpoints_detections(network, exported, kind):
+    model, config = network
+    reference_config = hard_nms_config(config) if kind == "onnx" else config
+    reference = tf.function(Detector(reference_config, model))
+    runner = open_exported(exported[kind], config)
+    for name in IMAGES:
+        assert_same_detections(reference(images(name)), runner(images(name)), f"{kind}, {name}")
+    # Evaluation's way in: pre-processed images and their scales. Images of the network input
+    # size go through the file's uint8 input unchanged.
+    network_inputs, _ = preprocess_images(images("network size"), config)
+    image_scales = tf.constant([1.5, 0.5])
+    expected = Detector(reference_config, model).detect_preprocessed(network_inputs, image_scales)
+    found = runner.detect_preprocessed(network_inputs, image_scales)
+    assert_same_detections(expected, found, f"{kind}, pre-processed")
+
+
+def assert_same_detections(expected: dict, found: dict, label: str) -> None:
+    """Equal counts; each detection with the class, score (1e-3) and box (IoU 0.99) of one; the
+    same mask classes."""
+    expected_outputs, found_outputs = expected, found
+    expected = detections_from_dict({key: np.asarray(value) for key, value in expected.items()})
+    found = detections_from_dict(found)
+    np.testing.assert_array_equal(found.num_detections, expected.num_detections, label)
+    for i, count in enumerate(expected.num_detections):
+        assert count > 10, label
+        match = match_detections([value[i][:count] for value in expected[:3]],
+                                 [value[i][:count] for value in found[:3]],
+                                 score_tolerance=1e-3, min_iou=0.99)
+        assert match.num_matched == count, f"{label}, image {i}"
+    same_class = np.mean(np.asarray(found_outputs[SEGMENTATION_MASKS])
+                         == np.asarray(expected_outputs[SEGMENTATION_MASKS]))
+    assert same_class > 0.999, label
+
+
+@pytest.mark.slow
+def test_onnx_without_nms_gives_the_decoded_boxes_and_scores(network, exported):
+    model, config = network
+    runner = open_exported(exported["onnx_pre_nms"], config)
+    postprocessor = Postprocessor(config)
+    for name in IMAGES:
+        network_inputs, image_scales = preprocess_images(images(name), config)
+        outputs = model_outputs(config, model(network_inputs, training=False))
+        logits, regressions = postprocessor.merge_levels(outputs.class_outputs,
+                                                         outputs.box_outputs)
+        boxes = decode_boxes(regressions, postprocessor.anchors.boxes)
+        found = runner.run(images(name))
+        assert sorted(found) == ["boxes", "scores", SEGMENTATION_MASKS]
+        np.testing.assert_allclose(found["boxes"], boxes * image_scales[:, None, None],
+                                   atol=1e-3)
+        np.testing.assert_allclose(found["scores"], tf.sigmoid(logits), atol=1e-4)
+    with pytest.raises(ValueError, match=r"has no NMS \(exported with --onnx_nms=false\)"):
+        runner(images("tall"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_a_file_of_another_input_size_is_named(exported, kind):
+    config = get_config("efficientdet-d0", f"{BOTH_HEADS},image_size=256")
+    with pytest.raises(ValueError, match="exported with network input size 128x128 but the "
+                                         "config's is 256x256: give the --model_name"):
+        open_exported(exported[kind], config)
+
+
+def test_a_missing_runtime_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+    with pytest.raises(MissingRuntimeError,
+                       match=r"onnxruntime is needed to run ONNX files.*pip install -e "
+                             r"\"\.\[deploy\]\" \(or pip install onnxruntime\)"):
+        open_onnx(tmp_path / "model.onnx", get_config("efficientdet-d0"))
+
+
+def test_onnx_nms_without_onnx_is_refused(tmp_path, capsys):
+    status = run_cli("--mode=export", f"--saved_model_dir={tmp_path}", f"--ckpt={tmp_path}",
+                     "--onnx_nms=false")
+    assert status != 0
+    assert "--onnx_nms=false changes the ONNX file: give --onnx too" in capsys.readouterr().err
