@@ -10,7 +10,7 @@ import tensorflow as tf
 from small_models import TINY
 
 from efficientdet_tf import build_model, get_config
-from efficientdet_tf.model.bifpn import fuse
+from efficientdet_tf.model.bifpn import fuse, gather_nearest
 from efficientdet_tf.model.efficientnet import build_classifier
 from efficientdet_tf.model.layers import CompositeLayer
 
@@ -241,3 +241,12 @@ def test_backbone_config_replaces_the_stages_before_scaling():
     assert changed["efficientnet-b1/blocks_0/depthwise_conv2d/kernel"] == (5, 5, 32, 1)
     blocks = {path.split("/")[1] for path in changed} - {"stem", "head"}
     assert len(blocks) == len({path.split("/")[1] for path in default} - {"stem", "head"}) + 1
+
+
+@pytest.mark.parametrize("size, new_size", [((4, 4), (8, 8)), ((7, 5), (13, 9)), ((3, 6), (5, 11))])
+def test_resizing_in_keras_ops_gives_the_official_kernels_features(size, new_size):
+    features = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
+    official = tf.raw_ops.ResizeNearestNeighbor(
+        images=features, size=new_size, align_corners=False, half_pixel_centers=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gather_nearest(features, new_size)),
+                                  official.numpy())

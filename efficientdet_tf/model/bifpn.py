@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from efficientdet_tf.model.fpn_topology import (
@@ -116,8 +117,23 @@ class ResampleFeatureMap(CompositeLayer):
 def resize_nearest(features, size: tuple[int, int]):
     """Nearest-neighbour resizing of [batch, height, width, channels] as the official code's
     TF1 kernel does it (no half-pixel centres): output row `i` is input row
-    floor(i * height / new_height), in float32 arithmetic. The rows and columns are gathered
-    with indices known when the graph is built, so every backend gives the same features."""
+    floor(i * height / new_height), in float32 arithmetic.
+
+    On TensorFlow that kernel itself (in float32, as the official code; exported graphs convert
+    it to ONNX and OpenVINO as such); elsewhere `gather_nearest`, which gives the same features
+    (tests/test_model.py compares them).
+    """
+    if keras.backend.backend() == "tensorflow":
+        resized = tf.raw_ops.ResizeNearestNeighbor(
+            images=tf.cast(features, tf.float32), size=size, align_corners=False,
+            half_pixel_centers=False)
+        return tf.cast(resized, features.dtype)
+    return gather_nearest(features, size)
+
+
+def gather_nearest(features, size: tuple[int, int]):
+    """`resize_nearest` in `keras.ops`: rows and columns gathered with indices known when the
+    graph is built."""
     for axis, new_size in ((1, size[0]), (2, size[1])):
         features = ops.take(features, _nearest_indices(features.shape[axis], new_size), axis=axis)
     return features
@@ -229,6 +245,11 @@ def fuse(inputs: list, weights: list, method: str):
 
 
 def _add_all(tensors: list):
+    """The sum of same-shaped tensors. On TensorFlow one AddN, as the official graph: tf2onnx
+    converts the chain of additions of these fusions wrongly (the segmentation head's ONNX
+    outputs were off by 15 with it; tests/test_deploy.py)."""
+    if keras.backend.backend() == "tensorflow":
+        return tf.add_n(tensors)
     total = tensors[0]
     for tensor in tensors[1:]:
         total = total + tensor
