@@ -14,6 +14,7 @@ is made on the official raw outputs, for every mode, in test_postprocess.py.
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from backends import BACKEND, tensorflow_only
 from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
@@ -59,7 +60,9 @@ def test_compiled_detector_gives_the_official_detections(fixture_model, mode):
     detector = Detector(get_config(FIXTURE_MODEL), fixture_model, mode)
     run = (detector.inference_function() if BACKEND == "tensorflow"
            else detector.compiled(fold_batch_norm=True))
-    detections = detections_from_dict(run(input_image()[np.newaxis]))
+    images = input_image()[np.newaxis]
+    detections = detections_from_dict(run(tf.constant(images) if BACKEND == "tensorflow"
+                                          else images))
     assert np.asarray(detections.num_detections).tolist() == [100]
     actual = tuple(np.asarray(value[0]) for value in detections[:3])
 
