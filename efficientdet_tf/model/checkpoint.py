@@ -178,8 +178,8 @@ def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) ->
     stored_shapes = reader.get_variable_to_shape_map()
     problems, matches = [], []
     for variable in model.weights:
-        key = _training_key("model", variable.path)
-        shadow = _training_key("ema/shadows", variable.path)
+        key = _training_key(_WEIGHTS_KEYS, variable.path)
+        shadow = _training_key(_AVERAGE_KEYS, variable.path)
         if use_ema and variable.trainable and shadow in stored_shapes:
             key = shadow
         if key not in stored_shapes:
@@ -198,13 +198,17 @@ def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) ->
         variable.assign(reader.get_tensor(key).astype(variable.dtype))
 
 
-def _training_key(scope: str, path: str) -> str:
-    """The key of variable `path` in a trainer's checkpoint, under `scope` ('model' for the
-    weights, 'ema/shadows' for their averages): tf.train.Checkpoint escapes the dict keys
-    of `VariablesByPath` and `WeightAverage` ('.' doubled, '/' as '.S')."""
+# Where a trainer's checkpoint keeps the weights (`VariablesByPath` as `model`) and their
+# averages (`WeightAverage.shadows` as `ema`), each entry keyed by the variable's path.
+_WEIGHTS_KEYS = "model/by_path"
+_AVERAGE_KEYS = "ema/shadows"
+
+
+def _training_key(prefix: str, path: str) -> str:
+    """The key of variable `path` under `prefix` in a trainer's checkpoint: tf.train.Checkpoint
+    escapes dict keys ('.' doubled, '/' as '.S')."""
     escaped = path.replace(".", "..").replace("/", ".S")
-    attribute = "" if scope.endswith("shadows") else "/by_path"
-    return f"{scope}{attribute}/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
+    return f"{prefix}/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _mismatch_message(prefix, model, missing, mismatched) -> str:
