@@ -1,6 +1,8 @@
-"""Training-step and forward-pass throughput of a model on this machine.
+"""Training-step and forward-pass throughput of a model on this machine, on the Keras backend
+of KERAS_BACKEND (TensorFlow or JAX).
 
     python benchmarks/train_step.py                   # EfficientDet-D0, 512x512, batch 8
+    KERAS_BACKEND=jax python benchmarks/train_step.py
 
 One fixed batch (synthetic images, real anchor labels) is fed from memory to the training
 function of `ObjectDetector.fit` (Keras's, around the official step), so the figure is the
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import statistics
 import time
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
@@ -47,18 +52,39 @@ def train_images_per_second(config, batch_size: int, warmup: int = 3, steps: int
     detector.fit("synthetic:train", epochs=1, batch_size=batch_size, steps_per_epoch=1,
                  verbose=0)
     gc.collect()
-    dataset = tf.data.Dataset.from_tensors(_fixed_batch(config, batch_size)).repeat()
-    iterator = iter(detector.distribute_strategy.experimental_distribute_dataset(dataset))
-    return _median_rate(lambda: detector.train_function(iterator)["loss"].numpy(), batch_size,
+    return _median_rate(_training_steps(detector, _fixed_batch(config, batch_size)), batch_size,
                         warmup, steps)
+
+
+def _training_steps(detector, batch):
+    """A function running one step of `fit`'s training function on `batch`, from memory."""
+    if keras.backend.backend() == "jax":  # Keras's stateless function: state in, state out
+        state = [[v.value for v in variables] for variables in (
+            detector.trainable_variables, detector.non_trainable_variables,
+            detector.optimizer.variables, detector.metrics_variables)]
+        batches = itertools.repeat(tf.nest.map_structure(np.asarray, batch))
+
+        def run_once():
+            nonlocal state
+            logs, state = detector.train_function(state, batches)
+            float(logs["loss"])
+
+        return run_once
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    iterator = iter(detector.distribute_strategy.experimental_distribute_dataset(dataset))
+    return lambda: detector.train_function(iterator)["loss"].numpy()
 
 
 def forward_images_per_second(config, batch_size: int, warmup: int = 3, steps: int = 10) -> float:
     """Median inference-mode forward-pass images per second of the network alone."""
     detector = ObjectDetector(config)
     images, _ = _fixed_batch(config, batch_size)
-    forward = tf.function(lambda x: detector.network(x, training=False))
-    return _median_rate(lambda: [t.numpy() for t in tf.nest.flatten(forward(images))],
+    if keras.backend.backend() == "jax":
+        images = np.asarray(images)
+        forward = detector.network.predict_on_batch  # jax.jit
+    else:
+        forward = tf.function(lambda x: detector.network(x, training=False))
+    return _median_rate(lambda: [np.asarray(t) for t in tf.nest.flatten(forward(images))],
                         batch_size, warmup, steps)
 
 
@@ -72,7 +98,8 @@ def main() -> None:
     config = get_config(args.model, f"image_size={args.image_size}")
     train = train_images_per_second(config, args.batch_size, steps=args.steps)
     forward = forward_images_per_second(config, args.batch_size, steps=args.steps)
-    print(f"{args.model} {args.image_size}x{args.image_size} batch {args.batch_size}")
+    print(f"{args.model} {args.image_size}x{args.image_size} batch {args.batch_size} on "
+          f"{keras.backend.backend()}")
     print(f"training step (EMA on): {train:6.2f} images/s")
     print(f"forward pass alone:     {forward:6.2f} images/s")
 

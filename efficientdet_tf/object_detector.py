@@ -25,7 +25,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.backend_support import PREDICTS_EVERYWHERE, require_tensorflow
+from efficientdet_tf.backend_support import (
+    PREDICTS_EVERYWHERE,
+    TRAINING_BACKENDS,
+    require_backend,
+)
 from efficientdet_tf.config import Config, ConfigError, get_config, validate
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
@@ -43,7 +47,14 @@ from efficientdet_tf.training.callbacks import (
     TrainingCheckpoints,
     input_image_summary,
 )
+from efficientdet_tf.training.distribution import (
+    cross_replica_batch_norm,
+    current_distribution,
+    distribution_scope,
+    num_replicas,
+)
 from efficientdet_tf.training.step import TrainingStep, make_optimizer, trainable_variables
+from efficientdet_tf.training.tensorflow_step import tensorflow_train_step
 
 # What `export` writes by default; "onnx" and "openvino" need the deploy extra.
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
@@ -59,7 +70,8 @@ class ObjectDetector(keras.Model):
         YAML, or a `Config`.
       hparams: overrides, as `get_config` takes them: 'key=value,...', a dict or a YAML path.
 
-    Build it inside `strategy.scope()` to train on several devices. Calling it on normalized
+    Build it inside `strategy.scope()` (on JAX, a `keras.distribution.DataParallel`'s
+    `scope()`) to train on several devices. Calling it on normalized
     images gives the network's raw outputs, as `build_model`'s network.
     """
 
@@ -69,11 +81,15 @@ class ObjectDetector(keras.Model):
                   else get_config(model_name, hparams))
         super().__init__(name=kwargs.pop("name", config.name), **kwargs)
         self.config = config
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self.network = build_model(config, synchronized_batch_norm=replicas > 1)
+        # The devices it trains on: a tf.distribute strategy, or on JAX a Keras distribution.
+        self.training_distribution = current_distribution()
+        self.network = build_model(
+            config, synchronized_batch_norm=cross_replica_batch_norm(self.training_distribution))
         trainable = trainable_variables(self.network, config.var_freeze_expr)
         self.weight_average = WeightAverage(trainable, config.moving_average_decay)
         self.training_step = TrainingStep(config, self.network, trainable, self.weight_average)
+        # Tracked, so that JAX's stateless step carries it with the model's state.
+        self.loss_state = self.training_step.state_variables
         self._training_start = None
         self.compile()  # the defaults: the official optimizer, made by `fit`
         self._representative_data = None
@@ -119,22 +135,32 @@ class ObjectDetector(keras.Model):
 
     # --- training --------------------------------------------------------------------------------
 
-    def compile(self, optimizer=None, *, steps_per_execution: int = 1, jit_compile=False,
+    def compile(self, optimizer=None, *, steps_per_execution: int = 1, jit_compile=None,
                 run_eagerly=False):
         """Keras's `compile`. Without an optimizer `fit` makes the official one (SGD with
         momentum, warm-up then the configured decay over the epochs given to `fit`, loss scaling
         under mixed_float16). The loss is the recipe's; `steps_per_execution` steps run per
-        `tf.function` call (lowered to a divisor of the epoch's steps). `run_eagerly` runs the
-        step op by op, as Python (Keras's debugging mode; one device only): no tracing, so a
-        fit of a few steps starts at once, but each step is slower."""
+        compiled call (lowered to a divisor of the epoch's steps). `jit_compile`: whether XLA
+        compiles the step; by default not on TensorFlow (XLA is slower on CPUs for this
+        depthwise-heavy network) and always on JAX. `run_eagerly` runs the step op by op, as
+        Python (Keras's debugging mode; one device only): no tracing, so a fit of a few steps
+        starts at once, but each step is slower."""
+        if jit_compile is None:
+            jit_compile = keras.backend.backend() == "jax"
         self._chosen_optimizer = optimizer
         self._compile_options = {"steps_per_execution": steps_per_execution,
                                  "jit_compile": jit_compile, "run_eagerly": run_eagerly}
 
-    def train_step(self, data):
-        images, labels = data
+    def train_step(self, *state_and_data):
+        """Keras's hook: `train_step(data)` on TensorFlow, `train_step(state, data)` in JAX's
+        stateless form; both run `self.training_step`'s recipe."""
+        if keras.backend.backend() == "jax":
+            from efficientdet_tf.training.jax_step import jax_train_step  # JAX is optional
+
+            return jax_train_step(self, *state_and_data)
+        images, labels = state_and_data[0]
         input_image_summary(images, self.config, self.optimizer.iterations)
-        logs = {**self.training_step(images, labels, self.optimizer),
+        logs = {**tensorflow_train_step(self.training_step, images, labels, self.optimizer),
                 "learning_rate": self.optimizer.learning_rate}
         # The logs are sums over replicas, alike on every one, which Keras then averages over
         # replicas. Under MultiWorkerMirroredStrategy it averages along axis 0, which fails on
@@ -142,6 +168,8 @@ class ObjectDetector(keras.Model):
         return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
     def make_train_function(self, force=False):
+        if keras.backend.backend() != "tensorflow":
+            return super().make_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
         super().make_train_function(force=True)
@@ -161,7 +189,7 @@ class ObjectDetector(keras.Model):
             see `data.pipeline`), a `data.sources.base.Source`, or a `tf.data.Dataset` of unbatched
             `(uint8 image [H, W, 3], {'boxes': [N, 4] ymin, xmin, ymax, xmax in pixels,
             'classes': [N]})`. Augmentation and anchor labelling are the recipe's.
-          batch_size: the global batch, split over the strategy's replicas.
+          batch_size: the global batch, split over the distribution's devices.
           steps_per_epoch: default: the images of `x` divided by `batch_size`.
           validation_data: data in the same forms; its metrics of the averaged weights (COCO,
             and mIoU with the segmentation head) go into the logs as `val_AP`, `val_AP50`, ...,
@@ -172,12 +200,16 @@ class ObjectDetector(keras.Model):
             resumes from its model_dir and saves there.
           seed: seeds the order of the training data.
         """
-        require_tensorflow("Training (ObjectDetector.fit)", PREDICTS_EVERYWHERE)
+        require_backend("Training (ObjectDetector.fit)", TRAINING_BACKENDS, PREDICTS_EVERYWHERE)
+        if self.config.grad_checkpoint and keras.backend.backend() == "jax":
+            raise ConfigError("hparam grad_checkpoint=true recomputes activations with "
+                              "tf.recompute_grad, which training on JAX does not take yet: "
+                              "train with grad_checkpoint=false, or on KERAS_BACKEND=tensorflow.")
         source = source_from_spec(x, self.config)
         self._representative_data = source
         self.config = with_class_names_of(source, self.config)
         self._compiled_detector = None  # made again with this config
-        replicas = self.distribute_strategy.num_replicas_in_sync
+        replicas = num_replicas(self.training_distribution)
         if batch_size % replicas:
             raise ValueError(f"The global batch size {batch_size} does not split evenly over "
                              f"{replicas} replicas; use a multiple of {replicas}.")
@@ -194,15 +226,17 @@ class ObjectDetector(keras.Model):
         data = self._distributed_dataset(source, batch_size, seed)
         epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
         histories = []
-        if done_in_epoch:  # a run resumed mid-epoch first finishes that epoch
-            histories.append(super().fit(
-                data, epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks, shuffle=False,
-                steps_per_epoch=steps_per_epoch - done_in_epoch, verbose=verbose))
-            epoch += 1
-        if epoch < epochs and not self.stop_training:
-            histories.append(super().fit(
-                data, epochs=epochs, initial_epoch=epoch, callbacks=callbacks, shuffle=False,
-                steps_per_epoch=steps_per_epoch, verbose=verbose))
+        with distribution_scope(self.training_distribution):
+            if done_in_epoch:  # a run resumed mid-epoch first finishes that epoch
+                histories.append(super().fit(
+                    data, epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
+                    shuffle=False, steps_per_epoch=steps_per_epoch - done_in_epoch,
+                    verbose=verbose))
+                epoch += 1
+            if epoch < epochs and not self.stop_training:
+                histories.append(super().fit(
+                    data, epochs=epochs, initial_epoch=epoch, callbacks=callbacks, shuffle=False,
+                    steps_per_epoch=steps_per_epoch, verbose=verbose))
         self.weight_average.copy_to_variables()
         return _merged(histories) if histories else keras.callbacks.History()  # run complete
 
@@ -216,7 +250,7 @@ class ObjectDetector(keras.Model):
     def _compile_for_run(self, batch_size: int, steps_per_epoch: int, epochs: int) -> None:
         steps_per_execution = _largest_divisor(
             steps_per_epoch, self._compile_options["steps_per_execution"])
-        with self.distribute_strategy.scope():
+        with distribution_scope(self.training_distribution):
             optimizer = self._chosen_optimizer or make_optimizer(
                 self.config, batch_size, steps_per_epoch, epochs)
             super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution,
@@ -242,9 +276,14 @@ class ObjectDetector(keras.Model):
             self._training_start = None
         else:
             self.weight_average.reset()
-        return int(self.optimizer.iterations.numpy())
+        return int(keras.ops.convert_to_numpy(self.optimizer.iterations))
 
     def _distributed_dataset(self, source, batch_size: int, seed: int | None):
+        """The training batches: on TensorFlow each replica's share of them; on JAX the global
+        batches, which Keras shards over the devices of its distribution."""
+        if keras.backend.backend() != "tensorflow":
+            return build_dataset(source, self.config, is_training=True, batch_size=batch_size,
+                                 seed=seed)
         strategy = self.distribute_strategy
         per_replica = batch_size // strategy.num_replicas_in_sync
 
@@ -264,7 +303,7 @@ class ObjectDetector(keras.Model):
         'ARl' and 'AP_/<class name>'; with the segmentation head 'mIoU', 'pixel_accuracy' and
         'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file`, `report_dir` are as
         in `--mode=eval`."""
-        return evaluate(self._compiled(), self.config, x,
+        return evaluate(self.compiled_detector(), self.config, x,
                         batch_size=batch_size,
                         eval_samples=eval_samples, val_json_file=val_json_file,
                         results_file=results_file, report_dir=report_dir)
@@ -277,12 +316,12 @@ class ObjectDetector(keras.Model):
         (ymin, xmin, ymax, xmax in original pixels), `detection_scores`, `detection_classes`
         (1-based) and `num_detections`; with the segmentation head `segmentation_masks`, uint8
         [B, H, W] class per pixel (for a list of images, a list of [H, W] masks)."""
-        detect = self._compiled()
+        detect = self.compiled_detector()
         chunks = [detect(images[start:start + batch_size])
                   for start in range(0, len(images), batch_size)]
         return {name: _joined([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
-    def _compiled(self) -> CompiledDetector:
+    def compiled_detector(self) -> CompiledDetector:
         """The network's compiled detector, made once (it reads the weights at each call)."""
         if self._compiled_detector is None:
             self._compiled_detector = Detector(self.config, self.network).compiled()

@@ -41,12 +41,9 @@ def raw_outputs(network) -> dict[str, np.ndarray]:
 
 def write_training_checkpoint(detector, prefix: Path) -> None:
     """The weights and their average as `TrainingCheckpoints` writes them."""
-    import tensorflow as tf
+    from efficientdet_tf.model.checkpoint import TrainingState
 
-    from efficientdet_tf.model.checkpoint import VariablesByPath
-
-    tf.train.Checkpoint(model=VariablesByPath(detector.network.weights),
-                        ema=detector.weight_average).write(str(prefix))
+    TrainingState(detector.network.weights, detector.weight_average).checkpoint.write(str(prefix))
 
 
 def main(out_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""Test session setup: two logical CPU devices, for the multi-replica training tests.
+"""Test session setup: two logical CPU devices (TensorFlow) or two host devices (JAX), for the
+multi-device training tests.
 
 Logical devices must be configured before TensorFlow initializes its runtime, hence here. Its
 C++ start-up lines (oneDNN, CUDA probing) are hidden as on the command line: pytest would
@@ -9,6 +10,8 @@ otherwise print them after its summary, as output captured outside any test.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if os.environ.get("KERAS_BACKEND") == "jax":  # two host devices for DataParallel, before JAX starts
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 from efficientdet_tf.cli.quiet import native_stderr_silenced  # noqa: E402
 

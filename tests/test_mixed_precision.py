@@ -34,7 +34,7 @@ class LossScalesAndStates(keras.callbacks.Callback):
 def _state(detector):
     return dict(
         weights=[v.numpy() for v in detector.training_step.trainable],
-        averages=[v.numpy() for v in detector.weight_average.values_by_path().values()],
+        averages=list(detector.weight_average.values_by_path().values()),
         step=int(detector.optimizer.iterations.numpy()),
     )
 

@@ -28,7 +28,7 @@ from efficientdet_tf.training.callbacks import (
     TrainingCheckpoints,
     input_image_summary,
 )
-from efficientdet_tf.training.step import make_optimizer
+from efficientdet_tf.training.step import Replicas, loss_scale, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
@@ -72,7 +72,7 @@ def _state(detector):
     """({path: weight}, {path: averaged weight}, steps of the average)."""
     average = detector.weight_average
     return ({v.path: v.numpy() for v in detector.network.weights},
-            {path: value.numpy() for path, value in average.values_by_path().items()},
+            average.values_by_path(),
             int(average.num_updates.numpy()))
 
 
@@ -205,8 +205,7 @@ def test_float16_gradients_are_clipped_by_their_unscaled_norms():
     gradients = [tf.fill(v.shape, np.float32(scale * GRADIENT_NORMS.get(v.path, 0.0)
                                              / np.sqrt(v.shape.num_elements())))
                  for v in trainable]
-    clipped = detector.training_step.clip_gradients(gradients, optimizer,
-                                             tf.distribute.get_replica_context())
+    clipped = detector.training_step.clip_gradients(gradients, Replicas(), loss_scale(optimizer))
     for variable, gradient in zip(trainable, clipped):
         np.testing.assert_allclose(np.linalg.norm(gradient.numpy()) / scale,
                                    CLIPPED_NORMS.get(variable.path, 0.0), rtol=1e-5,

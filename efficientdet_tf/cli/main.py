@@ -25,10 +25,12 @@ from absl import app, flags  # noqa: E402
 
 from efficientdet_tf.backend_support import (  # noqa: E402
     PREDICTS_EVERYWHERE,
+    TRAINING_BACKENDS,
     BackendError,
+    require_backend,
     require_tensorflow,
 )
-from efficientdet_tf.cli.modes import MODES, TENSORFLOW_ONLY_MODES  # noqa: E402
+from efficientdet_tf.cli.modes import MODES, TENSORFLOW_ONLY_MODES, TRAINING_MODES  # noqa: E402
 from efficientdet_tf.config import ConfigError  # noqa: E402
 
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
@@ -42,6 +44,8 @@ def _main(argv: list[str]) -> None:
     try:
         if mode in TENSORFLOW_ONLY_MODES:
             require_tensorflow(f"--mode={mode}", PREDICTS_EVERYWHERE)
+        if mode in TRAINING_MODES:
+            require_backend(f"--mode={mode}", TRAINING_BACKENDS, PREDICTS_EVERYWHERE)
         MODES[mode](flags.FLAGS)
     except (ConfigError, BackendError, app.UsageError) as error:
         _exit_with_usage_error(str(error))

@@ -12,7 +12,9 @@ from efficientdet_tf.cli import (
 )
 
 # The modes that are TensorFlow programs (see backend_support), refused at once elsewhere.
-TENSORFLOW_ONLY_MODES = ("train", "train_and_eval", "export", "benchmark")
+TENSORFLOW_ONLY_MODES = ("export", "benchmark")
+# The modes that train, refused at once where training does not run.
+TRAINING_MODES = ("train", "train_and_eval")
 
 MODES = {
     "summary": summary.run,

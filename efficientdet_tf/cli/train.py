@@ -20,9 +20,13 @@ from efficientdet_tf.training.callbacks import (
     ImageSummaries,
     StepSummaries,
     TrainingCheckpoints,
-    is_chief,
 )
-from efficientdet_tf.training.distribution import STRATEGIES, make_strategy, set_mixed_precision
+from efficientdet_tf.training.distribution import (
+    STRATEGIES,
+    is_chief,
+    make_strategy,
+    set_mixed_precision,
+)
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import keras
 
 from efficientdet_tf.evaluation.model_evaluation import evaluate
-from efficientdet_tf.inference.detector import Detector
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -32,9 +31,8 @@ class ValidationMetrics(keras.callbacks.Callback):
             return
         detector = self.model
         with detector.weight_average.averaged_weights():
-            metrics = evaluate(Detector(detector.config, detector.network).compiled(),
-                               detector.config, self.source,
-                               step=int(detector.optimizer.iterations.numpy()),
+            metrics = evaluate(detector.compiled_detector(), detector.config, self.source,
+                               step=int(keras.ops.convert_to_numpy(detector.optimizer.iterations)),
                                **self.evaluation_options)
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in metrics.items()})

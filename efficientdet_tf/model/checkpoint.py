@@ -136,8 +136,10 @@ def load_training_start(
     reader = tf.train.load_checkpoint(prefix)
     stored_shapes = reader.get_variable_to_shape_map()
     if _OBJECT_GRAPH_KEY in stored_shapes:
-        tf.train.Checkpoint(ema=average).read(prefix).expect_partial()
-        average.num_updates.assign(0)
+        for path, shadow in average.shadows.items():
+            key = _training_key(_AVERAGE_KEYS, path)
+            if key in stored_shapes and tuple(stored_shapes[key]) == tuple(shadow.shape):
+                shadow.assign(reader.get_tensor(key).astype(shadow.dtype))
         return skipped
     for variable in model.weights:
         shadow = average.shadows.get(variable.path)
@@ -145,7 +147,7 @@ def load_training_start(
         key = name + EMA_SUFFIX
         if (shadow is not None and _in_scope(name, only_scope) and key in stored_shapes
                 and tuple(stored_shapes[key]) == tuple(shadow.shape)):
-            shadow.assign(reader.get_tensor(key).astype(shadow.dtype.as_numpy_dtype))
+            shadow.assign(reader.get_tensor(key).astype(shadow.dtype))
     return skipped
 
 
@@ -153,25 +155,82 @@ def _in_scope(name: str, scope: str | None) -> bool:
     return not scope or name.startswith(scope.rstrip("/") + "/")
 
 
-class VariablesByPath(tf.Module):
-    """Variables keyed by their unique paths, as training checkpoints store them.
+class TrainingState:
+    """A training run's variables as `tf.train.Checkpoint` saves them (`checkpoint`): the
+    network's weights under `model/by_path/<path>`, the optimizer's under `optimizer/by_path/`,
+    the weight average's shadows under `ema/shadows/<path of the averaged weight>` and its update
+    count as `ema/num_updates`.
+
+    On TensorFlow the checkpoint holds the Keras variables themselves. Other backends' variables
+    are not TensorFlow's, so there it holds TensorFlow copies: `before_save()` fills them and
+    `after_restore()` puts what was read into the Keras variables. The files are the same either
+    way, so a run started on one backend resumes on another.
+    """
+
+    def __init__(self, network_weights: list, average: WeightAverage,
+                 optimizer_variables: list = ()):
+        self._copies = []  # (Keras variable, TensorFlow copy)
+        parts = {"model": _VariablesByPath(self._saved(_by_path(network_weights))),
+                 "ema": _AverageByPath(self._saved(average.shadows),
+                                       self._saved({"": average.num_updates})[""])}
+        if optimizer_variables:
+            parts["optimizer"] = _VariablesByPath(self._saved(_by_path(optimizer_variables)))
+        self.checkpoint = tf.train.Checkpoint(**parts)
+
+    def _saved(self, variables: dict) -> dict:
+        """What the checkpoint holds for {key: Keras variable}: on TensorFlow the variables,
+        elsewhere TensorFlow copies (integers as int64, as Keras counters are on TensorFlow)."""
+        if keras.backend.backend() == "tensorflow":
+            return dict(variables)
+        copies = {}
+        for key, variable in variables.items():
+            value = keras.ops.convert_to_numpy(variable)
+            if value.dtype.kind in "iu":
+                value = value.astype(np.int64)
+            copies[key] = tf.Variable(value, trainable=False)
+            self._copies.append((variable, copies[key]))
+        return copies
+
+    def before_save(self) -> None:
+        for variable, copy in self._copies:
+            copy.assign(keras.ops.convert_to_numpy(variable).astype(copy.dtype.as_numpy_dtype))
+
+    def after_restore(self) -> None:
+        for variable, copy in self._copies:
+            variable.assign(copy.numpy().astype(variable.dtype))
+
+
+class _VariablesByPath(tf.Module):
+    """Variables keyed by their unique paths.
 
     (Keras 3 keeps sub-layers in its own containers, which tf.train.Checkpoint does not follow,
     so a checkpoint of the Keras model object itself would miss most of its weights.)
     """
 
-    def __init__(self, variables, name: str | None = None):
-        super().__init__(name=name)
-        self.by_path = {v.path: v for v in variables}
-        if len(self.by_path) != len(variables):
-            raise ValueError("Variables to checkpoint must have unique paths.")
+    def __init__(self, by_path: dict):
+        super().__init__()
+        self.by_path = by_path
+
+
+class _AverageByPath(tf.Module):
+    def __init__(self, shadows: dict, num_updates):
+        super().__init__()
+        self.shadows = shadows
+        self.num_updates = num_updates
+
+
+def _by_path(variables: list) -> dict:
+    by_path = {v.path: v for v in variables}
+    if len(by_path) != len(variables):
+        raise ValueError("Variables to checkpoint must have unique paths.")
+    return by_path
 
 
 def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) -> None:
     """Model weights (and, with `use_ema`, their averages) from a checkpoint of the trainer.
 
     The values are read by their keys in the checkpoint, the names `tf.train.Checkpoint` gives
-    `VariablesByPath` entries (as the trainer writes them), and assigned as arrays: any Keras
+    `TrainingState` entries (as the trainer writes them), and assigned as arrays: any Keras
     backend reads a checkpoint written on TensorFlow.
     """
     reader = tf.train.load_checkpoint(prefix)
@@ -198,8 +257,7 @@ def _load_training_checkpoint(model: keras.Model, prefix: str, use_ema: bool) ->
         variable.assign(reader.get_tensor(key).astype(variable.dtype))
 
 
-# Where a trainer's checkpoint keeps the weights (`VariablesByPath` as `model`) and their
-# averages (`WeightAverage.shadows` as `ema`), each entry keyed by the variable's path.
+# Where a trainer's checkpoint keeps the weights and their averages (see `TrainingState`).
 _WEIGHTS_KEYS = "model/by_path"
 _AVERAGE_KEYS = "ema/shadows"
 

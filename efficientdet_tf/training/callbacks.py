@@ -22,7 +22,8 @@ from efficientdet_tf.data.formats.images import decode_image
 from efficientdet_tf.data.preprocess import to_pixels
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_names
-from efficientdet_tf.model.checkpoint import CheckpointMismatchError, VariablesByPath
+from efficientdet_tf.model.checkpoint import CheckpointMismatchError, TrainingState
+from efficientdet_tf.training.distribution import is_chief
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         if math.isfinite(loss):
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = current_step(self.model)
         parts = ", ".join(f"{k}: {float(v):.4g}" for k, v in logs.items())
         raise NonFiniteLossError(
             f"The loss became {loss} at step {step} ({parts}). Training stopped without saving: "
@@ -66,6 +67,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         self.save_checkpoints_steps = save_checkpoints_steps
         self.keep_checkpoint_max = keep_checkpoint_max
         self._manager = None
+        self._state = None
         self._last_saved_step = None
 
     def restore(self, detector) -> int | None:
@@ -79,27 +81,25 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             return None
         try:
             self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._state.after_restore()
         except (AssertionError, ValueError) as error:
             raise CheckpointMismatchError(
                 f"{self.model_dir} holds a run whose checkpoint {latest} does not fit the model "
                 f"of this config ({error}). Resume with the hparams of that run (its config.yaml) "
                 "or start in a new model_dir.") from None
-        step = int(detector.optimizer.iterations.numpy())
+        step = current_step(detector)
         log.info("Resumed from %s at step %d", latest, step)
         self._last_saved_step = step
         return step
 
     def _make_manager(self, detector) -> tf.train.CheckpointManager:
-        checkpoint = tf.train.Checkpoint(
-            model=VariablesByPath(detector.network.weights),
-            optimizer=VariablesByPath(detector.optimizer.variables),
-            ema=detector.weight_average)
-        chief = is_chief(detector.distribute_strategy)
+        self._state = TrainingState(detector.network.weights, detector.weight_average,
+                                    detector.optimizer.variables)
+        chief = is_chief(detector.training_distribution)
         return tf.train.CheckpointManager(
-            checkpoint,
+            self._state.checkpoint,
             self.model_dir if chief else tempfile.mkdtemp(prefix="edet_worker_"),
-            max_to_keep=self.keep_checkpoint_max if chief else 1,
-            checkpoint_name="ckpt", step_counter=detector.optimizer.iterations)
+            max_to_keep=self.keep_checkpoint_max if chief else 1, checkpoint_name="ckpt")
 
     def on_train_batch_end(self, batch, logs=None):
         every = self.save_checkpoints_steps
@@ -115,10 +115,12 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             shutil.rmtree(self._manager.directory, ignore_errors=True)
 
     def save(self) -> str:
+        step = self._step()  # first: on JAX, reading self.model puts the state into variables
         if self._is_scratch():  # removed after each fit call, and a resumed run makes two
             os.makedirs(self._manager.directory, exist_ok=True)
-        path = self._manager.save(checkpoint_number=self._step())
-        self._last_saved_step = self._step()
+        self._state.before_save()
+        path = self._manager.save(checkpoint_number=step)
+        self._last_saved_step = step
         log.info("Saved checkpoint %s", path)
         return path
 
@@ -127,7 +129,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         return self._manager.directory != self.model_dir
 
     def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+        return current_step(self.model)
 
 
 class StepSummaries(keras.callbacks.Callback):
@@ -141,11 +143,11 @@ class StepSummaries(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._writer = (tf.summary.create_file_writer(self.log_dir)
-                        if is_chief(self.model.distribute_strategy)
+                        if is_chief(self.model.training_distribution)
                         else tf.summary.create_noop_writer())
 
     def on_train_batch_end(self, batch, logs=None):
-        with self._writer.as_default(step=int(self.model.optimizer.iterations.numpy())):
+        with self._writer.as_default(step=current_step(self.model)):
             for name, value in (logs or {}).items():
                 if math.isfinite(float(value)):
                     tf.summary.scalar(name, float(value))
@@ -176,7 +178,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self._writers is None:  # once: a traced step keeps the writer it was traced with
-            chief = is_chief(self.model.distribute_strategy)
+            chief = is_chief(self.model.training_distribution)
             self._writers = {
                 name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
                 if chief else tf.summary.create_noop_writer()
@@ -185,7 +187,7 @@ class ImageSummaries(keras.callbacks.Callback):
         self._default_writer.__enter__()
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = current_step(self.model)
         if self.sample_image is None or step % self.every:
             return
         with self._writers["test_images"].as_default(step=step):
@@ -242,10 +244,6 @@ def save_run_config(config, model_dir: str) -> None:
     config.save(path)
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process is the chief of its cluster (always, outside multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    cluster = resolver.cluster_spec().as_dict() if resolver else {}
-    if not cluster or resolver.task_type == "chief":
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+def current_step(detector) -> int:
+    """The optimizer steps `detector` has taken."""
+    return int(keras.ops.convert_to_numpy(detector.optimizer.iterations))

@@ -1,4 +1,5 @@
-"""One training step of the official recipe, on one replica's share of the global batch.
+"""One training step of the official recipe, on one replica's share of the global batch, in
+`keras.ops` for every backend.
 
 Every replica runs the network on its part of the global batch and computes its share of the loss
 (normalized by the positives, or for segmentation the labelled pixels, of the whole global batch)
@@ -15,7 +16,7 @@ import logging
 import re
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.formats.masks import IGNORE_LABEL
@@ -31,8 +32,27 @@ from efficientdet_tf.training.losses import (
 log = logging.getLogger(__name__)
 
 
+class Replicas:
+    """How the step's replicas combine: `sum` adds a value over them, `count` says how many.
+
+    Under tf.distribute each replica runs the step on its share of the batch and the sums are
+    all-reduces (`training.tensorflow_step`). A program that sees the whole global batch (one
+    device, or JAX with the batch sharded over devices, where XLA adds across them) is one
+    replica.
+    """
+
+    def __init__(self, sum_fn=None, count: int = 1):
+        self._sum = sum_fn or (lambda value: value)
+        self.count = count
+
+    def sum(self, value):
+        return self._sum(value)
+
+
 class TrainingStep:
-    """The official training step of `network` over its `trainable` variables.
+    """The official training step of `network` over its `trainable` variables, in `keras.ops`:
+    the losses and the clipping, which every backend's step runs (`training.tensorflow_step`,
+    `training.jax_step`); they differ only in how they take gradients and keep state.
 
     `loss` may be replaced (tests do) by any callable with `DetectionLoss`'s signature.
     """
@@ -44,45 +64,41 @@ class TrainingStep:
         self.average = average
         self.loss = DetectionLoss(config)
 
-    def __call__(self, images, labels, optimizer) -> dict[str, tf.Tensor]:
-        """One step on this replica's share of the batch; returns the global batch's loss parts."""
-        context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            outputs = model_outputs(self.config, self.network(images, training=True))
-            parts, head_loss = self._head_losses(outputs, labels, context)
-            # Every replica adds its share, so that the sum over replicas is the whole term.
-            parts["reg_l2_loss"] = l2_regularization(
-                self.trainable, self.config.weight_decay) / context.num_replicas_in_sync
-            parts["loss"] = head_loss + parts["reg_l2_loss"]
-            scaled_loss = _scale_loss(optimizer, parts["loss"])
-        gradients = tape.gradient(scaled_loss, self.trainable)
-        gradients = self.clip_gradients(gradients, optimizer, context)
-        step = tf.identity(optimizer.iterations)
-        optimizer.apply_gradients(zip(gradients, self.trainable))  # sums over replicas
-        # Loss scaling skips a step whose gradients overflow; the average skips it too, as in the
-        # official trainer (its average sits inside the loss scale optimizer).
-        self.average.update(applied=optimizer.iterations > step)
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, parts)
+    @property
+    def state_variables(self) -> list:
+        """Variables the loss updates (the positives' moving average, if configured)."""
+        average = self.loss.normalizer.average
+        return [] if average is None else [average]
 
-    def _head_losses(self, outputs, labels, context) -> tuple[dict, tf.Tensor]:
+    def losses(self, images, labels, replicas: Replicas) -> dict:
+        """This replica's share of each loss part and of their sum, `loss`: the network in
+        training mode on this replica's images."""
+        outputs = model_outputs(self.config, self.network(images, training=True))
+        parts, head_loss = self._head_losses(outputs, labels, replicas)
+        # Every replica adds its share, so that the sum over replicas is the whole term.
+        parts["reg_l2_loss"] = l2_regularization(
+            self.trainable, self.config.weight_decay) / replicas.count
+        parts["loss"] = head_loss + parts["reg_l2_loss"]
+        return parts
+
+    def _head_losses(self, outputs, labels, replicas: Replicas) -> tuple[dict, object]:
         """This replica's share of each head's loss, normalized over the global batch, and their
         weighted sum: det_loss, plus seg_loss_weight * seg_loss with the segmentation head."""
         parts, total = {}, 0.0
         if outputs.class_outputs is not None:
-            local_positives = tf.reduce_sum(labels[batch_labels.MEAN_NUM_POSITIVES])
-            num_positives = context.all_reduce(tf.distribute.ReduceOp.SUM, local_positives)
+            num_positives = replicas.sum(ops.sum(labels[batch_labels.MEAN_NUM_POSITIVES]))
             parts = self.loss(outputs.class_outputs, outputs.box_outputs, labels, num_positives)
             total = parts["det_loss"]
         if outputs.segmentation_logits is not None:
             cross_entropy, labelled = segmentation_cross_entropy(
                 outputs.segmentation_logits, labels[batch_labels.SEGMENTATION_MASKS], IGNORE_LABEL)
-            labelled = context.all_reduce(tf.distribute.ReduceOp.SUM, labelled)
-            parts["seg_loss"] = cross_entropy / tf.maximum(labelled, 1.0)
+            parts["seg_loss"] = cross_entropy / ops.maximum(replicas.sum(labelled), 1.0)
             total += self.config.seg_loss_weight * parts["seg_loss"]
         return parts, total
 
-    def clip_gradients(self, gradients, optimizer, context):
-        """Scales every replica's gradients by the clip factors of their sum.
+    def clip_gradients(self, gradients, replicas: Replicas, loss_scale=1.0) -> list:
+        """Scales every replica's gradients by the clip factors of their sum (`loss_scale`: the
+        factor float16 loss scaling put into them).
 
         The optimizer then sums them over replicas, giving exactly the clipped summed gradient
         (Keras's own clipping would clip each replica's share before the sum).
@@ -90,10 +106,10 @@ class TrainingStep:
         clip_norm = self.config.clip_gradients_norm
         if clip_norm <= 0:
             return gradients
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        norms = tf.stack([tf.norm(g) for g in total]) / _loss_scale(optimizer)
-        factors = tf.unstack(clip_factors(norms, clip_norm))
-        return [g * tf.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
+        total = replicas.sum(list(gradients))
+        norms = ops.stack([ops.norm(ops.reshape(g, [-1])) for g in total]) / loss_scale
+        factors = ops.unstack(clip_factors(norms, clip_norm))
+        return [g * ops.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
 
 
 # The optimizers by hparam `optimizer` (config.py lists the same names): (schedule, momentum) ->
@@ -122,16 +138,16 @@ def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
     return optimizer
 
 
-def clip_factors(norms: tf.Tensor, clip_norm: float) -> tf.Tensor:
+def clip_factors(norms, clip_norm: float):
     """The factor for each gradient tensor, from their norms, of the official two-stage clipping.
 
     As the official trainers (tf2/train_lib.py `train_step`, det_model_fn.py): every tensor is
     clipped to norm `clip_norm` (`tf.clip_by_norm`), then all of them together to global norm
     `clip_norm` (`tf.clip_by_global_norm`). Both stages only scale tensors, hence factors.
     """
-    per_tensor = clip_norm / tf.maximum(norms, clip_norm)
-    global_norm = tf.norm(norms * per_tensor)
-    return per_tensor * (clip_norm / tf.maximum(global_norm, clip_norm))
+    per_tensor = clip_norm / ops.maximum(norms, clip_norm)
+    global_norm = ops.norm(norms * per_tensor)
+    return per_tensor * (clip_norm / ops.maximum(global_norm, clip_norm))
 
 
 def trainable_variables(model: keras.Model, freeze_expr: str | None) -> list:
@@ -147,13 +163,15 @@ def trainable_variables(model: keras.Model, freeze_expr: str | None) -> list:
     return kept
 
 
-def _scale_loss(optimizer, loss):
+def scale_loss(optimizer, loss):
+    """`loss` times the float16 loss scale, if the optimizer scales losses."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return optimizer.scale_loss(loss)
     return loss
 
 
-def _loss_scale(optimizer):
+def loss_scale(optimizer):
+    """The factor `scale_loss` multiplies by."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return tf.cast(optimizer.dynamic_scale, tf.float32)
+        return ops.cast(optimizer.dynamic_scale, "float32")
     return 1.0

@@ -1,0 +1,181 @@
+"""Training on JAX (`KERAS_BACKEND=jax python -m pytest -m any_backend`): the update of
+TensorFlow's step, several devices, and what `fit` and the command line do around the step.
+TensorFlow's training is tests/test_training.py."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from backends import BACKEND
+from cli_in_process import run_cli
+from official_fixture import requires_fixture
+from small_models import NO_AUGMENTATION, TINY
+from training_update import COCO128, relative_difference, training_update
+
+from efficientdet_tf.object_detector import ObjectDetector
+from efficientdet_tf.training.callbacks import NonFiniteLossError, TrainingCheckpoints
+
+pytestmark = [
+    pytest.mark.any_backend,
+    pytest.mark.skipif(BACKEND != "jax", reason="training on TensorFlow: tests/test_training.py"),
+]
+
+TESTS = Path(__file__).resolve().parent
+# Both heads, as tests/test_training.py's replica test.
+TWO_HEADS = "heads=object_detection*segmentation,seg_num_classes=4,max_level=6"
+HPARAMS = f"{TINY},{NO_AUGMENTATION},{TWO_HEADS}"
+
+
+class Snapshots(keras.callbacks.Callback):
+    """The network's weights and the averages when training starts and after each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_steps = []
+
+    def _state(self):
+        weights = {v.path: keras.ops.convert_to_numpy(v) for v in self.model.network.weights}
+        return weights, self.model.weight_average.values_by_path()
+
+    def on_train_begin(self, logs=None):
+        if not hasattr(self, "at_start"):  # a run resumed mid-epoch fits twice
+            self.at_start = self._state()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_steps.append(self._state())
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter(keras.callbacks.Callback):
+    """Ends the process's training abruptly after `steps` steps (after they were saved)."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.steps:
+            raise Killed
+
+
+def make_detector(hparams=HPARAMS, distribution=None) -> ObjectDetector:
+    keras.utils.set_random_seed(1)
+    if distribution is None:
+        return ObjectDetector("efficientdet-d0", hparams)
+    with distribution.scope():
+        return ObjectDetector("efficientdet-d0", hparams)
+
+
+def fit(detector, data="synthetic:train:8", **options):
+    defaults = dict(epochs=1, batch_size=4, steps_per_epoch=2, seed=0, verbose=0)
+    return detector.fit(data, **{**defaults, **options})
+
+
+@requires_fixture
+@pytest.mark.skipif(not COCO128.is_dir(), reason=f"needs the shared coco128 at {COCO128}")
+def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorflow(tmp_path):
+    """Item 3 of the JAX training: the same update as TensorFlow's step (the official one)."""
+    reference_file = tmp_path / "tensorflow_update.npz"
+    tensorflow = subprocess.Popen(
+        [sys.executable, str(TESTS / "training_update.py"), str(reference_file)],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"}, stderr=subprocess.PIPE, text=True)
+    update = training_update()
+    _, errors = tensorflow.communicate(timeout=900)
+    assert tensorflow.returncode == 0, errors[-3000:]
+    with np.load(reference_file) as reference:
+        assert relative_difference(update, dict(reference)) <= 1e-3
+
+
+def test_two_devices_update_like_one():
+    """DataParallel over two host devices (conftest.py asks XLA for them): the batch is split,
+    and the update is that of one device with the same global batch."""
+    devices = keras.distribution.list_devices()
+    assert len(devices) == 2, "conftest.py sets XLA_FLAGS for two host devices"
+    runs = {"one device": None, "two devices": keras.distribution.DataParallel(devices=devices)}
+    results = {}
+    for name, distribution in runs.items():
+        detector = make_detector(f"{HPARAMS},clip_gradients_norm=0.1", distribution)
+        snapshots = Snapshots()
+        fit(detector, callbacks=[snapshots])
+        results[name] = snapshots
+    one, two = results["one device"], results["two devices"]
+    for path, start in one.at_start[0].items():
+        np.testing.assert_array_equal(two.at_start[0][path], start, err_msg=path)
+    for (weights_one, averages_one), (weights_two, averages_two) in zip(one.after_steps,
+                                                                        two.after_steps):
+        for path, value in weights_one.items():
+            np.testing.assert_allclose(weights_two[path], value, rtol=1e-4, atol=1e-6,
+                                       err_msg=path)
+        for path, value in averages_one.items():
+            np.testing.assert_allclose(averages_two[path], value, rtol=1e-4, atol=1e-6,
+                                       err_msg=path)
+
+
+def test_fit_learns_and_validates():
+    detector = make_detector(f"{HPARAMS},learning_rate=0.64")
+    history = fit(detector, steps_per_epoch=10, epochs=3, validation_data="synthetic:val:4",
+                  validation_freq=3)
+    assert int(keras.ops.convert_to_numpy(detector.optimizer.iterations)) == 30
+    for loss in ("det_loss", "seg_loss"):
+        assert history.history[loss][-1] < 0.7 * history.history[loss][0], (loss, history.history)
+    assert {"cls_loss", "box_loss", "reg_l2_loss", "loss", "learning_rate"} <= set(history.history)
+    assert len(history.history["val_AP"]) == 1 and len(history.history["val_mIoU"]) == 1
+
+
+def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
+    model_dir = tmp_path / "run"
+    detector, snapshots = make_detector(), Snapshots()
+    with pytest.raises(Killed):
+        fit(detector, steps_per_epoch=4, epochs=2,
+            callbacks=[TrainingCheckpoints(model_dir, save_checkpoints_steps=1), snapshots,
+                       KillAfter(3)])
+    saved_weights, saved_averages = snapshots.after_steps[2]
+
+    resumed, resumed_snapshots = make_detector(), Snapshots()
+    history = fit(resumed, steps_per_epoch=4, epochs=2,
+                  callbacks=[TrainingCheckpoints(model_dir), resumed_snapshots])
+    weights, averages = resumed_snapshots.at_start
+    for path, value in saved_weights.items():
+        np.testing.assert_array_equal(weights[path], value, err_msg=path)
+    for path, value in saved_averages.items():
+        np.testing.assert_array_equal(averages[path], value, err_msg=path)
+    assert history.epoch == [0, 1]  # the rest of the first epoch, then the second
+    assert len(resumed_snapshots.after_steps) == 5
+    assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 8
+    assert int(keras.ops.convert_to_numpy(resumed.weight_average.num_updates)) == 8
+
+
+def test_a_non_finite_loss_stops_training_before_anything_is_saved(tmp_path):
+    detector = make_detector()
+    real_loss = detector.training_step.loss
+
+    def exploding_loss(*args):
+        parts = real_loss(*args)
+        return {**parts, "det_loss": parts["det_loss"] * np.inf}
+
+    detector.training_step.loss = exploding_loss
+    with pytest.raises(NonFiniteLossError, match="The loss became"):
+        fit(detector, callbacks=[TrainingCheckpoints(tmp_path / "run")])
+    assert not list((tmp_path / "run").glob("ckpt-*"))
+
+
+def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    status = run_cli("--mode=train_and_eval", "--model_name=efficientdet-d0",
+                     f"--hparams={TINY},{NO_AUGMENTATION}", "--train_file_pattern=synthetic:train:8",
+                     "--val_file_pattern=synthetic:val:4", "--num_epochs=1", "--batch_size=4",
+                     f"--model_dir={model_dir}")
+    assert status == 0, capsys.readouterr().err
+    assert (model_dir / "checkpoint").is_file()
+    assert (model_dir / "curves.png").is_file()
+    assert run_cli("--mode=train", "--strategy=multi-worker", "--train_file_pattern=synthetic",
+                   f"--model_dir={tmp_path / 'other'}") == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--strategy=multi-worker (TF_CONFIG) is TensorFlow's" in error[0]
