@@ -54,7 +54,7 @@ def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
 
     `box_outputs` and `box_targets` [..., anchors, 4], `anchor_boxes` [anchors, 4]. Computed
     over every anchor (static shapes); a negative's output is replaced by its target, 0, so that
-    it compares its anchor with itself: its term, dropped, and its gradient stay finite.
+    it compares its anchor with itself: a finite term, dropped, and a gradient of exactly 0.
     """
     positive = ops.any(ops.not_equal(box_targets, 0.0), axis=-1)
     box_outputs = ops.where(positive[..., None], box_outputs, 0.0)
@@ -81,8 +81,8 @@ def iou_variant(pred, target, loss_type):
             f"Unknown iou_loss_type {loss_type!r}; known: {', '.join(IOU_LOSS_TYPES)}.")
     p_ymin, p_xmin, p_ymax, p_xmax = (pred[..., i] for i in range(4))
     t_ymin, t_xmin, t_ymax, t_xmax = (target[..., i] for i in range(4))
-    # keras.ops.divide_no_nan has finite gradients where it divides by 0, on every backend.
     intersection, union = intersection_and_union(pred, target, math=ops)
+    # keras.ops.divide_no_nan has finite gradients where it divides by 0, on every backend.
     iou = ops.divide_no_nan(intersection, union)
     if loss_type == "iou":
         return iou
