@@ -5,8 +5,9 @@ by position (row-major: y, then x); at each position one anchor per (scale octav
 octave-major. The box coder is the Faster R-CNN coder without scale factors.
 
 `decode_boxes` and `per_anchor` turn network outputs into boxes: `keras.ops`, for every backend.
-`encode_boxes`, `intersection_and_union` and `Anchors.level_maps` label training examples inside
-the tf.data input pipeline: TensorFlow ops, whatever the Keras backend.
+`encode_boxes` and `Anchors.level_maps` label training examples inside the tf.data input
+pipeline: TensorFlow ops, whatever the Keras backend. `intersection_and_union` serves both the
+input pipeline and the losses.
 """
 
 from __future__ import annotations
@@ -34,17 +35,21 @@ def num_anchors_per_location(num_scales: int, aspect_ratios: Sequence[float]) ->
     return num_scales * len(aspect_ratios)
 
 
-def intersection_and_union(boxes_a: tf.Tensor, boxes_b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def intersection_and_union(boxes_a, boxes_b, math=tf.math) -> tuple:
     """Areas of the intersection and of the union of yxyx boxes [..., 4], broadcast against each
     other (`boxes_a[:, None]` against `boxes_b[None]` gives every pair). Inverted boxes count as
-    empty."""
-    a_ymin, a_xmin, a_ymax, a_xmax = tf.unstack(boxes_a, axis=-1)
-    b_ymin, b_xmin, b_ymax, b_xmax = tf.unstack(boxes_b, axis=-1)
-    heights = tf.maximum(tf.minimum(a_ymax, b_ymax) - tf.maximum(a_ymin, b_ymin), 0.0)
-    widths = tf.maximum(tf.minimum(a_xmax, b_xmax) - tf.maximum(a_xmin, b_xmin), 0.0)
+    empty.
+
+    `math` is the namespace of `maximum` and `minimum`: `tf.math` in the input pipeline (tf.data
+    runs TensorFlow whatever the Keras backend), `keras.ops` in the losses.
+    """
+    a_ymin, a_xmin, a_ymax, a_xmax = (boxes_a[..., i] for i in range(4))
+    b_ymin, b_xmin, b_ymax, b_xmax = (boxes_b[..., i] for i in range(4))
+    heights = math.maximum(math.minimum(a_ymax, b_ymax) - math.maximum(a_ymin, b_ymin), 0.0)
+    widths = math.maximum(math.minimum(a_xmax, b_xmax) - math.maximum(a_xmin, b_xmin), 0.0)
     intersection = heights * widths
-    area_a = tf.maximum(a_ymax - a_ymin, 0.0) * tf.maximum(a_xmax - a_xmin, 0.0)
-    area_b = tf.maximum(b_ymax - b_ymin, 0.0) * tf.maximum(b_xmax - b_xmin, 0.0)
+    area_a = math.maximum(a_ymax - a_ymin, 0.0) * math.maximum(a_xmax - a_xmin, 0.0)
+    area_b = math.maximum(b_ymax - b_ymin, 0.0) * math.maximum(b_xmax - b_xmin, 0.0)
     return intersection, area_a + area_b - intersection
 
 
@@ -121,10 +126,11 @@ class Anchors:
     def levels(self) -> range:
         return range(self.min_level, self.max_level + 1)
 
-    def split_levels(self, per_anchor: tf.Tensor) -> list[tf.Tensor]:
-        """A tensor [num_anchors, ...] in anchor order, split into one part per level."""
-        counts = [self.num_anchors_per_level[level] for level in self.levels]
-        return tf.split(per_anchor, counts, axis=0)
+    def split_levels(self, per_anchor) -> list:
+        """An array [num_anchors, ...] in anchor order (NumPy, or a tensor of any backend: only
+        slicing), split into one part per level."""
+        bounds = np.cumsum([0] + [self.num_anchors_per_level[level] for level in self.levels])
+        return [per_anchor[int(start):int(end)] for start, end in zip(bounds[:-1], bounds[1:])]
 
     def level_maps(self, per_anchor: tf.Tensor) -> dict[int, tf.Tensor]:
         """[num_anchors, ...] -> {level: [H_l, W_l, -1]}, the layout of the network's outputs."""

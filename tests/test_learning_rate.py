@@ -7,6 +7,8 @@ import pytest
 from efficientdet_tf import get_config
 from efficientdet_tf.training.learning_rate import WarmupSchedule
 
+pytestmark = pytest.mark.any_backend
+
 
 def schedule(method, batch=128, steps_per_epoch=100):
     config = get_config("efficientdet-d0", f"lr_decay_method={method},num_epochs=10,"

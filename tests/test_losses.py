@@ -2,9 +2,11 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from backends import BACKEND
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.anchors import feature_sizes
@@ -113,7 +115,7 @@ def test_positives_momentum_is_alike_on_every_replica():
     step(tf.constant(3.0))
     values = strategy.experimental_local_results(step(tf.constant(7.0)))
     assert [float(v) for v in values] == [0.5 * 2.0 + 0.5 * 8.0] * 2
-    assert float(normalizer.average.read_value()) == 5.0
+    assert float(normalizer.average.numpy()) == 5.0  # the mean of the replicas
 
 
 def test_detection_loss_divides_by_the_moving_normalizer():
@@ -188,13 +190,28 @@ def test_official_ciou_gradient(compiled):
     d_target, d_pred = (tf.function(gradients) if compiled else gradients)(pred, target)
     assert float(tf.reduce_sum(d_target)) == pytest.approx(0.1476393, abs=1e-6)
     assert float(tf.reduce_sum(d_pred)) == pytest.approx(-0.14763935, abs=1e-6)
-    np.testing.assert_allclose(d_target.numpy(),
-                               [[-0.1403225, 0.24708596, 0.04520506, -0.03900456],
-                                [-0.07128273, 0.15415566, 0.07964633, -0.12784389]],
-                               atol=1e-6)
-    np.testing.assert_allclose(d_pred.numpy(), [[0.0789376, -0.04241373, 0.01617984, -0.16566768],
-                                                [0.03031043, 0.01788712, -0.03867403, -0.0441989]],
-                               atol=1e-6)
+    np.testing.assert_allclose(d_target.numpy(), OFFICIAL_CIOU_D_TARGET, atol=1e-6)
+    np.testing.assert_allclose(d_pred.numpy(), OFFICIAL_CIOU_D_PRED, atol=1e-6)
+
+
+OFFICIAL_CIOU_D_TARGET = [[-0.1403225, 0.24708596, 0.04520506, -0.03900456],
+                          [-0.07128273, 0.15415566, 0.07964633, -0.12784389]]
+OFFICIAL_CIOU_D_PRED = [[0.0789376, -0.04241373, 0.01617984, -0.16566768],
+                        [0.03031043, 0.01788712, -0.03867403, -0.0441989]]
+
+
+@pytest.mark.any_backend
+@pytest.mark.skipif(BACKEND != "jax", reason="test_official_ciou_gradient on TensorFlow")
+def test_official_ciou_gradient_under_jax_jit():
+    import jax
+
+    def loss(pred, target):
+        return keras.ops.sum(1.0 - iou_variant(pred, target, "ciou"))
+
+    d_pred, d_target = jax.jit(jax.grad(loss, argnums=(0, 1)))(
+        np.array(OFFICIAL_PRED, np.float32), np.array(OFFICIAL_TARGET, np.float32))
+    np.testing.assert_allclose(d_target, OFFICIAL_CIOU_D_TARGET, atol=1e-6)
+    np.testing.assert_allclose(d_pred, OFFICIAL_CIOU_D_PRED, atol=1e-6)
 
 
 def test_segmentation_cross_entropy_sums_over_labelled_pixels_at_the_logits_size():
@@ -208,3 +225,109 @@ def test_segmentation_cross_entropy_sums_over_labelled_pixels_at_the_logits_size
     assert float(total) / 3.0 == pytest.approx(expected, rel=1e-6)
     all_ignored = np.full_like(mask, 255)
     assert [float(x) for x in segmentation_cross_entropy(logits, all_ignored, 255)] == [0.0, 0.0]
+
+
+# Levels 3 and 4 only: XLA compiles the IoU loss's gradient slowly (about 2 s a level here).
+RANDOM_BATCH_CONFIG = ("image_size=64,num_classes=3,max_level=4,iou_loss_type=ciou,"
+                       "positives_momentum=0.9")
+
+
+def _random_batch():
+    """Seeded outputs and labels of a 64-pixel d0 (levels 3, 4) with 3 classes, batch 2: class
+    targets -1 (negative) to 2, box targets of negatives 0; box outputs of negatives 100, whose
+    decoded boxes overflow float32: they must not make the gradient NaN. Segmentation logits
+    11x11 of 4 classes against 52x52 masks with ignored (255) pixels (sampled as
+    `tf.image.resize`; `keras.ops.image.resize` on JAX takes other rows and columns)."""
+    rng = np.random.default_rng(0)
+    class_outputs, box_outputs, labels = [], [], {}
+    for level, (height, width) in enumerate(feature_sizes(64, 4)[3:], start=3):
+        class_outputs.append(rng.normal(size=(2, height, width, 27)).astype(np.float32))
+        box_outputs.append(rng.normal(0, 0.5, size=(2, height, width, 36)).astype(np.float32))
+        classes = rng.integers(-1, 3, size=(2, height, width, 9)).astype(np.int32)
+        boxes = rng.normal(0, 0.5, size=(2, height, width, 9, 4)).astype(np.float32)
+        boxes[classes < 0] = 0.0
+        box_outputs[-1][np.repeat(classes < 0, 4, axis=-1)] = 100.0
+        labels[f"cls_targets_{level}"] = classes
+        labels[f"box_targets_{level}"] = boxes.reshape(2, height, width, 36)
+    logits = rng.normal(size=(2, 11, 11, 4)).astype(np.float32)
+    masks = rng.choice(np.array([0, 1, 2, 3, 255], np.uint8), size=(2, 52, 52))
+    return class_outputs, box_outputs, labels, logits, masks
+
+
+# The TensorFlow implementation before the keras.ops port (commit be7e94e: tf.boolean_mask,
+# tf.custom_gradient, tf.image.resize) on `_random_batch()`: the parts of two calls of one
+# DetectionLoss (positives_momentum 0.9: normalizers 107.4, then 204.06), the sums and absolute
+# sums per level of d det_loss / d box_outputs of the first call (computed with the negatives'
+# outputs replaced by noise: the old code made the gradient NaN where they overflow; the
+# negatives' gradients are 0), and segmentation_cross_entropy's (sum, labelled pixels).
+TF_DETECTION_PARTS = [
+    {"cls_loss": 10.405817031860352, "box_loss": 0.5086857080459595,
+     "iou_loss": 2.5206873416900635, "det_loss": 38.36079025268555},
+    {"cls_loss": 5.47674560546875, "box_loss": 0.26772934198379517,
+     "iou_loss": 1.3266775608062744, "det_loss": 20.189889907836914},
+]
+TF_BOX_GRADIENT_SUMS = [-0.07542714476585388, 0.2167789340019226]
+TF_BOX_GRADIENT_ABS_SUMS = [39.209476470947266, 9.470575332641602]
+TF_SEGMENTATION = [327.5804138183594, 194.0]
+
+
+def _loss_and_box_gradients(loss):
+    """A function (class_outputs, box_outputs, labels, num_positives) -> the parts of `loss` and
+    d det_loss / d box_outputs: under `jax.jit` as in a training step (the moving normalizer's
+    update through a StatelessScope), eagerly on TensorFlow."""
+    if BACKEND == "jax":
+        import jax
+
+        average = loss.normalizer.average
+
+        def det_loss(box_outputs, average_value, *inputs):
+            class_outputs, labels, num_positives = inputs
+            with keras.StatelessScope(state_mapping=[(average, average_value)]) as scope:
+                parts = loss(class_outputs, box_outputs, labels, num_positives)
+            return parts["det_loss"], (parts, scope.get_current_value(average))
+
+        compiled = jax.jit(jax.grad(det_loss, has_aux=True))
+
+        def jax_step(class_outputs, box_outputs, labels, num_positives):
+            gradients, (parts, new_average) = compiled(
+                box_outputs, average.value, class_outputs, labels, num_positives)
+            average.assign(new_average)
+            return parts, gradients
+
+        return jax_step
+
+    def tensorflow_step(class_outputs, box_outputs, labels, num_positives):
+        box_outputs = [tf.constant(boxes) for boxes in box_outputs]
+        with tf.GradientTape() as tape:
+            tape.watch(box_outputs)
+            parts = loss(class_outputs, box_outputs, labels, num_positives)
+        return parts, tape.gradient(parts["det_loss"], box_outputs)
+
+    return tensorflow_step
+
+
+@pytest.mark.any_backend
+def test_losses_match_the_official_tensorflow_maths_and_compile():
+    config = get_config("efficientdet-d0", RANDOM_BATCH_CONFIG)
+    class_outputs, box_outputs, labels, logits, masks = _random_batch()
+    num_positives = float(sum(np.sum(labels[f"cls_targets_{level}"] >= 0) for level in
+                              range(3, 5)))
+    step = _loss_and_box_gradients(DetectionLoss(config))
+    for expected in TF_DETECTION_PARTS:
+        parts, gradients = step(class_outputs, box_outputs, labels, num_positives)
+        assert {name: float(value) for name, value in parts.items()} == pytest.approx(
+            expected, rel=1e-6)
+        if expected is TF_DETECTION_PARTS[0]:
+            first_gradients = [keras.ops.convert_to_numpy(gradient) for gradient in gradients]
+    assert all(np.isfinite(gradient).all() for gradient in first_gradients)
+    np.testing.assert_allclose([np.sum(g) for g in first_gradients], TF_BOX_GRADIENT_SUMS,
+                               rtol=1e-4)
+    np.testing.assert_allclose([np.sum(np.abs(g)) for g in first_gradients],
+                               TF_BOX_GRADIENT_ABS_SUMS, rtol=1e-5)
+    segmentation = segmentation_cross_entropy
+    if BACKEND == "jax":
+        import jax
+
+        segmentation = jax.jit(segmentation, static_argnums=2)
+    np.testing.assert_allclose([float(x) for x in segmentation(logits, masks, 255)],
+                               TF_SEGMENTATION, rtol=1e-6)

@@ -131,18 +131,25 @@ def resize_nearest(features, size: tuple[int, int]):
     return gather_nearest(features, size)
 
 
-def gather_nearest(features, size: tuple[int, int]):
-    """`resize_nearest` in `keras.ops`: rows and columns gathered with indices known when the
-    graph is built."""
+def gather_nearest(features, size: tuple[int, int], half_pixel_centers: bool = False):
+    """`resize_nearest` in `keras.ops`: rows and columns of [batch, height, width, ...] gathered
+    with indices known when the graph is built.
+
+    With `half_pixel_centers`, output row `i` is input row floor((i + 0.5) * height / new_height)
+    instead, as TF2's `tf.image.resize(method="nearest")` (which `keras.ops.image.resize` is not
+    on JAX: its float rounding differs, e.g. 26 -> 11 rows).
+    """
     for axis, new_size in ((1, size[0]), (2, size[1])):
-        features = ops.take(features, _nearest_indices(features.shape[axis], new_size), axis=axis)
+        indices = _nearest_indices(features.shape[axis], new_size, half_pixel_centers)
+        features = ops.take(features, indices, axis=axis)
     return features
 
 
-def _nearest_indices(size: int, new_size: int) -> np.ndarray:
+def _nearest_indices(size: int, new_size: int, half_pixel_centers: bool) -> np.ndarray:
     scale = np.float32(size) / np.float32(new_size)
-    positions = np.floor(np.arange(new_size, dtype=np.float32) * scale).astype(np.int32)
-    return np.minimum(positions, size - 1)
+    offset = np.float32(0.5 if half_pixel_centers else 0.0)
+    positions = np.floor((np.arange(new_size, dtype=np.float32) + offset) * scale)
+    return np.minimum(positions.astype(np.int32), size - 1)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")

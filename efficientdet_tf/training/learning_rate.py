@@ -6,6 +6,8 @@ The decays run on the global step, as the official ones: `cosine` is
 reaches 0 one warm-up before the end and rises a little in the last warm-up's worth of steps.
 `cosine_after_warmup` starts the cosine when the warm-up ends instead (peak to 0 exactly over
 the remaining steps), which matters only in short runs such as the synthetic demo.
+
+In `keras.ops`: the optimizer evaluates the schedule on its `iterations` on any backend.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 REFERENCE_BATCH_SIZE = 64
 
@@ -39,9 +41,9 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.poly_power = config.poly_lr_power
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = ops.cast(step, "float32")
         warmup = self.warmup_init + step / self.warmup_steps * (self.peak - self.warmup_init)
-        return tf.where(step < self.warmup_steps, warmup, self._decayed(step))
+        return ops.where(step < self.warmup_steps, warmup, self._decayed(step))
 
     def _decayed(self, step):
         return DECAYS[self.method](self, step)
@@ -53,23 +55,23 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def _cosine(schedule: WarmupSchedule, step):
     decay_steps = max(1, schedule.total_steps - schedule.warmup_steps)
-    return 0.5 * schedule.peak * (1 + tf.cos(math.pi * step / decay_steps))
+    return 0.5 * schedule.peak * (1 + ops.cos(math.pi * step / decay_steps))
 
 
 def _cosine_after_warmup(schedule: WarmupSchedule, step):
     decay_steps = max(1, schedule.total_steps - schedule.warmup_steps)
-    progress = tf.minimum((step - schedule.warmup_steps) / decay_steps, 1.0)
-    return 0.5 * schedule.peak * (1 + tf.cos(math.pi * progress))
+    progress = ops.minimum((step - schedule.warmup_steps) / decay_steps, 1.0)
+    return 0.5 * schedule.peak * (1 + ops.cos(math.pi * progress))
 
 
 def _stepwise(schedule: WarmupSchedule, step):
     first_drop, second_drop = schedule.drop_steps
-    return schedule.peak * tf.where(step < first_drop, 1.0,
-                                    tf.where(step < second_drop, 0.1, 0.01))
+    return schedule.peak * ops.where(step < first_drop, 1.0,
+                                     ops.where(step < second_drop, 0.1, 0.01))
 
 
 def _polynomial(schedule: WarmupSchedule, step):
-    remaining = tf.maximum(1.0 - step / schedule.total_steps, 0.0)
+    remaining = ops.maximum(1.0 - step / schedule.total_steps, 0.0)
     return schedule.peak * remaining**schedule.poly_power
 
 

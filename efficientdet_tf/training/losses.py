@@ -4,6 +4,9 @@ and the segmentation loss (softmax cross-entropy over the labelled pixels).
 All parts are sums over anchors divided by the number of positive anchors + 1 of the whole
 global batch (or its moving average, `positives_momentum`), so a batch split across replicas
 gives, summed, exactly the single-device loss.
+
+Written in `keras.ops` with static shapes, for a training step on any backend (inside
+`tf.function` or `jax.jit`); on TensorFlow they run the same ops as the official code.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import math
 import re
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 from efficientdet_tf.anchors import Anchors, decode_boxes, intersection_and_union, per_anchor
 from efficientdet_tf.data import batch_labels
+from efficientdet_tf.model.bifpn import gather_nearest
 
 # Kernels of convolutions and dense layers get L2 regularization, as in the official code.
 _REGULARIZED = re.compile(r".*(kernel|weight)$")
@@ -26,32 +31,38 @@ def focal_loss(logits, targets, alpha, gamma, label_smoothing, normalizer):
     The modulating factor uses the unsmoothed targets, as the official code, so that label
     smoothing does not blow the loss up.
     """
-    probabilities = tf.sigmoid(logits)
+    probabilities = ops.sigmoid(logits)
     p_t = targets * probabilities + (1 - targets) * (1 - probabilities)
     alpha_factor = targets * alpha + (1 - targets) * (1 - alpha)
     modulating_factor = (1.0 - p_t) ** gamma
     smoothed = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=smoothed, logits=logits)
-    return tf.reduce_sum(alpha_factor * modulating_factor * cross_entropy) / normalizer
+    cross_entropy = ops.binary_crossentropy(smoothed, logits, from_logits=True)
+    return ops.sum(alpha_factor * modulating_factor * cross_entropy) / normalizer
 
 
 def huber_box_loss(box_outputs, box_targets, delta, normalizer):
     """Huber loss over the encoded boxes of positive anchors (targets of 0 mark negatives)."""
-    mask = tf.cast(tf.not_equal(box_targets, 0.0), box_outputs.dtype)
-    error = tf.abs(box_outputs - box_targets)
-    quadratic = tf.minimum(error, delta)
+    mask = ops.cast(ops.not_equal(box_targets, 0.0), box_outputs.dtype)
+    error = ops.abs(box_outputs - box_targets)
+    quadratic = ops.minimum(error, delta)
     huber = 0.5 * quadratic**2 + delta * (error - quadratic)
-    return tf.reduce_sum(huber * mask) / (normalizer * 4.0)
+    return ops.sum(huber * mask) / (normalizer * 4.0)
 
 
 def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
-    """1 - IoU (or GIoU, DIoU, CIoU) of decoded predicted and target boxes of positive anchors."""
-    positive = tf.reduce_any(tf.not_equal(box_targets, 0.0), axis=-1)
-    anchors = tf.broadcast_to(anchor_boxes, tf.shape(box_targets))
-    predicted = tf.boolean_mask(decode_boxes(box_outputs, anchors), positive)
-    target = tf.boolean_mask(decode_boxes(box_targets, anchors), positive)
+    """1 - IoU (or GIoU, DIoU, CIoU) of decoded predicted and target boxes of positive anchors.
+
+    `box_outputs` and `box_targets` [..., anchors, 4], `anchor_boxes` [anchors, 4]. Computed
+    over every anchor (static shapes); a negative's output is replaced by its target, 0, so that
+    it compares its anchor with itself: a finite term, dropped, and a gradient of exactly 0.
+    """
+    positive = ops.any(ops.not_equal(box_targets, 0.0), axis=-1)
+    box_outputs = ops.where(positive[..., None], box_outputs, 0.0)
+    predicted = decode_boxes(box_outputs, anchor_boxes)
+    target = decode_boxes(box_targets, anchor_boxes)
+    loss = ops.where(positive, 1.0 - iou_variant(predicted, target, loss_type), 0.0)
     # Normalized per box coordinate, like the Huber loss, as the official code.
-    return tf.reduce_sum(1.0 - iou_variant(predicted, target, loss_type)) / (normalizer * 4.0)
+    return ops.sum(loss) / (normalizer * 4.0)
 
 
 # The values of hparam `iou_loss_type` (config.py lists the same), each adding a term to the last.
@@ -59,7 +70,7 @@ IOU_LOSS_TYPES = ("iou", "giou", "diou", "ciou")
 
 
 def iou_variant(pred, target, loss_type):
-    """IoU of [N, 4] yxyx box pairs, with the GIoU / DIoU / CIoU penalty terms.
+    """IoU of [..., 4] yxyx box pairs, with the GIoU / DIoU / CIoU penalty terms.
 
     CIoU's gradient is the official one, not the paper's: the aspect-ratio term v sends its
     gradient to the target box only (see `_aspect_ratio_gap`), so the prediction gets the DIoU
@@ -68,30 +79,30 @@ def iou_variant(pred, target, loss_type):
     if loss_type not in IOU_LOSS_TYPES:
         raise ValueError(
             f"Unknown iou_loss_type {loss_type!r}; known: {', '.join(IOU_LOSS_TYPES)}.")
-    p_ymin, p_xmin, p_ymax, p_xmax = tf.unstack(pred, axis=-1)
-    t_ymin, t_xmin, t_ymax, t_xmax = tf.unstack(target, axis=-1)
-    intersection, union = intersection_and_union(pred, target)
-    iou = tf.math.divide_no_nan(intersection, union)
+    p_ymin, p_xmin, p_ymax, p_xmax = (pred[..., i] for i in range(4))
+    t_ymin, t_xmin, t_ymax, t_xmax = (target[..., i] for i in range(4))
+    intersection, union = intersection_and_union(pred, target, math=ops)
+    # keras.ops.divide_no_nan has finite gradients where it divides by 0, on every backend.
+    iou = ops.divide_no_nan(intersection, union)
     if loss_type == "iou":
         return iou
-    enclose_h = tf.maximum(p_ymax, t_ymax) - tf.minimum(p_ymin, t_ymin)
-    enclose_w = tf.maximum(p_xmax, t_xmax) - tf.minimum(p_xmin, t_xmin)
+    enclose_h = ops.maximum(p_ymax, t_ymax) - ops.minimum(p_ymin, t_ymin)
+    enclose_w = ops.maximum(p_xmax, t_xmax) - ops.minimum(p_xmin, t_xmin)
     if loss_type == "giou":
         enclose_area = enclose_h * enclose_w
-        return iou - tf.math.divide_no_nan(enclose_area - union, enclose_area)
+        return iou - ops.divide_no_nan(enclose_area - union, enclose_area)
     center_distance = ((p_ymin + p_ymax - t_ymin - t_ymax) / 2) ** 2 + (
         (p_xmin + p_xmax - t_xmin - t_xmax) / 2) ** 2
-    diou = iou - tf.math.divide_no_nan(center_distance, enclose_h**2 + enclose_w**2)
+    diou = iou - ops.divide_no_nan(center_distance, enclose_h**2 + enclose_w**2)
     if loss_type == "diou":
         return diou
     aspect_gap = _aspect_ratio_gap(
-        tf.maximum(p_ymax - p_ymin, 0.0), tf.maximum(p_xmax - p_xmin, 0.0),
-        tf.maximum(t_ymax - t_ymin, 0.0), tf.maximum(t_xmax - t_xmin, 0.0))
-    trade_off = tf.math.divide_no_nan(aspect_gap, 1 - iou + aspect_gap)
+        ops.maximum(p_ymax - p_ymin, 0.0), ops.maximum(p_xmax - p_xmin, 0.0),
+        ops.maximum(t_ymax - t_ymin, 0.0), ops.maximum(t_xmax - t_xmin, 0.0))
+    trade_off = ops.divide_no_nan(aspect_gap, 1 - iou + aspect_gap)
     return diou - trade_off * aspect_gap
 
 
-@tf.custom_gradient
 def _aspect_ratio_gap(p_h, p_w, t_h, t_w):
     """CIoU's v = 4 / pi^2 * (atan(p_w / p_h) - atan(t_w / t_h))^2, with the official gradient.
 
@@ -99,16 +110,15 @@ def _aspect_ratio_gap(p_h, p_w, t_h, t_w):
     the target box, the paper's simplified form (the 1 / (w^2 + h^2) factor dropped):
     dv/dt_w = 8 / pi^2 * gap * t_h and dv/dt_h = -8 / pi^2 * gap * t_w. Reproduced as is; the
     paper instead applies this form to the predicted box (Zheng et al. 2020, eq. 12).
+
+    The value is v, detached; the added term is 0 and has exactly that gradient.
     """
-    gap = tf.atan(tf.math.divide_no_nan(p_w, p_h)) - tf.atan(tf.math.divide_no_nan(t_w, t_h))
+    gap = ops.stop_gradient(
+        ops.arctan(ops.divide_no_nan(p_w, p_h)) - ops.arctan(ops.divide_no_nan(t_w, t_h)))
     v = 4 / math.pi**2 * gap**2
-
-    def gradient(upstream):
-        scale = upstream * 8 / math.pi**2 * gap
-        no_gradient = tf.zeros_like(upstream)
-        return no_gradient, no_gradient, -scale * t_w, scale * t_h
-
-    return v, gradient
+    fixed_h, fixed_w = ops.stop_gradient(t_h), ops.stop_gradient(t_w)
+    zero_with_gradient = fixed_h * (t_w - fixed_w) - fixed_w * (t_h - fixed_h)
+    return v + 8 / math.pi**2 * gap * zero_with_gradient
 
 
 class PositivesNormalizer:
@@ -127,13 +137,12 @@ class PositivesNormalizer:
         self.momentum = momentum if momentum and momentum > 0 else None
         self.average = None
         if self.momentum is not None:
-            self.average = tf.Variable(
-                0.0, trainable=False, name="moving_normalizer",
-                synchronization=tf.VariableSynchronization.ON_READ,
-                aggregation=tf.VariableAggregation.MEAN)
+            self.average = keras.Variable(
+                0.0, dtype="float32", trainable=False, autocast=False, name="moving_normalizer",
+                synchronization="on_read", aggregation="mean")
 
-    def __call__(self, num_positives) -> tf.Tensor:
-        normalizer = tf.cast(num_positives, tf.float32) + 1.0
+    def __call__(self, num_positives):
+        normalizer = ops.cast(num_positives, "float32") + 1.0
         if self.average is None:
             return normalizer
         updated = self.momentum * self.average + (1.0 - self.momentum) * normalizer
@@ -151,19 +160,19 @@ class DetectionLoss:
         self.anchor_boxes = None
         if config.iou_loss_type:
             anchors = Anchors.from_config(config)
-            self.anchor_boxes = anchors.split_levels(tf.constant(anchors.boxes))
+            self.anchor_boxes = anchors.split_levels(anchors.boxes)
 
-    def __call__(self, class_outputs, box_outputs, labels, num_positives) -> dict[str, tf.Tensor]:
+    def __call__(self, class_outputs, box_outputs, labels, num_positives) -> dict:
         """`num_positives`: positive anchors in the global batch (see `PositivesNormalizer`)."""
         config = self.config
         normalizer = self.normalizer(num_positives)
         cls_losses, box_losses, iou_losses = [], [], []
         for index, level in enumerate(self.levels):
-            logits = tf.cast(class_outputs[index], tf.float32)
-            boxes = tf.cast(box_outputs[index], tf.float32)
+            logits = ops.cast(class_outputs[index], "float32")
+            boxes = ops.cast(box_outputs[index], "float32")
             class_targets = labels[batch_labels.class_targets(level)]
-            one_hot = tf.one_hot(class_targets, config.num_classes, dtype=tf.float32)
-            one_hot = tf.reshape(one_hot, tf.shape(logits))
+            one_hot = ops.one_hot(class_targets, config.num_classes, dtype="float32")
+            one_hot = ops.reshape(one_hot, (-1, *logits.shape[1:]))
             cls_losses.append(focal_loss(
                 logits, one_hot, config.alpha, config.gamma, config.label_smoothing, normalizer))
             box_targets = labels[batch_labels.box_targets(level)]
@@ -172,35 +181,35 @@ class DetectionLoss:
                 iou_losses.append(iou_loss(
                     per_anchor(boxes, 4), per_anchor(box_targets, 4), self.anchor_boxes[index],
                     config.iou_loss_type, normalizer))
-        parts = {"cls_loss": tf.add_n(cls_losses), "box_loss": tf.add_n(box_losses)}
+        parts = {"cls_loss": sum(cls_losses), "box_loss": sum(box_losses)}
         total = parts["cls_loss"] + config.box_loss_weight * parts["box_loss"]
         if iou_losses:
-            parts["iou_loss"] = tf.add_n(iou_losses)
+            parts["iou_loss"] = sum(iou_losses)
             total += config.iou_loss_weight * parts["iou_loss"]
         parts["det_loss"] = total
         return parts
 
 
-def segmentation_cross_entropy(logits, masks, ignore_label: int) -> tuple[tf.Tensor, tf.Tensor]:
+def segmentation_cross_entropy(logits, masks, ignore_label: int) -> tuple:
     """Softmax cross-entropy of `logits` [B, h, w, classes] against `masks` [B, H, W] (class ids,
     any integer dtype), summed over the pixels whose label is not `ignore_label`, and the number
     of those pixels: the loss is the sum over the number (of the global batch, in training).
 
     The masks come at the network's input size; they are brought to the logits' size here with
-    nearest-neighbour sampling, so labels stay class ids. The official demo
-    (efficientdet/tf2/segmentation.py) instead resized its masks to the head's 128x128 in the
-    input pipeline (bilinear, then used as labels) and had no ignore label.
+    nearest-neighbour sampling (half-pixel centres, as `tf.image.resize`), so labels stay class
+    ids. The official demo (efficientdet/tf2/segmentation.py) instead resized its masks to the
+    head's 128x128 in the input pipeline (bilinear, then used as labels) and had no ignore label.
     """
-    masks = tf.image.resize(masks[..., tf.newaxis], tf.shape(logits)[1:3], method="nearest")
-    masks = tf.cast(masks[..., 0], tf.int32)
-    labelled = tf.not_equal(masks, ignore_label)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.where(labelled, masks, 0), logits=tf.cast(logits, tf.float32))
-    weights = tf.cast(labelled, tf.float32)
-    return tf.reduce_sum(cross_entropy * weights), tf.reduce_sum(weights)
+    masks = gather_nearest(masks, logits.shape[1:3], half_pixel_centers=True)
+    masks = ops.cast(masks, "int32")
+    labelled = ops.not_equal(masks, ignore_label)
+    cross_entropy = ops.sparse_categorical_crossentropy(
+        ops.where(labelled, masks, 0), ops.cast(logits, "float32"), from_logits=True)
+    weights = ops.cast(labelled, "float32")
+    return ops.sum(cross_entropy * weights), ops.sum(weights)
 
 
-def l2_regularization(variables, weight_decay: float) -> tf.Tensor:
+def l2_regularization(variables, weight_decay: float):
     """weight_decay * sum of squares / 2 of every conv and dense kernel (official `reg_l2_loss`)."""
     kernels = [v for v in variables if _REGULARIZED.match(v.path)]
-    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+    return weight_decay * sum(ops.sum(ops.square(ops.cast(v, "float32"))) / 2 for v in kernels)
