@@ -8,10 +8,16 @@ otherwise print them after its summary, as output captured outside any test.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-if os.environ.get("KERAS_BACKEND") == "jax":  # two host devices for DataParallel, before JAX starts
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # Before JAX starts: two host devices for DataParallel, and a compilation cache, so that the
+    # tests training the same small model compile its step once (JAX keys it by the program).
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                          os.path.join(tempfile.gettempdir(), "efficientdet_tf_jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 from efficientdet_tf.cli.quiet import native_stderr_silenced  # noqa: E402
 

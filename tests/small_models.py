@@ -14,6 +14,11 @@ TINY = f"image_size=64,{_ONE_REPEAT}"
 SMALL = f"image_size=128,{_ONE_REPEAT}"
 # No random flip or scale jitter: two runs see the same pixels and can be compared exactly.
 NO_AUGMENTATION = "input_rand_hflip=false,jitter_min=1.0,jitter_max=1.0"
+# A backbone of five single blocks (one per stride), for the tests that compile the training
+# step with XLA (JAX): compiling it for B0's 16 blocks takes a minute on 2 cores.
+FIVE_BLOCK_BACKBONE = {"backbone_config": {"blocks": [
+    "r1_k3_s11_e1_i32_o16_se0.25", "r1_k3_s22_e6_i16_o24_se0.25", "r1_k3_s22_e6_i24_o40_se0.25",
+    "r1_k3_s22_e6_i40_o80_se0.25", "r1_k3_s22_e6_i80_o112_se0.25"]}}
 
 
 def spread_scores(model, config):

@@ -17,8 +17,11 @@ from small_models import NO_AUGMENTATION
 from efficientdet_tf.object_detector import ObjectDetector
 
 COCO128 = SHARED_DIR / "datasets" / "coco128"
-# The fixture's 90 COCO classes; 256 px keeps the step cheap (the weights fit any size).
-UPDATE_HPARAMS = f"image_size=256,{NO_AUGMENTATION}"
+# The fixture's 90 COCO classes at 64 px, batch 2 (the weights fit any size). Its random weights
+# make the step sensitive to float32 rounding, which grows with the maps: at 128 px TensorFlow's
+# own rounding of the batch-norm statistics moves the update by 7e-4 (float64 statistics against
+# float32), and the backends differ by 1.1e-3; at 64 px by 1.3e-4.
+UPDATE_HPARAMS = f"image_size=64,{NO_AUGMENTATION}"
 UPDATE_DATA = f"coco:{COCO128 / 'annotations' / 'instances.json'}:{COCO128 / 'images'}"
 
 
@@ -36,13 +39,13 @@ class FirstStep(keras.callbacks.Callback):
 
 
 def training_update(run_eagerly: bool = False) -> dict[str, np.ndarray]:
-    """{variable path: change of the weight} after one step of batch 4."""
+    """{variable path: change of the weight} after one step of batch 2."""
     keras.utils.set_random_seed(0)
     detector = ObjectDetector(FIXTURE_MODEL, UPDATE_HPARAMS)
     detector.start_training_from(FIXTURE_DIR / "ckpt")
     detector.compile(run_eagerly=run_eagerly)
     first_step = FirstStep()
-    detector.fit(UPDATE_DATA, epochs=1, batch_size=4, steps_per_epoch=1, seed=0,
+    detector.fit(UPDATE_DATA, epochs=1, batch_size=2, steps_per_epoch=1, seed=0,
                  callbacks=[first_step], verbose=0)
     return {path: first_step.after[path] - first_step.before[path] for path in first_step.before}
 

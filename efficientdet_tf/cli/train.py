@@ -1,4 +1,5 @@
-"""`--mode=train` and `--mode=train_and_eval`: the official recipe on any tf.distribute strategy."""
+"""`--mode=train` and `--mode=train_and_eval`: the official recipe on any tf.distribute strategy,
+or on JAX over the devices of a Keras DataParallel distribution."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from efficientdet_tf.training.callbacks import (
 )
 from efficientdet_tf.training.distribution import (
     STRATEGIES,
+    distribution_scope,
     is_chief,
     make_strategy,
     set_mixed_precision,
@@ -80,7 +82,7 @@ def run(flag_values) -> None:
         if isinstance(data, (NamedBoxesSource, MaskFolderSource)):
             print(data.report())
     steps_per_epoch = _steps_per_epoch(flag_values, source)
-    with strategy.scope():
+    with distribution_scope(strategy):
         detector = ObjectDetector(config)
     if flag_values.pretrained_ckpt:
         detector.start_training_from(flag_values.pretrained_ckpt)

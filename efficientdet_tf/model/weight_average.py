@@ -57,7 +57,7 @@ class WeightAverage(keras.layers.Layer):
     def reset(self) -> None:
         """Restarts the average at the variables' current values."""
         for shadow, variable in self._pairs():
-            shadow.assign(ops.cast(variable, shadow.dtype))
+            shadow.assign(_copy(variable, shadow.dtype))
         self.num_updates.assign(0)
 
     def values_by_path(self) -> dict[str, np.ndarray]:
@@ -66,7 +66,7 @@ class WeightAverage(keras.layers.Layer):
 
     def copy_to_variables(self) -> None:
         for shadow, variable in self._pairs():
-            variable.assign(ops.cast(shadow, variable.dtype))
+            variable.assign(_copy(shadow, variable.dtype))
 
     @contextlib.contextmanager
     def averaged_weights(self):
@@ -97,5 +97,10 @@ class _Untracked:
 
 def _value_of(variable):
     """An initializer giving `variable`'s current value."""
-    value = ops.convert_to_numpy(variable)
-    return lambda shape, dtype=None: ops.convert_to_tensor(value, dtype)
+    return lambda shape, dtype=None: _copy(variable, dtype)
+
+
+def _copy(variable, dtype):
+    """`variable`'s value in a buffer of its own: JAX's training step takes over (donates) the
+    buffers of the model's variables, and a buffer held by two of them cannot be."""
+    return ops.copy(ops.cast(variable, dtype))

@@ -28,10 +28,10 @@ def make_strategy(
     tpu: str | None = None,
     tpu_zone: str | None = None,
     gcp_project: str | None = None,
-) -> tf.distribute.Strategy:
+):
     """`default`: one device; `gpus`: MirroredStrategy over local GPUs; `multi-worker`:
     MultiWorkerMirroredStrategy from TF_CONFIG; `tpu`: TPUStrategy on `tpu` (name or address).
-    On JAX, a DataParallel distribution (`jax_data_parallel`)."""
+    On JAX, a DataParallel distribution or None (`jax_data_parallel`)."""
     if keras.backend.backend() == "jax":
         return jax_data_parallel(name, tpu)
     if name == "default":
@@ -77,8 +77,8 @@ def _tpu_strategy(tpu: str | None, zone: str | None, project: str | None):
 
 
 def jax_data_parallel(name: str, tpu: str | None = None):
-    """`keras.distribution.DataParallel` over the devices `--strategy=name` means on JAX: one
-    for `default`, the local GPUs for `gpus`, the TPU VM's chips for `tpu`."""
+    """`keras.distribution.DataParallel` over the devices `--strategy=name` means on JAX: the
+    local GPUs for `gpus`, the TPU VM's chips for `tpu`; None (one device) for `default`."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
     if name == "multi-worker":
@@ -89,10 +89,10 @@ def jax_data_parallel(name: str, tpu: str | None = None):
     if tpu not in (None, "local"):
         raise ConfigError(f"--tpu={tpu}: on JAX, training runs on the TPU VM's own chips; run "
                           "on the TPU VM with --strategy=tpu and without --tpu.")
-    devices = keras.distribution.list_devices()
     if name == "default":
-        devices = devices[:1]
-    elif not any(device.lower().startswith(_JAX_DEVICE_KINDS[name]) for device in devices):
+        return None
+    devices = keras.distribution.list_devices()
+    if not any(device.lower().startswith(_JAX_DEVICE_KINDS[name]) for device in devices):
         log.warning("--strategy=%s, but JAX finds no %s (devices: %s): training runs on them.",
                     name, _JAX_DEVICE_KINDS[name].upper(), ", ".join(devices))
     return keras.distribution.DataParallel(devices=devices)

@@ -113,10 +113,14 @@ class TrainingStep:
 
 
 # The optimizers by hparam `optimizer` (config.py lists the same names): (schedule, momentum) ->
-# optimizer; Adam takes the momentum as beta_1, as the official get_optimizer.
+# optimizer; Adam takes the momentum as beta_1, as the official get_optimizer. Named, because
+# their variables' paths key the training checkpoints: Keras would number a second optimizer of
+# the process ("sgd_1"), and a run could not resume in the process that ran another.
 OPTIMIZERS = {
-    "sgd": lambda schedule, momentum: keras.optimizers.SGD(schedule, momentum=momentum),
-    "adam": lambda schedule, momentum: keras.optimizers.Adam(schedule, beta_1=momentum),
+    "sgd": lambda schedule, momentum: keras.optimizers.SGD(
+        schedule, momentum=momentum, name="sgd"),
+    "adam": lambda schedule, momentum: keras.optimizers.Adam(
+        schedule, beta_1=momentum, name="adam"),
 }
 
 
@@ -134,7 +138,8 @@ def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
     optimizer = OPTIMIZERS[config.optimizer](schedule, config.momentum)
     if keras.config.dtype_policy().name == "mixed_float16":
         initial = {"initial_scale": config.loss_scale} if config.loss_scale else {}
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, **initial)
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            optimizer, name="loss_scale_optimizer", **initial)
     return optimizer
 
 
