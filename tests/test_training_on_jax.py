@@ -160,8 +160,9 @@ def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
     model_dir = tmp_path / "run"
     CONFIG.save(tmp_path / "config.yaml")
     status = run_cli("--mode=train_and_eval", f"--model_name={tmp_path / 'config.yaml'}",
-                     "--train_file_pattern=synthetic:train:16", "--val_file_pattern=synthetic:val:4",
-                     "--num_epochs=2", "--batch_size=4", f"--model_dir={model_dir}")
+                     "--train_file_pattern=synthetic:train:16",
+                     "--val_file_pattern=synthetic:val:4", "--num_epochs=2", "--batch_size=4",
+                     f"--model_dir={model_dir}")
     assert status == 0, capsys.readouterr().err
     assert (model_dir / "checkpoint").is_file()
     assert (model_dir / "curves.png").is_file()
