@@ -76,14 +76,18 @@ def _state(detector):
             int(average.num_updates.numpy()))
 
 
-def make_detector(strategy=None, overrides="", run_eagerly=False):
+def make_detector(strategy=None, overrides="", run_eagerly=False, five_blocks=False):
     """`run_eagerly`: for tests of a few steps' arithmetic or bookkeeping, which then start at
     once instead of tracing for seconds. The traced step runs in the learning and replica tests,
-    and in every run of the command line."""
+    and in every run of the command line. `five_blocks`: `small_models.FIVE_BLOCK_BACKBONE`,
+    for tests that trace or run the step several times."""
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
+    config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+    if five_blocks:
+        config = config.override(small_models.FIVE_BLOCK_BACKBONE)
     with (strategy or tf.distribute.get_strategy()).scope():
-        detector = ObjectDetector("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+        detector = ObjectDetector(config)
     detector.compile(run_eagerly=run_eagerly)
     return detector
 
@@ -121,8 +125,9 @@ def test_two_replicas_and_the_eager_step_update_like_one_traced_device():
             "two replicas": (tf.distribute.MirroredStrategy(cpus), False)}
     results, initial = {}, None
     for name, (strategy, run_eagerly) in runs.items():
-        detector = make_detector(
-            strategy, "lr_warmup_init=0.64,clip_gradients_norm=0.1," + TWO_HEADS, run_eagerly)
+        detector = make_detector(  # five blocks: three runs trace or run the whole step
+            strategy, "lr_warmup_init=0.64,clip_gradients_norm=0.1," + TWO_HEADS, run_eagerly,
+            five_blocks=True)
         if initial is None:
             initial = {v.path: v.numpy() for v in detector.network.weights}
         else:  # start every run from the same weights, whatever the initializers drew
