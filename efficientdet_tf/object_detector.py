@@ -202,9 +202,10 @@ class ObjectDetector(keras.Model):
         """
         require_backend("Training (ObjectDetector.fit)", TRAINING_BACKENDS, PREDICTS_EVERYWHERE)
         if self.config.grad_checkpoint and keras.backend.backend() == "jax":
-            raise ConfigError("hparam grad_checkpoint=true recomputes activations with "
-                              "tf.recompute_grad, which training on JAX does not take yet: "
-                              "train with grad_checkpoint=false, or on KERAS_BACKEND=tensorflow.")
+            raise ConfigError("hparam grad_checkpoint=true does not train on JAX: Keras's "
+                              "rematerialization cannot carry the batch norms' statistics out of "
+                              "JAX's stateless step. Train with grad_checkpoint=false, or with "
+                              "KERAS_BACKEND=tensorflow.")
         source = source_from_spec(x, self.config)
         self._representative_data = source
         self.config = with_class_names_of(source, self.config)

@@ -16,7 +16,7 @@ from official_fixture import requires_fixture
 from small_models import FIVE_BLOCK_BACKBONE, NO_AUGMENTATION, TINY
 from training_update import COCO128, relative_difference, training_update
 
-from efficientdet_tf.config import get_config
+from efficientdet_tf.config import ConfigError, get_config
 from efficientdet_tf.object_detector import ObjectDetector
 from efficientdet_tf.training.callbacks import TrainingCheckpoints
 
@@ -170,3 +170,8 @@ def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
                    f"--model_dir={tmp_path / 'other'}") == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--strategy=multi-worker (TF_CONFIG) is TensorFlow's" in error[0]
+
+
+def test_grad_checkpoint_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="does not train on JAX.*grad_checkpoint=false"):
+        fit(make_detector("grad_checkpoint=true"))
