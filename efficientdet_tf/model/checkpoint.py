@@ -163,8 +163,8 @@ class TrainingState:
 
     On TensorFlow the checkpoint holds the Keras variables themselves. Other backends' variables
     are not TensorFlow's, so there it holds TensorFlow copies: `before_save()` fills them and
-    `after_restore()` puts what was read into the Keras variables. The files are the same either
-    way, so a run started on one backend resumes on another.
+    `after_restore()` puts what was read into the Keras variables. The keys are the same either
+    way (resuming a whole run on the other backend is not tested).
     """
 
     def __init__(self, network_weights: list, average: WeightAverage,
