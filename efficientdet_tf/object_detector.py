@@ -152,13 +152,19 @@ class ObjectDetector(keras.Model):
                                  "jit_compile": jit_compile, "run_eagerly": run_eagerly}
 
     def train_step(self, *state_and_data):
-        """Keras's hook: `train_step(data)` on TensorFlow, `train_step(state, data)` in JAX's
-        stateless form; both run `self.training_step`'s recipe."""
-        if keras.backend.backend() == "jax":
+        """Keras's hook: `train_step(data)` on TensorFlow and PyTorch, `train_step(state, data)`
+        in JAX's stateless form; all run `self.training_step`'s recipe."""
+        backend = keras.backend.backend()
+        if backend == "jax":
             from efficientdet_tf.training.jax_step import jax_train_step  # JAX is optional
 
             return jax_train_step(self, *state_and_data)
         images, labels = state_and_data[0]
+        if backend == "torch":
+            from efficientdet_tf.training.torch_step import torch_train_step  # PyTorch too
+
+            return {**torch_train_step(self.training_step, images, labels, self.optimizer),
+                    "learning_rate": self.optimizer.learning_rate}
         input_image_summary(images, self.config, self.optimizer.iterations)
         logs = {**tensorflow_train_step(self.training_step, images, labels, self.optimizer),
                 "learning_rate": self.optimizer.learning_rate}
@@ -201,10 +207,11 @@ class ObjectDetector(keras.Model):
           seed: seeds the order of the training data.
         """
         require_backend("Training (ObjectDetector.fit)", TRAINING_BACKENDS, PREDICTS_EVERYWHERE)
-        if self.config.grad_checkpoint and keras.backend.backend() == "jax":
-            raise ConfigError("hparam grad_checkpoint=true does not train on JAX: Keras's "
-                              "rematerialization cannot carry the batch norms' statistics out of "
-                              "JAX's stateless step. Train with grad_checkpoint=false, or with "
+        if self.config.grad_checkpoint and keras.backend.backend() != "tensorflow":
+            raise ConfigError("hparam grad_checkpoint=true trains on TensorFlow only: on JAX, "
+                              "Keras's rematerialization cannot carry the batch norms' statistics "
+                              "out of the stateless step; on PyTorch, the recomputation updates "
+                              "them a second time. Train with grad_checkpoint=false, or with "
                               "KERAS_BACKEND=tensorflow.")
         source = source_from_spec(x, self.config)
         self._representative_data = source

@@ -2,9 +2,10 @@
 
 On TensorFlow a distribution is a tf.distribute strategy. On JAX it is a
 `keras.distribution.DataParallel` (the batch sharded over the devices, the variables replicated):
-`--strategy` names map onto it, except multi-worker (TF_CONFIG), which is TensorFlow's. A model
-trains under the distribution it was built in (`current_distribution`), as Keras models keep
-their tf.distribute strategy.
+`--strategy` names map onto it, except multi-worker (TF_CONFIG), which is TensorFlow's. Keras
+distributes nothing on PyTorch: it trains on one device (its GPU if it has one). A model trains
+under the distribution it was built in (`current_distribution`), as Keras models keep their
+tf.distribute strategy.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def make_strategy(
 ):
     """`default`: one device; `gpus`: MirroredStrategy over local GPUs; `multi-worker`:
     MultiWorkerMirroredStrategy from TF_CONFIG; `tpu`: TPUStrategy on `tpu` (name or address).
-    On JAX, a DataParallel distribution or None (`jax_data_parallel`)."""
+    On JAX, a DataParallel distribution or None (`jax_data_parallel`); on PyTorch, None."""
     if keras.backend.backend() == "jax":
         return jax_data_parallel(name, tpu)
+    if keras.backend.backend() == "torch":
+        return _torch_single_device(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "gpus":
@@ -101,6 +104,18 @@ def jax_data_parallel(name: str, tpu: str | None = None):
 _JAX_DEVICE_KINDS = {"gpus": "gpu", "tpu": "tpu"}
 
 
+def _torch_single_device(name: str) -> None:
+    """None (one device) for `--strategy=default`; any other strategy is refused on PyTorch."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+    if name != "default":
+        raise ConfigError(
+            f"--strategy={name}: Keras distributes no training on PyTorch, which trains on one "
+            "device here. Run --strategy=default, or train on several devices with "
+            "KERAS_BACKEND=jax (gpus, tpu) or KERAS_BACKEND=tensorflow.")
+    return None
+
+
 def current_distribution():
     """The distribution in effect: the tf.distribute strategy on TensorFlow; on JAX the Keras
     distribution, or None (one device)."""
@@ -159,6 +174,10 @@ def set_mixed_precision(enabled: bool, distribution) -> str:
 
 
 def _has_gpu(distribution) -> bool:
+    if keras.backend.backend() == "torch":
+        import torch  # PyTorch is optional
+
+        return torch.cuda.is_available()
     if keras.backend.backend() == "jax":
         devices = (keras.distribution.list_devices() if distribution is None
                    else [str(d) for d in distribution.device_mesh.devices.flatten()])

@@ -1,6 +1,6 @@
-"""Training on JAX (`KERAS_BACKEND=jax python -m pytest -m any_backend`): the update of
-TensorFlow's step, several devices, and what `fit` and the command line do around the step.
-TensorFlow's training is tests/test_training.py."""
+"""Training on JAX and PyTorch (`KERAS_BACKEND=jax python -m pytest -m any_backend`, and the
+same with `torch`): the update of TensorFlow's step, several devices (JAX), and what `fit` and
+the command line do around the step. TensorFlow's training is tests/test_training.py."""
 
 import os
 import subprocess
@@ -17,18 +17,22 @@ from small_models import FIVE_BLOCK_BACKBONE, NO_AUGMENTATION, TINY
 from training_update import COCO128, relative_difference, training_update
 
 from efficientdet_tf.config import ConfigError, get_config
+from efficientdet_tf.model.builder import build_model
+from efficientdet_tf.model.checkpoint import load_weights
 from efficientdet_tf.object_detector import ObjectDetector
-from efficientdet_tf.training.callbacks import TrainingCheckpoints
+from efficientdet_tf.training.callbacks import NonFiniteLossError, TrainingCheckpoints
 
 pytestmark = [
     pytest.mark.any_backend,
-    pytest.mark.skipif(BACKEND != "jax", reason="training on TensorFlow: tests/test_training.py"),
+    pytest.mark.skipif(BACKEND == "tensorflow",
+                       reason="training on TensorFlow: tests/test_training.py"),
 ]
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="Keras distributes training on JAX only")
 
 TESTS = Path(__file__).resolve().parent
 # Both heads, as tests/test_training.py's replica test. Every test trains this model on batches
-# of 4, so that the XLA programs compiled once come from JAX's compilation cache afterwards
-# (conftest.py sets one).
+# of 4, so that on JAX the XLA programs compiled once come from JAX's compilation cache
+# afterwards (conftest.py sets one).
 TWO_HEADS = "heads=object_detection*segmentation,seg_num_classes=4,max_level=6"
 CONFIG = get_config("efficientdet-d0", f"{TINY},{NO_AUGMENTATION},{TWO_HEADS}").override(
     FIVE_BLOCK_BACKBONE)
@@ -87,7 +91,7 @@ def fit(detector, data="synthetic:train:8", **options):
 @requires_fixture
 @pytest.mark.skipif(not COCO128.is_dir(), reason=f"needs the shared coco128 at {COCO128}")
 def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorflow(tmp_path):
-    """Item 3 of the JAX training: the same update as TensorFlow's step (the official one)."""
+    """The same update as TensorFlow's step (the official one)."""
     reference_file = tmp_path / "tensorflow_update.npz"
     tensorflow = subprocess.Popen(
         [sys.executable, str(TESTS / "training_update.py"), str(reference_file)],
@@ -99,6 +103,7 @@ def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorf
         assert relative_difference(update, dict(reference)) <= 1e-3
 
 
+@jax_only
 def test_two_devices_update_like_one():
     """DataParallel over two host devices (conftest.py asks XLA for them): the batch is split,
     and the update is that of one device with the same global batch."""
@@ -156,6 +161,24 @@ def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
     assert int(keras.ops.convert_to_numpy(resumed.weight_average.num_updates)) == 8
 
 
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    detector = make_detector()
+    real_loss = detector.training_step.loss
+
+    def loss_turning_nan_at_step_4(*args):
+        parts = real_loss(*args)
+        poison = keras.ops.where(detector.optimizer.iterations >= 3, np.nan, 0.0)
+        return {**parts, "det_loss": parts["det_loss"] + poison}
+
+    detector.training_step.loss = loss_turning_nan_at_step_4
+    with pytest.raises(NonFiniteLossError, match=r"at step 4 .*lower learning_rate"):
+        fit(detector, callbacks=[TrainingCheckpoints(tmp_path, save_checkpoints_steps=2)])
+    assert (tmp_path / "checkpoint").read_text().startswith('model_checkpoint_path: "ckpt-2"')
+    model = build_model(detector.config)
+    load_weights(model, tmp_path)
+    assert all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in model.weights)
+
+
 def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
     model_dir = tmp_path / "run"
     CONFIG.save(tmp_path / "config.yaml")
@@ -169,9 +192,11 @@ def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
     assert run_cli("--mode=train", "--strategy=multi-worker", "--train_file_pattern=synthetic",
                    f"--model_dir={tmp_path / 'other'}") == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "--strategy=multi-worker (TF_CONFIG) is TensorFlow's" in error[0]
+    refusal = {"jax": "--strategy=multi-worker (TF_CONFIG) is TensorFlow's",
+               "torch": "--strategy=multi-worker: Keras distributes no training on PyTorch"}
+    assert len(error) == 1 and refusal[BACKEND] in error[0]
 
 
 def test_grad_checkpoint_is_refused_with_the_fix():
-    with pytest.raises(ConfigError, match="does not train on JAX.*grad_checkpoint=false"):
+    with pytest.raises(ConfigError, match="trains on TensorFlow only.*grad_checkpoint=false"):
         fit(make_detector("grad_checkpoint=true"))
