@@ -1,8 +1,9 @@
 """Training-step and forward-pass throughput of a model on this machine, on the Keras backend
-of KERAS_BACKEND (TensorFlow or JAX).
+of KERAS_BACKEND (TensorFlow, JAX or PyTorch).
 
     python benchmarks/train_step.py                   # EfficientDet-D0, 512x512, batch 8
     KERAS_BACKEND=jax python benchmarks/train_step.py
+    KERAS_BACKEND=torch python benchmarks/train_step.py
 
 One fixed batch (synthetic images, real anchor labels) is fed from memory to the training
 function of `ObjectDetector.fit` (Keras's, around the official step), so the figure is the
@@ -70,6 +71,10 @@ def _training_steps(detector, batch):
             float(logs["loss"])
 
         return run_once
+    if keras.backend.backend() == "torch":  # Keras's eager function of a list of batches
+        batches = [tf.nest.map_structure(lambda t: keras.ops.convert_to_tensor(np.asarray(t)),
+                                         batch)]
+        return lambda: float(detector.train_function(batches)["loss"])
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     iterator = iter(detector.distribute_strategy.experimental_distribute_dataset(dataset))
     return lambda: detector.train_function(iterator)["loss"].numpy()
@@ -79,9 +84,9 @@ def forward_images_per_second(config, batch_size: int, warmup: int = 3, steps: i
     """Median inference-mode forward-pass images per second of the network alone."""
     detector = ObjectDetector(config)
     images, _ = _fixed_batch(config, batch_size)
-    if keras.backend.backend() == "jax":
+    if keras.backend.backend() != "tensorflow":
         images = np.asarray(images)
-        forward = detector.network.predict_on_batch  # jax.jit
+        forward = detector.network.predict_on_batch  # jax.jit; eager on PyTorch
     else:
         forward = tf.function(lambda x: detector.network(x, training=False))
     return _median_rate(lambda: [np.asarray(t) for t in tf.nest.flatten(forward(images))],
