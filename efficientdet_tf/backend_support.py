@@ -4,7 +4,8 @@ The network, its post-processing, weights loading, `Detector`, `ObjectDetector.p
 `evaluate`, and `--mode=infer` / `--mode=eval` run on every Keras backend (TensorFlow, JAX,
 PyTorch; chosen by `KERAS_BACKEND`), and so does training (not on Keras's NumPy or OpenVINO
 backends, which take no gradients). Export (SavedModel, TFLite, ONNX, OpenVINO),
-`--mode=benchmark` and the FLOPs of `--mode=summary` are TensorFlow programs. On another backend each is refused at once, before any work, by `require_backend`.
+`--mode=benchmark` and the FLOPs of `--mode=summary` are TensorFlow programs. On another
+backend each is refused at once, before any work, by `require_backend`.
 """
 
 from __future__ import annotations
