@@ -17,6 +17,7 @@ import pytest
 import small_models
 import tensorflow as tf
 from official_fixture import FIXTURE_DIR, requires_fixture
+from training_interruptions import InterruptAtStep, Interruption, make_loss_turn_nan_at_step_4
 
 from efficientdet_tf import build_model, get_config, load_weights, save_weights
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
@@ -239,20 +240,6 @@ def test_training_from_the_official_fixture_starts_from_its_plain_values():
     assert num_updates == 0
 
 
-class Interruption(Exception):
-    pass
-
-
-class InterruptAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.step:
-            raise Interruption
-
-
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory):
     """The directory of a run of 2 epochs of 3 steps, saving every 2 steps, interrupted after
@@ -321,14 +308,7 @@ def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     detector = make_detector(run_eagerly=True)
-    real_loss = detector.training_step.loss
-
-    def loss_turning_nan_at_step_4(*args):
-        parts = real_loss(*args)
-        poison = tf.where(detector.optimizer.iterations >= 3, np.nan, 0.0)
-        return {**parts, "det_loss": parts["det_loss"] + poison}
-
-    detector.training_step.loss = loss_turning_nan_at_step_4
+    make_loss_turn_nan_at_step_4(detector)
     with pytest.raises(NonFiniteLossError,
                        match=r"at step 4 .*lower learning_rate.*checking the dataset's boxes"):
         fit(detector, steps_per_epoch=6, callbacks=[TrainingCheckpoints(tmp_path, 2)])

@@ -14,6 +14,7 @@ from backends import BACKEND
 from cli_in_process import run_cli
 from official_fixture import requires_fixture
 from small_models import FIVE_BLOCK_BACKBONE, NO_AUGMENTATION, TINY
+from training_interruptions import InterruptAtStep, Interruption, make_loss_turn_nan_at_step_4
 from training_update import COCO128, relative_difference, training_update
 
 from efficientdet_tf.config import ConfigError, get_config
@@ -55,22 +56,6 @@ class Snapshots(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.after_steps.append(self._state())
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(keras.callbacks.Callback):
-    """Ends the process's training abruptly after `steps` steps (after they were saved)."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps = steps
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.steps:
-            raise Killed
 
 
 def make_detector(overrides=None, distribution=None) -> ObjectDetector:
@@ -143,9 +128,9 @@ def test_fit_learns_and_validates():
 def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
     model_dir = tmp_path / "run"
     detector, snapshots = make_detector(), Snapshots()
-    with pytest.raises(Killed):
+    with pytest.raises(Interruption):
         fit(detector, callbacks=[TrainingCheckpoints(model_dir, save_checkpoints_steps=1),
-                                 snapshots, KillAfter(3)])
+                                 snapshots, InterruptAtStep(3)])
     saved_weights, saved_averages = snapshots.after_steps[2]
 
     resumed, resumed_snapshots = make_detector(), Snapshots()
@@ -163,14 +148,7 @@ def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     detector = make_detector()
-    real_loss = detector.training_step.loss
-
-    def loss_turning_nan_at_step_4(*args):
-        parts = real_loss(*args)
-        poison = keras.ops.where(detector.optimizer.iterations >= 3, np.nan, 0.0)
-        return {**parts, "det_loss": parts["det_loss"] + poison}
-
-    detector.training_step.loss = loss_turning_nan_at_step_4
+    make_loss_turn_nan_at_step_4(detector)
     with pytest.raises(NonFiniteLossError, match=r"at step 4 .*lower learning_rate"):
         fit(detector, callbacks=[TrainingCheckpoints(tmp_path, save_checkpoints_steps=2)])
     assert (tmp_path / "checkpoint").read_text().startswith('model_checkpoint_path: "ckpt-2"')
