@@ -20,14 +20,11 @@ from typing import Any, Mapping
 import tensorflow as tf
 import yaml
 
+from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.label_map import check_label_map
 
 HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
 HEADS = ("object_detection", "segmentation")  # the values of the hparam `heads`
-
-
-class ConfigError(ValueError):
-    """A config file, override string or value that cannot be used."""
 
 
 # --- value types -------------------------------------------------------------------------------

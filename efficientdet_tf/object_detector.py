@@ -25,11 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.backend_support import (
-    PREDICTS_EVERYWHERE,
-    TRAINING_BACKENDS,
-    require_backend,
-)
+from efficientdet_tf import backends
 from efficientdet_tf.config import Config, ConfigError, get_config, validate
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
@@ -206,7 +202,7 @@ class ObjectDetector(keras.Model):
             resumes from its model_dir and saves there.
           seed: seeds the order of the training data.
         """
-        require_backend("Training (ObjectDetector.fit)", TRAINING_BACKENDS, PREDICTS_EVERYWHERE)
+        backends.current().require_training()
         if self.config.grad_checkpoint and keras.backend.backend() != "tensorflow":
             raise ConfigError("hparam grad_checkpoint=true trains on TensorFlow only: on JAX, "
                               "Keras's rematerialization cannot carry the batch norms' statistics "

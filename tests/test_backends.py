@@ -26,7 +26,7 @@ from cli_in_process import run_cli
 from detection_matching import match_detections
 
 import efficientdet_tf as edet
-from efficientdet_tf.backend_support import BackendError
+from efficientdet_tf.backends import BackendError
 
 pytestmark = [pytest.mark.any_backend, pytest.mark.xdist_group("backend_reference")]
 

@@ -3,7 +3,7 @@ changed without the ones above it:
 
     cli -> object_detector -> training, evaluation, export -> diagnostics -> inference -> data
         -> model
-        -> config, anchors -> label_map, backend_support
+        -> config, anchors -> label_map -> backends -> errors
 
 A module may import its own package (`data.pipeline` imports `data.sources`) and any lower layer;
 never a higher layer or another package of its own layer. `python -m pytest tests/test_layering.py`
@@ -24,7 +24,9 @@ LAYERS = [
     {"data"},
     {"model"},
     {"config", "anchors"},
-    {"label_map", "backend_support"},
+    {"label_map"},
+    {"backends"},
+    {"errors"},
 ]
 RANK = {part: len(LAYERS) - index for index, parts in enumerate(LAYERS) for part in parts}
 ENTRY_POINTS = {"__init__", "__main__"}

@@ -23,15 +23,9 @@ with native_stderr_silenced():
 
 from absl import app, flags  # noqa: E402
 
-from efficientdet_tf.backend_support import (  # noqa: E402
-    PREDICTS_EVERYWHERE,
-    TRAINING_BACKENDS,
-    BackendError,
-    require_backend,
-    require_tensorflow,
-)
+from efficientdet_tf import backends  # noqa: E402
 from efficientdet_tf.cli.modes import MODES, TENSORFLOW_ONLY_MODES, TRAINING_MODES  # noqa: E402
-from efficientdet_tf.config import ConfigError  # noqa: E402
+from efficientdet_tf.errors import ConfigError  # noqa: E402
 
 flags.DEFINE_enum("mode", None, sorted(MODES), "What to run.")
 flags.mark_flag_as_required("mode")
@@ -43,11 +37,11 @@ def _main(argv: list[str]) -> None:
     mode = flags.FLAGS.mode
     try:
         if mode in TENSORFLOW_ONLY_MODES:
-            require_tensorflow(f"--mode={mode}", PREDICTS_EVERYWHERE)
+            backends.current().require_tensorflow(f"--mode={mode}", backends.PREDICTS_EVERYWHERE)
         if mode in TRAINING_MODES:
-            require_backend(f"--mode={mode}", TRAINING_BACKENDS, PREDICTS_EVERYWHERE)
+            backends.current().require_training(f"--mode={mode}")
         MODES[mode](flags.FLAGS)
-    except (ConfigError, BackendError, app.UsageError) as error:
+    except (ConfigError, app.UsageError) as error:
         _exit_with_usage_error(str(error))
 
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.backend_support import require_tensorflow
+from efficientdet_tf import backends
 from efficientdet_tf.data.pipeline import build_dataset
 from efficientdet_tf.data.preprocess import apply_scale_range, normalize_image, to_pixels
 from efficientdet_tf.export.tflite_metadata import add_metadata
@@ -250,7 +250,7 @@ def export_tflite(
     `metadata=False` leaves out the TFLite metadata (and the need for its writer): for files that
     only this package runs, such as the benchmarks'. Files with the segmentation head have none.
     """
-    require_tensorflow("TFLite export")
+    backends.current().require_tensorflow("TFLite export")
     calibration = None
     if quantization == "int8" and dataset is not None:
         calibration = representative_images(dataset, config, num_calibration_images, input_layout)

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.backend_support import require_tensorflow
+from efficientdet_tf import backends
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
 from efficientdet_tf.inference.postprocess import Detections, Postprocessor
@@ -158,12 +158,12 @@ class Detector(tf.Module):
 
     def serving_function(self) -> tf.types.experimental.ConcreteFunction:
         """uint8 images [batch, height, width, 3] -> outputs, reading the variables."""
-        require_tensorflow("A TensorFlow serving function (export, benchmark)")
+        backends.current().require_tensorflow("A TensorFlow serving function (export, benchmark)")
         return tf.function(self.__call__).get_concrete_function(IMAGES_SPEC)
 
     def preprocessed_function(self) -> tf.types.experimental.ConcreteFunction:
         """`detect_preprocessed`, compiled for any batch size."""
-        require_tensorflow("A TensorFlow serving function (export, benchmark)")
+        backends.current().require_tensorflow("A TensorFlow serving function (export, benchmark)")
         return tf.function(self.detect_preprocessed).get_concrete_function(
             *preprocessed_specs(self.config))
 

@@ -16,10 +16,11 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 
-from efficientdet_tf.config import ConfigError, get_config
 from efficientdet_tf.data.formats.images import decode_image
 from efficientdet_tf.data.preprocess import to_pixels
+from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_names
 from efficientdet_tf.model.checkpoint import CheckpointMismatchError, TrainingState
@@ -236,8 +237,10 @@ def save_run_config(config, model_dir: str) -> None:
     """Writes config.yaml in model_dir, warning about the values a resumed run changed."""
     path = os.path.join(model_dir, "config.yaml")
     if tf.io.gfile.exists(path):
-        previous = get_config(path)
-        changed = sorted(k for k in config.keys() if config[k] != previous[k])
+        with tf.io.gfile.GFile(path) as file:
+            previous = yaml.safe_load(file.read()) or {}
+        values = config.as_dict()
+        changed = sorted(k for k in values if values[k] != previous.get(k))
         if changed:
             log.warning("model_dir %s was started with other values of %s; config.yaml now "
                         "holds the new ones.", model_dir, ", ".join(changed))

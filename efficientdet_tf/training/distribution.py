@@ -17,7 +17,7 @@ import re
 import keras
 import tensorflow as tf
 
-from efficientdet_tf.config import ConfigError
+from efficientdet_tf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
