@@ -3,8 +3,9 @@
 import pytest
 import yaml
 
-from efficientdet_tf import config as config_module
 from efficientdet_tf.config import ConfigError, available_models, get_config, parse_overrides
+from efficientdet_tf.config.schema import derive_schema
+from efficientdet_tf.config.types import Float, Int, Nullable, OneOf
 
 ALL_MODELS = [f"efficientdet-d{i}" for i in range(8)] + ["efficientdet-d7x"] + [
     f"efficientdet-lite{i}" for i in ("0", "1", "2", "3", "3x", "4")
@@ -153,7 +154,7 @@ def test_config_is_read_only_and_override_returns_a_copy():
         ("nms_configs=hard", r"'nms_configs' is a group of keys"),
         ("num_classes", r"key=value"),
         ("num_classes=3,oops", r"Invalid hparams item 'oops'"),
-        ("min_level=6", r"min_level"),
+        ("min_level=6", r"'min_level' = 6 must be in \[1, 5\]"),
         ("jitter_min=3.0", r"jitter_min=3.0 exceeds jitter_max"),
         ("num_classes=0", r"'num_classes' = 0 must be at least 1"),
         ("missing.yaml", r"'missing.yaml' does not exist"),
@@ -177,15 +178,15 @@ def test_parse_overrides_keeps_commas_inside_brackets():
 
 
 def test_the_schema_is_derived_from_base_yaml():
-    """base.yaml alone lists the keys; each takes its default's type unless declared."""
-    defaults = {"steps": 3, "rate": 0.5, "flip": True, "name": "x", "ratios": [1.0, 2.0],
-                "method": "hard", "group": {"size": 2, "limit": None}}
-    declared = {"method": config_module._OneOf("hard", "soft"),
-                "group": {"limit": config_module._Optional(config_module.FLOAT)}}
-    schema = config_module._schema(defaults, declared)
+    """base.yaml alone lists the keys; a bool or str key takes its default's type, any other
+    declares its type (a number with its range)."""
+    defaults = {"steps": 3, "rate": 0.5, "flip": True, "name": "x", "method": "hard",
+                "group": {"size": 2, "limit": None}}
+    declared = {"steps": Int(ge=1), "rate": Float(gt=0, lt=1), "method": OneOf(("hard", "soft")),
+                "group": {"size": Int(ge=0), "limit": Nullable(Float())}}
+    schema = derive_schema(defaults, declared)
     described = {key: kind.describe() for key, kind in schema.items() if key != "group"}
     assert described == {"steps": "int", "rate": "float", "flip": "bool", "name": "str",
-                         "ratios": "a list of float ([a,b] or a*b)",
                          "method": "one of 'hard', 'soft'"}
     assert {k: v.describe() for k, v in schema["group"].items()} == {
         "size": "int", "limit": "float or null"}
@@ -193,11 +194,13 @@ def test_the_schema_is_derived_from_base_yaml():
 
 @pytest.mark.parametrize("defaults, declared, message", [
     ({"limit": None}, {}, r"hparam 'limit' = None in base.yaml: declare its type"),
-    ({"a": 1}, {"b": config_module.INT}, r"Types are declared for \['b'\], which base.yaml lacks"),
+    ({"steps": 3}, {}, r"hparam 'steps' = 3 in base.yaml: declare its type \(a number with its"),
+    ({"ratios": [1.0]}, {}, r"hparam 'ratios' = \[1.0\] in base.yaml: declare its type"),
+    ({"a": 1}, {"a": Int(), "b": Int()}, r"Types are declared for \['b'\], which base.yaml lacks"),
 ])
 def test_a_schema_that_cannot_be_derived_says_why(defaults, declared, message):
     with pytest.raises(ConfigError, match=message):
-        config_module._schema(defaults, declared)
+        derive_schema(defaults, declared)
 
 
 # The official hparams that base.yaml once lacked, at their official defaults
@@ -262,10 +265,10 @@ def test_official_keys_without_a_job_here_refuse_other_values_in_one_line(overri
 
 
 @pytest.mark.parametrize("override, message", [
-    ("positives_momentum=1.0", r"'positives_momentum' = 1.0 must be below 1"),
-    ("loss_scale=0", r"'loss_scale' = 0.0 must be positive"),
+    ("positives_momentum=1.0", r"'positives_momentum' = 1.0 must be a finite number below 1"),
+    ("loss_scale=0", r"'loss_scale' = 0 must be a finite number above 0"),
     ("img_summary_steps=0", r"'img_summary_steps' = 0 must be at least 1"),
-    ("target_size=0", r"'target_size' = 0 has the wrong type"),
+    ("target_size=0", r"'target_size' = 0 must be positive"),
 ])
 def test_implemented_official_keys_check_their_range(override, message):
     with pytest.raises(ConfigError, match=message):

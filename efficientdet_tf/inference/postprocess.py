@@ -38,11 +38,11 @@ from efficientdet_tf.inference import nms
 log = logging.getLogger(__name__)
 
 POSTPROCESS_MODES = ("global", "per_class", "combined")
-# The values of nms_configs.method (config.py lists the same): soft-NMS and hard NMS.
+# The values of nms_configs.method (the config's schema reads them): soft-NMS and hard NMS.
 NMS_METHODS = ("gaussian", "hard")
 
 # What the null values of `nms_configs` stand for: the official defaults (see hparams/base.yaml;
-# config.py reads their official 0 as null).
+# the config reads their official 0 as null).
 DEFAULT_HARD_NMS_IOU_THRESHOLD = 0.5
 DEFAULT_SOFT_NMS_SCORE_THRESHOLD = 0.001
 DEFAULT_SOFT_NMS_SIGMA = 0.5
@@ -112,7 +112,7 @@ class NmsParameters:
 
 
 def _default_if_none(value, default):
-    """`default` for a null value (config.py reads the official 0 of these keys as null, as the
+    """`default` for a null value (the config reads the official 0 of these keys as null, as the
     official code's `value or default`)."""
     return default if value is None else value
 

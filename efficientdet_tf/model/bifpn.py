@@ -278,7 +278,7 @@ def _fast_normalized_sum(inputs: list, weights: list):
     return _add_all([x * w / total for x, w in zip(inputs, weights)])
 
 
-# The fusions by hparam `fpn_weight_method` (config.py lists the same names); the channel_*
+# The fusions by hparam `fpn_weight_method` (the config's schema reads these names); the channel_*
 # methods have a weight per channel instead of one per input (`FusionNode`).
 FUSIONS = {
     "sum": _unweighted_sum,

@@ -147,7 +147,7 @@ TOPOLOGIES: dict[str, Callable[[int, int], FpnTopology]] = {
 
 def from_fpn_config(fpn_config: Mapping, min_level: int, max_level: int) -> FpnTopology:
     """The topology of the official hparam `fpn_config` (nodes of `feat_level` and
-    `inputs_offsets`, the ids above; config.py checks them)."""
+    `inputs_offsets`, the ids above; the config checks them)."""
     nodes = tuple(FpnNode(node["feat_level"], tuple(node["inputs_offsets"]))
                   for node in fpn_config["nodes"])
     return FpnTopology(min_level, max_level, nodes)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import ops
 
-# The activations by hparam `act_type` (config.py lists the same names), as the official
+# The activations by hparam `act_type` (the config's schema reads these names), as the official
 # `utils.activation_fn` computes them (gelu exact, not its tanh approximation).
 ACTIVATIONS = {
     "swish": ops.silu,

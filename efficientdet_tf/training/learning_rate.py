@@ -75,7 +75,7 @@ def _polynomial(schedule: WarmupSchedule, step):
     return schedule.peak * remaining**schedule.poly_power
 
 
-# The decays after the warm-up, by hparam `lr_decay_method` (config.py lists the same names).
+# The decays after the warm-up, by hparam `lr_decay_method` (the config's schema reads these names).
 DECAYS = {
     "cosine": _cosine,
     "cosine_after_warmup": _cosine_after_warmup,

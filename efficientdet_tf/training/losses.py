@@ -65,7 +65,7 @@ def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
     return ops.sum(loss) / (normalizer * 4.0)
 
 
-# The values of hparam `iou_loss_type` (config.py lists the same), each adding a term to the last.
+# The values of hparam `iou_loss_type` (the config's schema reads them), each adding a term to the last.
 IOU_LOSS_TYPES = ("iou", "giou", "diou", "ciou")
 
 

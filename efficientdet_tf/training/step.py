@@ -112,7 +112,7 @@ class TrainingStep:
         return [g * ops.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
 
 
-# The optimizers by hparam `optimizer` (config.py lists the same names): (schedule, momentum) ->
+# The optimizers by hparam `optimizer` (the config's schema reads these names): (schedule, momentum) ->
 # optimizer; Adam takes the momentum as beta_1, as the official get_optimizer. Named, because
 # their variables' paths key the training checkpoints: Keras would number a second optimizer of
 # the process ("sgd_1"), and a run could not resume in the process that ran another.

@@ -393,7 +393,7 @@ def randaugment(image: Image, boxes: Boxes) -> tuple[Image, Boxes]:
     return image, boxes
 
 
-# The policies by hparam `autoaugment_policy` (config.py lists the same names).
+# The policies by hparam `autoaugment_policy` (the config's schema reads these names).
 POLICIES = {"v0": autoaugment_v0, "randaug": randaugment}
 
 
