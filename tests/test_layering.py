@@ -69,4 +69,3 @@ def test_imports_point_only_down():
             if target != importer and RANK[target] >= RANK[importer]:
                 wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {imported}")
     assert not wrong, "imports that do not point down:\n" + "\n".join(wrong)
-
