@@ -10,6 +10,7 @@ lists every import that breaks the rule.
 """
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "efficientdet_tf"
@@ -69,3 +70,16 @@ def test_imports_point_only_down():
             if target != importer and RANK[target] >= RANK[importer]:
                 wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {imported}")
     assert not wrong, "imports that do not point down:\n" + "\n".join(wrong)
+
+
+# Reading Keras's backend name: `keras.backend.backend()` (or `K.backend()`, `backend()` once
+# imported) and `keras.backend.backend` passed around; in code, docstrings or comments alike.
+ASKING_THE_KERAS_BACKEND = re.compile(r"\bbackend\s*\(\s*\)|keras\s*\.\s*backend\s*\.\s*backend\b")
+
+
+def test_only_the_backends_package_asks_which_keras_backend_runs():
+    asking = [str(path.relative_to(PACKAGE.parent)) for path in sorted(PACKAGE.rglob("*.py"))
+              if path.relative_to(PACKAGE).parts[0] != "backends"
+              and ASKING_THE_KERAS_BACKEND.search(path.read_text())]
+    assert not asking, ("modules that ask Keras which backend runs (call a method of "
+                        "`backends.current()` instead):\n" + "\n".join(asking))

@@ -10,7 +10,8 @@ import tensorflow as tf
 from small_models import TINY
 
 from efficientdet_tf import build_model, get_config
-from efficientdet_tf.model.bifpn import fuse, gather_nearest
+from efficientdet_tf.backends.base import gather_nearest
+from efficientdet_tf.model.bifpn import fuse
 from efficientdet_tf.model.efficientnet import build_classifier
 from efficientdet_tf.model.layers import CompositeLayer
 

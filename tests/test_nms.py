@@ -1,5 +1,5 @@
 """NMS in keras.ops (`inference.nms`, every backend) against TensorFlow's fused kernels
-(`inference.tensorflow_nms`, which exported models contain): the same detections."""
+(`backends.tensorflow_nms`, which exported models contain): the same detections."""
 
 import numpy as np
 import pytest
@@ -45,10 +45,11 @@ def assert_same_selection(actual, expected, score_rtol=1e-6):
 @pytest.mark.parametrize("settings", [HARD, SOFT], ids=["hard", "soft"])
 @pytest.mark.parametrize("per_class", [False, True], ids=["global", "per_class"])
 def test_greedy_nms_selects_what_the_tensorflow_kernel_selects(settings, per_class):
-    from efficientdet_tf.inference import tensorflow_nms
+    from efficientdet_tf.backends import tensorflow_nms
 
     boxes, scores, classes = crowded_boxes(np.random.default_rng(0), 2, 300, 4)
-    expected = tensorflow_nms.select_by_score(boxes, scores, classes, settings, per_class, 4)
+    expected = nms.Selection(*tensorflow_nms.select_by_score(boxes, scores, classes, settings,
+                                                             per_class, 4))
     actual = nms.select_by_score(boxes, scores, classes, settings, per_class, 4)
     assert 0 < np.asarray(expected.counts).min()
     assert_same_selection(actual, expected, score_rtol=1e-5)
@@ -56,7 +57,7 @@ def test_greedy_nms_selects_what_the_tensorflow_kernel_selects(settings, per_cla
 
 @tensorflow_only
 def test_pairs_of_every_class_select_what_combined_nms_selects():
-    from efficientdet_tf.inference import tensorflow_nms
+    from efficientdet_tf.backends import tensorflow_nms
 
     boxes, scores, _ = crowded_boxes(np.random.default_rng(1), 2, 200, 1)
     pair_scores = np.random.default_rng(2).permutation(2 * 200 * 3).reshape(2, 200, 3) / 1200.0

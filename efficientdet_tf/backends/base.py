@@ -11,6 +11,12 @@ backend each is refused at once, before any work, by `Backend.require`.
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
 from efficientdet_tf.errors import ConfigError
 
 # What a refusal offers instead.
@@ -59,3 +65,89 @@ class Backend:
         """Refuses training on a backend that takes no gradients."""
         if not self.trains:
             self.require(feature, tuple(name for name in _LABELS), PREDICTS_EVERYWHERE)
+
+    # --- inference and kernels ------------------------------------------------------------
+
+    traces_tensorflow_graphs = False  # whether `tf.function` traces the network (FLOPs, export)
+
+    def resize_nearest(self, features, size: tuple[int, int]):
+        """Nearest-neighbour resizing of [batch, height, width, channels] as the official code's
+        TF1 kernel does it (no half-pixel centres): output row `i` is input row
+        floor(i * height / new_height), in float32 arithmetic. Here `gather_nearest`."""
+        return gather_nearest(features, size)
+
+    def add_n(self, tensors: list):
+        """The sum of same-shaped tensors; here a chain of additions."""
+        total = tensors[0]
+        for tensor in tensors[1:]:
+            total = total + tensor
+        return total
+
+    def argmax(self, values):
+        """int32 argmax over the last axis, the lower index on ties."""
+        return ops.argmax(values, axis=-1)
+
+    def fused_nms(self):
+        """The module of this backend's fused NMS kernels, which exported graphs keep (its
+        `select_by_score` and `select_per_class_pairs` take `inference.nms`'s arguments and give
+        (boxes, scores, classes, counts), zeros in the padding); None where it has none and
+        `inference.nms`'s keras.ops NMS runs."""
+        return None
+
+    def call_on_pipeline_tensors(self, function, *inputs) -> dict:
+        """`function`'s dict of outputs for float32 `inputs` from the TensorFlow input pipeline:
+        here the inputs become NumPy arrays, which every backend takes, and so do the outputs."""
+        return _numpy_outputs(function(*_numpy_inputs(inputs)))
+
+    def compile_function(self, function, variables: list, input_specs: tuple):
+        """`function` (of the backend's tensors, reading `variables`) compiled for inputs of
+        `input_specs` (`tf.TensorSpec`s, any batch size) and called like
+        `call_on_pipeline_tensors`, reading the variables' values at each call. Here it runs
+        eagerly."""
+        return functools.partial(self.call_on_pipeline_tensors, function)
+
+    def checkpoint_variables(self, variables: dict) -> dict:
+        """{key: Keras variable} -> {key: the TensorFlow variable a `tf.train.Checkpoint` saves
+        for it}: here a new TensorFlow copy of its value (integers as int64, as Keras counters
+        are on TensorFlow), which the caller keeps in step with the Keras variable."""
+        copies = {}
+        for key, variable in variables.items():
+            value = ops.convert_to_numpy(variable)
+            if value.dtype.kind in "iu":
+                value = value.astype(np.int64)
+            copies[key] = tf.Variable(value, trainable=False)
+        return copies
+
+    def probe_devices(self) -> None:
+        """Makes the framework look for its devices now (the command line does it with the
+        native log lines hidden); here nothing to probe."""
+
+
+def gather_nearest(features, size: tuple[int, int], half_pixel_centers: bool = False):
+    """`Backend.resize_nearest` in `keras.ops`: rows and columns of [batch, height, width, ...]
+    gathered with indices known when the graph is built.
+
+    With `half_pixel_centers`, output row `i` is input row floor((i + 0.5) * height / new_height)
+    instead, as TF2's `tf.image.resize(method="nearest")` (which `keras.ops.image.resize` is not
+    on JAX: its float rounding differs, e.g. 26 -> 11 rows).
+    """
+    for axis, new_size in ((1, size[0]), (2, size[1])):
+        indices = _nearest_indices(features.shape[axis], new_size, half_pixel_centers)
+        features = ops.take(features, indices, axis=axis)
+    return features
+
+
+def _nearest_indices(size: int, new_size: int, half_pixel_centers: bool) -> np.ndarray:
+    scale = np.float32(size) / np.float32(new_size)
+    offset = np.float32(0.5 if half_pixel_centers else 0.0)
+    positions = np.floor((np.arange(new_size, dtype=np.float32) + offset) * scale)
+    return np.minimum(positions.astype(np.int32), size - 1)
+
+
+def _numpy_inputs(inputs) -> list[np.ndarray]:
+    """Float32 inputs (TensorFlow's, from the input pipeline) as NumPy arrays."""
+    return [np.asarray(tensor, np.float32) for tensor in inputs]
+
+
+def _numpy_outputs(outputs: dict) -> dict[str, np.ndarray]:
+    return {name: ops.convert_to_numpy(value) for name, value in outputs.items()}

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
+import jax
+import keras
+
 from efficientdet_tf.backends.base import Backend
 
 
@@ -10,3 +16,26 @@ class JaxBackend(Backend):
 
     def __init__(self):
         super().__init__("jax")
+
+    # --- inference and kernels ------------------------------------------------------------
+
+    def compile_function(self, function, variables, input_specs):
+        """One `jax.jit` function of the variables' values (read at each call) and of the inputs
+        (XLA compiles it for each new batch size); NumPy arrays in and out."""
+
+        def with_values(values, *inputs):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return function(*inputs)
+
+        compiled = jax.jit(with_values)
+
+        def call(*inputs) -> dict:
+            values = [variable.value for variable in variables]
+            return self.call_on_pipeline_tensors(functools.partial(compiled, values), *inputs)
+
+        return call
+
+    def probe_devices(self):
+        """`jax.devices()`, with JAX's info line on absent CUDA and TPU (from Python) quieted."""
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        jax.devices()

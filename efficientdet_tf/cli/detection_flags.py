@@ -6,6 +6,9 @@ import contextlib
 
 from absl import app, flags
 
+from efficientdet_tf.errors import ConfigError
+from efficientdet_tf.inference.detector import ImageDetector
+from efficientdet_tf.inference.loading import open_detector, open_exported
 from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
 from efficientdet_tf.inference.runtime_detector import MissingRuntimeError
 
@@ -15,6 +18,20 @@ flags.DEFINE_string("saved_model_dir", None,
                     "export: where the SavedModel (and TFLite, ONNX, OpenVINO files) go. eval, "
                     "infer: a SavedModel directory, or a .tflite, .onnx or OpenVINO .xml file, to "
                     "run instead of --ckpt.")
+
+
+def flagged_detector(flag_values, config, mode: str) -> ImageDetector:
+    """The runner of --ckpt (`open_detector`) or of --saved_model_dir (`open_exported`, which
+    says when the path is not an exported file), exactly one of which `mode` (e.g. '--mode=eval')
+    needs."""
+    if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
+        raise ConfigError(f"{mode} needs exactly one of --ckpt (a checkpoint) or "
+                          "--saved_model_dir (a SavedModel directory, or a .tflite, .onnx or "
+                          "OpenVINO .xml file).")
+    with usage_errors():
+        if flag_values.saved_model_dir:
+            return open_exported(flag_values.saved_model_dir, config)
+        return open_detector(flag_values.ckpt, config, flag_values.postprocess_mode)
 
 
 @contextlib.contextmanager

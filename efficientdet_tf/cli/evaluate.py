@@ -13,11 +13,9 @@ from pathlib import Path
 from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
-from efficientdet_tf.cli.detection_flags import usage_errors
+from efficientdet_tf.cli.detection_flags import flagged_detector, usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.evaluation.model_evaluation import RESULTS_FILE_NAME, evaluate
-from efficientdet_tf.inference.detector import Detector
-from efficientdet_tf.inference.loading import open_exported
 
 flags.DEFINE_string("eval_dir", None,
                     f"Where {RESULTS_FILE_NAME} (COCO results) and TensorBoard metrics go.")
@@ -28,17 +26,14 @@ flags.DEFINE_string("report_dir", None,
 
 def run(flag_values) -> None:
     if not flag_values.val_file_pattern:
-        raise ConfigError("--mode=eval needs --val_file_pattern (a TFRecord glob, "
-                          "'coco:<annotations.json>:<image_dir>' or 'synthetic:val').")
-    if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
-        raise ConfigError("--mode=eval needs exactly one of --ckpt (a checkpoint) or "
-                          "--saved_model_dir (a SavedModel directory, or a .tflite, .onnx or "
-                          "OpenVINO .xml file).")
+        raise ConfigError("--mode=eval needs --val_file_pattern, a dataset spec such as "
+                          "'synthetic:val'.")
     config = config_from_flags(flag_values)
+    detector = flagged_detector(flag_values, config, "--mode=eval")
     eval_dir = Path(flag_values.eval_dir) if flag_values.eval_dir else None
     with usage_errors():
         metrics = evaluate(
-            _detector(flag_values, config),
+            detector,
             config,
             flag_values.val_file_pattern,
             batch_size=flag_values.batch_size,
@@ -51,11 +46,3 @@ def run(flag_values) -> None:
     width = max(len(name) for name in metrics)
     for name, value in metrics.items():
         print(f"{name:{width}s} {value:.4f}")
-
-
-def _detector(flag_values, config):
-    """The runner of the exported file --saved_model_dir, or of the network of --ckpt."""
-    if flag_values.saved_model_dir:
-        return open_exported(flag_values.saved_model_dir, config)
-    return Detector.from_checkpoint(config, flag_values.ckpt,
-                                    flag_values.postprocess_mode).compiled()

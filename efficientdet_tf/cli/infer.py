@@ -23,28 +23,24 @@ import tensorflow as tf
 from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
-from efficientdet_tf.cli.detection_flags import usage_errors
+from efficientdet_tf.cli.detection_flags import flagged_detector, usage_errors
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.data.formats.images import BadImageError, read_rgb_image
 from efficientdet_tf.data.formats.masks import write_mask
-from efficientdet_tf.data.pipeline import source_from_spec
+from efficientdet_tf.data.pipeline import source_from_spec, spec_kind
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.inference.detector import detections_from_dict
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
-from efficientdet_tf.inference.loading import open_detector
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_name, class_names
 
 DETECTIONS_FILE_NAME = "detections_by_image.json"
 MASKS_DIR_NAME = "masks"
-# --input_image specs read as training and evaluation read them (`data.pipeline`): their images.
-_DATASET_SPEC_KINDS = ("synthetic", "voc", "csv", "coco", "masks")
 
 flags.DEFINE_string("input_image", None,
-                    "Image file glob, e.g. 'images/*.jpg'; the images of a dataset spec as "
-                    "--val_file_pattern takes it ('voc:', 'csv:', 'coco:', 'masks:', e.g. "
-                    "'voc:<xml_dir>:<image_dir>:val:10%'); or images of the synthetic dataset, "
-                    "e.g. 'synthetic:val:4'.")
+                    "Image files, a glob such as 'images/*.jpg'; or the images of a dataset "
+                    "spec as --val_file_pattern takes it, TFRecords aside (e.g. "
+                    "'synthetic:val:4').")
 flags.DEFINE_string("output_image_dir", None,
                     f"Where the drawn images, {DETECTIONS_FILE_NAME} and {MASKS_DIR_NAME}/ go.")
 flags.DEFINE_float("min_score_thresh", DEFAULT_MIN_SCORE,
@@ -56,11 +52,9 @@ def run(flag_values) -> None:
     images = _input_images(flag_values.input_image, config)
     if not flag_values.output_image_dir:
         raise ConfigError("--mode=infer needs --output_image_dir.")
-    model_path = _model_path(flag_values)
+    detect = flagged_detector(flag_values, config, "--mode=infer")
     output_dir = Path(flag_values.output_image_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with usage_errors():
-        detect = open_detector(model_path, config, flag_values.postprocess_mode)
     draw = _Drawing(config, output_dir, flag_values.min_score_thresh)
     failures = {}
     for label, read in images:
@@ -129,13 +123,12 @@ class _Drawing:
 
 
 def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    """(label, reader) of each input image: the files of a glob, the images of a dataset spec
-    ('voc:', 'csv:', 'coco:', 'masks:'), or those of the synthetic dataset ('synthetic:val:4')."""
+    """(label, reader) of each input image: the files of a glob, or the images of a dataset spec
+    of a kind (`data.pipeline.spec_kind`; the synthetic dataset's drawn)."""
     if not pattern:
-        raise ConfigError("--mode=infer needs --input_image: an image file, a glob, a dataset "
-                          "spec (voc:, csv:, coco:) or 'synthetic:<split>:<count>'.")
-    kind = pattern.partition(":")[0]
-    if kind in _DATASET_SPEC_KINDS:
+        raise ConfigError("--mode=infer needs --input_image: image files (a glob) or a dataset "
+                          "spec such as 'synthetic:val:4'.")
+    if spec_kind(pattern):
         with usage_errors():
             source = source_from_spec(pattern, config)
         if isinstance(source, SyntheticShapes):
@@ -147,14 +140,6 @@ def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], n
     if not paths:
         raise ConfigError(f"No files match --input_image={pattern!r}; check the path or glob.")
     return [(path, functools.partial(read_rgb_image, path)) for path in paths]
-
-
-def _model_path(flag_values) -> str:
-    if bool(flag_values.ckpt) == bool(flag_values.saved_model_dir):
-        raise ConfigError("--mode=infer needs exactly one of --ckpt (a checkpoint) or "
-                          "--saved_model_dir (a SavedModel directory, or a .tflite, .onnx or "
-                          "OpenVINO .xml file).")
-    return flag_values.ckpt or flag_values.saved_model_dir
 
 
 def _kept(boxes, scores, classes, count, min_score: float):

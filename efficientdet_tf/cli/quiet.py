@@ -14,7 +14,6 @@ device probe: the command line runs those parts with file descriptor 2 pointed a
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 
@@ -28,15 +27,12 @@ def hide_native_info_lines() -> None:
 
 
 def probe_jax_devices() -> None:
-    """Under KERAS_BACKEND=jax, JAX's first look for its devices, whose notes on absent CUDA and
-    TPU (from C++, and an info line from Python) the command line hides like TensorFlow's."""
-    import keras
+    """The Keras backend's first look for its devices (`Backend.probe_devices`: JAX's, whose notes
+    on absent CUDA and TPU, from C++ and an info line from Python, the command line hides like
+    TensorFlow's)."""
+    from efficientdet_tf import backends
 
-    if keras.backend.backend() == "jax":
-        import jax
-
-        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-        jax.devices()
+    backends.current().probe_devices()
 
 
 @contextlib.contextmanager

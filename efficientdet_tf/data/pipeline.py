@@ -5,21 +5,14 @@
                             is_training=False, batch_size=8)
     dataset = build_dataset('synthetic:train', config, is_training=True, batch_size=8)
 
-Dataset specs (`source_from_spec`):
-  'synthetic', 'synthetic:train', 'synthetic:val', 'synthetic:<split>:<num_images>'
-      the built-in synthetic shapes at config.image_size (see `synthetic`).
-  'coco:<annotations.json>:<image_dir>'  a COCO detection JSON read directly.
-  'voc:<annotations_dir>:<images_dir>'   a flat folder of VOC XML files (labelImg): `voc_folder`.
-  'csv:<file.csv>:<images_dir>[:<SET>]'  boxes as CSV rows, see `csv_annotations`.
-  'masks:<masks_dir>:<images_dir>[:<ids.txt>]'  segmentation masks (VOC SegmentationClass PNGs)
-      beside images, no boxes: `mask_folder`.
-  anything else: TFRecord glob pattern(s), comma-separated, in the official layout.
-A `Source` passes through, and a `tf.data.Dataset` of images and pixel boxes becomes a
-`sources.TFDatasetSource`. With "segmentation" in config.heads, synthetic data and TFRecords come
-with their masks.
-The voc:, csv: and masks: specs take the hold-out suffix ':train:<P>%' / ':val:<P>%': the part
-of the data left when P % of its images are held out, or those held out (`named_boxes.HoldOut`);
-voc: and csv: class names get the ids of config.label_map, else 1..K in sorted order.
+Dataset specs (`source_from_spec`): `DATASET_SPECS` says what they are, once (the command
+line's help texts show it); `SPEC_KINDS` holds the grammar of each kind (`sources.synthetic`,
+`sources.coco`, `sources.voc_folder`, `sources.csv_annotations`, `sources.mask_folder` read them;
+TFRecords are in the official layout). A `Source` passes through, and a `tf.data.Dataset` of
+images and pixel boxes becomes a `sources.TFDatasetSource`. With "segmentation" in config.heads,
+synthetic data and TFRecords come with their masks. The hold-out suffix is
+`named_boxes.HoldOut`'s; voc: and csv: class names get the ids of config.label_map, else 1..K in
+sorted order.
 
 Training follows the official order: drop crowd boxes (config.skip_crowd_during_training),
 GridMask (config.grid_mask; it moves no pixel, so segmentation masks stay right), AutoAugment
@@ -77,9 +70,31 @@ log = logging.getLogger(__name__)
 
 _OBJECT_KEYS = ("boxes", "classes", "is_crowd", "areas")
 
+# Each kind of dataset spec and its grammar; a spec of no kind is a TFRecord glob.
+SPEC_KINDS = {
+    "synthetic": "'synthetic[:<split>[:<num_images>]]'",
+    "coco": "'coco:<annotations.json>:<image_dir>'",
+    "voc": "'voc:<annotations_dir>:<images_dir>[:train:<P>%|:val:<P>%]'",
+    "csv": "'csv:<file.csv>:<images_dir>[:<SET>][:train:<P>%|:val:<P>%]'",
+    "masks": MASK_FOLDER_USAGE,
+}
+DATASET_SPECS = (
+    f"a dataset spec: {', '.join(SPEC_KINDS.values())}, or TFRecord glob(s), comma-separated. "
+    "synthetic: the built-in shapes at the model's image size (split train or val); coco: a "
+    "COCO detection JSON; voc: a folder of Pascal VOC XML files (as labelImg writes them); csv: "
+    "boxes as CSV rows; masks: segmentation masks (VOC SegmentationClass PNGs) beside the images; "
+    "':train:<P>%' / ':val:<P>%': the part of the folder left when P% of its images are held "
+    "out, or the part held out")
+
+
+def spec_kind(spec: str) -> str | None:
+    """The kind of a dataset spec (a key of `SPEC_KINDS`), None for TFRecord globs."""
+    kind = spec.partition(":")[0]
+    return kind if kind in SPEC_KINDS else None
+
 
 def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
-    """A `Source` from a dataset spec (see the module docstring); a `Source` passes through."""
+    """A `Source` from a dataset spec (`DATASET_SPECS`); a `Source` passes through."""
     if isinstance(spec, Source):
         return spec
     if isinstance(spec, tf.data.Dataset):
@@ -95,9 +110,7 @@ def source_from_spec(spec: str | Source | tf.data.Dataset, config) -> Source:
     if kind == "coco":
         annotation_file, _, image_dir = rest.partition(":")
         if not annotation_file or not image_dir:
-            raise ValueError(
-                f"Dataset spec {spec!r} needs both parts: 'coco:<annotations.json>:<image_dir>'."
-            )
+            raise ValueError(f"Dataset spec {spec!r} needs both parts: {SPEC_KINDS['coco']}.")
         return CocoJsonSource(annotation_file, image_dir)
     if kind in ("voc", "csv"):
         return _named_boxes_source(spec, kind, rest, config)
@@ -120,12 +133,6 @@ def with_class_names_of(source: Source, config):
     return config.override({"label_map": source.class_names})
 
 
-_NAMED_BOXES_USAGE = {
-    "voc": "'voc:<annotations_dir>:<images_dir>[:train:<P>%|:val:<P>%]'",
-    "csv": "'csv:<file.csv>:<images_dir>[:<SET>][:train:<P>%|:val:<P>%]'",
-}
-
-
 def _named_boxes_source(spec: str, kind: str, rest: str, config) -> Source:
     paths, hold_out = split_hold_out(rest.split(":"), spec)
     if kind == "voc" and len(paths) == 2 and all(paths):
@@ -135,13 +142,13 @@ def _named_boxes_source(spec: str, kind: str, rest: str, config) -> Source:
         set_name = paths[2] if len(paths) == 3 else None
         return CsvSource(paths[0], paths[1], set_name=set_name, label_map=config.label_map,
                          hold_out=hold_out, description=spec)
-    raise ValueError(f"Dataset spec {spec!r}: expected {_NAMED_BOXES_USAGE[kind]}.")
+    raise ValueError(f"Dataset spec {spec!r}: expected {SPEC_KINDS[kind]}.")
 
 
 def _mask_folder_source(spec: str, rest: str) -> Source:
     paths, hold_out = split_hold_out(rest.split(":"), spec)
     if len(paths) not in (2, 3) or not all(paths):
-        raise ValueError(f"Dataset spec {spec!r}: expected {MASK_FOLDER_USAGE}.")
+        raise ValueError(f"Dataset spec {spec!r}: expected {SPEC_KINDS['masks']}.")
     return MaskFolderSource(*paths, hold_out=hold_out, description=spec)
 
 

@@ -28,7 +28,6 @@ import os
 from typing import Callable, Protocol
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf import backends
@@ -138,11 +137,10 @@ class Detector(tf.Module):
 
     def detect_preprocessed(self, network_inputs, image_scales) -> dict[str, tf.Tensor]:
         """Pre-processed images [batch, *config.image_size, 3] and their scales -> outputs, the
-        masks at the network input size (padding included)."""
-        if keras.backend.backend() != "tensorflow":
-            return _numpy_outputs(self._detect_preprocessed(*_numpy_inputs(network_inputs,
-                                                                          image_scales)))
-        return self._detect_preprocessed(network_inputs, image_scales)
+        masks at the network input size (padding included): TensorFlow tensors where the
+        backend's are TensorFlow's, else NumPy arrays (`Backend.call_on_pipeline_tensors`)."""
+        return backends.current().call_on_pipeline_tensors(self._detect_preprocessed,
+                                                           network_inputs, image_scales)
 
     def _detect_preprocessed(self, network_inputs, image_scales) -> dict:
         """`detect_preprocessed` in the backend's tensors."""
@@ -171,62 +169,23 @@ class Detector(tf.Module):
         """`serving_function` frozen with batch norms folded: faster, the weights of now."""
         return FoldedFunction(self.serving_function())
 
-    def compiled(self, fold_batch_norm: bool = False) -> CompiledDetector:
+    def compiled(self) -> CompiledDetector:
         """This detector with `detect_preprocessed` compiled for any batch size."""
-        return CompiledDetector(self, fold_batch_norm)
+        return CompiledDetector(self)
 
 
 class CompiledDetector:
     """A `Detector` whose `detect_preprocessed` is one compiled function, reading the network's
-    weights as they are at each call (training goes on).
-
-    On TensorFlow a `tf.function`; with `fold_batch_norm` frozen instead, with the batch norms
-    folded into the convolutions (faster; the weights of now). On JAX a `jax.jit` function (XLA
-    compiles for each new batch size); `fold_batch_norm` freezes the weights of now there too.
-    On PyTorch the detector runs eagerly.
+    weights as they are at each call (training goes on): `Backend.compile_function` (a
+    `tf.function` on TensorFlow, `jax.jit` on JAX, which compiles for each new batch size, eager
+    on PyTorch).
     """
 
-    def __init__(self, detector: Detector, fold_batch_norm: bool = False):
+    def __init__(self, detector: Detector):
         self.config = detector.config
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            function = detector.preprocessed_function()
-            self.detect_preprocessed = FoldedFunction(function) if fold_batch_norm else function
-        elif backend == "jax":
-            self.detect_preprocessed = _jax_compiled(detector, frozen=fold_batch_norm)
-        else:
-            self.detect_preprocessed = detector.detect_preprocessed
+        self.detect_preprocessed = backends.current().compile_function(
+            detector._detect_preprocessed, detector.network.variables,
+            preprocessed_specs(detector.config))
 
     def __call__(self, images) -> dict[str, tf.Tensor]:
         return detect_images(self.detect_preprocessed, self.config, images)
-
-
-def _jax_compiled(detector: Detector, frozen: bool) -> Callable[..., dict]:
-    """`detector.detect_preprocessed` as one `jax.jit` function of the network's variables
-    (their values at each call, or `frozen` at their values of now) and of its inputs."""
-    import jax
-
-    variables = detector.network.variables
-
-    def detect(values, network_inputs, image_scales):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return detector._detect_preprocessed(network_inputs, image_scales)
-
-    compiled = jax.jit(detect)
-    frozen_values = [variable.value for variable in variables] if frozen else None
-
-    def detect_preprocessed(network_inputs, image_scales) -> dict:
-        values = frozen_values or [variable.value for variable in variables]
-        return _numpy_outputs(compiled(values, *_numpy_inputs(network_inputs, image_scales)))
-
-    return detect_preprocessed
-
-
-def _numpy_inputs(network_inputs, image_scales) -> tuple[np.ndarray, np.ndarray]:
-    """The inputs of `detect_preprocessed` (TensorFlow's, from the input pipeline) as NumPy
-    arrays, which every backend takes."""
-    return np.asarray(network_inputs, np.float32), np.asarray(image_scales, np.float32)
-
-
-def _numpy_outputs(outputs: dict) -> dict[str, np.ndarray]:
-    return {name: keras.ops.convert_to_numpy(value) for name, value in outputs.items()}

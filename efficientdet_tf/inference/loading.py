@@ -2,10 +2,11 @@
 
 The path picks the runner: a `.tflite` file runs with LiteRT, a `.onnx` file with ONNX Runtime, an
 OpenVINO IR's `.xml` with OpenVINO (`runtime_detector`), a SavedModel directory with
-`tf.saved_model.load`, anything else is a checkpoint (prefix or directory) loaded into a new
-`Detector` (batch norms folded). Each runner is an `inference.detector.ImageDetector`: it maps
-uint8 images [batch, height, width, 3] to the serving signature's outputs (a dict), and has
-`detect_preprocessed(network_inputs, image_scales)`, which is what evaluation calls.
+`tf.saved_model.load`, anything else is a checkpoint (a prefix, a directory or an official name)
+loaded into a new `Detector`, compiled as training's validation compiles it. Each runner is an
+`inference.detector.ImageDetector`: it maps uint8 images [batch, height, width, 3] to the serving
+signature's outputs (a dict), and has `detect_preprocessed(network_inputs, image_scales)`, which
+is what evaluation calls. The command line's eval and infer modes open theirs here too.
 """
 
 from __future__ import annotations
@@ -63,21 +64,19 @@ class SavedModelDetector:
 
 
 def open_detector(path: str | os.PathLike, config, mode: str = "global") -> ImageDetector:
-    """The runner for `path`: a .tflite, .onnx or OpenVINO .xml file, a SavedModel directory, or
-    a checkpoint.
+    """The runner for `path`: a .tflite, .onnx or OpenVINO .xml file or a SavedModel directory
+    (`open_exported`), else a checkpoint (a prefix, a directory holding one, or an official name
+    such as 'efficientdet-d0').
 
     `config` gives the image size and normalization of TFLite files, and builds the model of a
     checkpoint; `mode` is the post-processing of a checkpoint (exported files have theirs inside).
+    A checkpoint's network runs as trained (`Detector.compiled`), its batch norms not folded into
+    the convolutions: as the official evaluation and `ObjectDetector.evaluate` run it (folding
+    changes scores in their last digits, and so the order of near ties).
     """
-    path = str(path)
-    if _is_exported(path):
+    if _is_exported(str(path)):
         return open_exported(path, config)
-    if Path(path).is_dir() or tf.io.gfile.exists(path + ".index"):
-        return Detector.from_checkpoint(config, path, mode).compiled(fold_batch_norm=True)
-    raise FileNotFoundError(
-        f"{path!r} is neither an exported file (.tflite, .onnx, OpenVINO .xml), a SavedModel "
-        "directory nor a checkpoint (a prefix with a .index file, or a directory holding one)."
-    )
+    return Detector.from_checkpoint(config, path, mode).compiled()
 
 
 def open_exported(

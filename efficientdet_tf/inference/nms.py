@@ -2,10 +2,10 @@
 
 `select_by_score` (one NMS over all candidates, or one per class) and `select_per_class_pairs`
 (every (anchor, class) pair, the official `combined` mode) are written in `keras.ops` around
-`greedy_nms`. `tensorflow_nms` has the same two functions with TensorFlow's fused kernels
-(`NonMaxSuppressionV5`, `combined_non_max_suppression`: what exported SavedModels and TFLite
-files contain, and faster there); `kernels()` is the module for the Keras backend. Both give the
-same detections (tests/test_nms.py runs both on TensorFlow).
+`greedy_nms`. The TensorFlow backend has the same two functions with TensorFlow's fused kernels
+(`backends.tensorflow_nms`: `NonMaxSuppressionV5`, `combined_non_max_suppression`, what exported
+SavedModels and TFLite files contain, and faster there); `kernels()` is the module that runs.
+Both give the same detections (tests/test_nms.py runs both on TensorFlow).
 
 `greedy_nms` computes what `NonMaxSuppressionV5` computes: candidates with a score above the
 score threshold, best first (the lower index on ties); hard NMS drops the candidates whose IoU
@@ -20,8 +20,9 @@ from __future__ import annotations
 import sys
 from typing import NamedTuple
 
-import keras
 from keras import ops
+
+from efficientdet_tf import backends
 
 # `select_per_class_pairs` without TensorFlow's kernel: the candidates of each class are its
 # best-scored anchors, at least this many (and at least max_output_size). The result is the
@@ -30,12 +31,10 @@ PAIR_CANDIDATES_PER_CLASS = 1000
 
 
 def kernels():
-    """The module whose `select_by_score` and `select_per_class_pairs` the backend runs."""
-    if keras.backend.backend() == "tensorflow":
-        from efficientdet_tf.inference import tensorflow_nms
-
-        return tensorflow_nms
-    return sys.modules[__name__]
+    """The module whose `select_by_score` and `select_per_class_pairs` run: the Keras backend's
+    fused NMS kernels where it has them, else this module's. Both give (boxes, scores, classes,
+    counts), which `Selection(*...)` names."""
+    return backends.current().fused_nms() or sys.modules[__name__]
 
 
 class NmsSettings(NamedTuple):

@@ -171,11 +171,13 @@ class Postprocessor:
         if self.mode == "combined":
             boxes = decode_boxes(box_regressions, self._anchor_boxes)
             scores = ops.sigmoid(ops.concatenate(class_levels, axis=1))
-            kept = kernels.select_per_class_pairs(boxes, scores, self.nms_settings)
+            kept = nms.Selection(*kernels.select_per_class_pairs(boxes, scores,
+                                                                 self.nms_settings))
         else:
             boxes, scores, classes = self._best_candidates(class_levels, box_regressions)
-            kept = kernels.select_by_score(boxes, scores, classes, self.nms_settings,
-                                           self.mode == "per_class", self.num_classes)
+            kept = nms.Selection(*kernels.select_by_score(
+                boxes, scores, classes, self.nms_settings, self.mode == "per_class",
+                self.num_classes))
         detections = self._detections(kept)
         if self.mode != "per_class":
             detections = detections._replace(boxes=self._clip_to_image(detections.boxes))

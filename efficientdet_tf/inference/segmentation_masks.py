@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import keras
 import tensorflow as tf
 from keras import ops
 
+from efficientdet_tf import backends
 from efficientdet_tf.data.preprocess import fitted_size
 
 SEGMENTATION_MASKS = "segmentation_masks"  # the serving signature's output
@@ -25,16 +25,8 @@ def network_input_masks(logits, config):
     """Logits [batch, h, w, classes] -> uint8 class masks [batch, *config.image_size]."""
     logits = ops.image.resize(ops.cast(logits, "float32"), config.image_size,
                               interpolation="bilinear")
-    return ops.cast(_best_class(logits), "uint8")
-
-
-def _best_class(logits):
-    """argmax over the last axis, the lower class on ties (the padding's logits all tie)."""
-    if keras.backend.backend() == "tensorflow":
-        # Keras's argmax adds ops for the sign of zeros there, which ONNX and OpenVINO cannot
-        # convert from exported graphs.
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return ops.argmax(logits, axis=-1)
+    # The lower class on ties: the padding's logits all tie.
+    return ops.cast(backends.current().argmax(logits), "uint8")
 
 
 def image_size_masks(masks: tf.Tensor, height, width, config) -> tf.Tensor:

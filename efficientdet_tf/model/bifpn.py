@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import keras
-import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from efficientdet_tf import backends
+
+# `training.losses` resizes masks as the network resizes features; it imports this from here.
+from efficientdet_tf.backends.base import gather_nearest  # noqa: F401
 from efficientdet_tf.model.fpn_topology import (
     FpnNode,
     FpnTopology,
@@ -100,7 +102,7 @@ class ResampleFeatureMap(CompositeLayer):
             return self._project(x, training) if self.conv_after_downsample else x
         x = self._project(x, training)
         if tuple(x.shape[1:3]) != self.target_size:
-            x = resize_nearest(x, self.target_size)
+            x = backends.current().resize_nearest(x, self.target_size)
         return x
 
     def get_config(self):
@@ -112,44 +114,6 @@ class ResampleFeatureMap(CompositeLayer):
     @classmethod
     def from_config(cls, config):
         return super().from_config(from_plain(config, norm=NormSettings))
-
-
-def resize_nearest(features, size: tuple[int, int]):
-    """Nearest-neighbour resizing of [batch, height, width, channels] as the official code's
-    TF1 kernel does it (no half-pixel centres): output row `i` is input row
-    floor(i * height / new_height), in float32 arithmetic.
-
-    On TensorFlow that kernel itself (in float32, as the official code; exported graphs convert
-    it to ONNX and OpenVINO as such); elsewhere `gather_nearest`, which gives the same features
-    (tests/test_model.py compares them).
-    """
-    if keras.backend.backend() == "tensorflow":
-        resized = tf.raw_ops.ResizeNearestNeighbor(
-            images=tf.cast(features, tf.float32), size=size, align_corners=False,
-            half_pixel_centers=False)
-        return tf.cast(resized, features.dtype)
-    return gather_nearest(features, size)
-
-
-def gather_nearest(features, size: tuple[int, int], half_pixel_centers: bool = False):
-    """`resize_nearest` in `keras.ops`: rows and columns of [batch, height, width, ...] gathered
-    with indices known when the graph is built.
-
-    With `half_pixel_centers`, output row `i` is input row floor((i + 0.5) * height / new_height)
-    instead, as TF2's `tf.image.resize(method="nearest")` (which `keras.ops.image.resize` is not
-    on JAX: its float rounding differs, e.g. 26 -> 11 rows).
-    """
-    for axis, new_size in ((1, size[0]), (2, size[1])):
-        indices = _nearest_indices(features.shape[axis], new_size, half_pixel_centers)
-        features = ops.take(features, indices, axis=axis)
-    return features
-
-
-def _nearest_indices(size: int, new_size: int, half_pixel_centers: bool) -> np.ndarray:
-    scale = np.float32(size) / np.float32(new_size)
-    offset = np.float32(0.5 if half_pixel_centers else 0.0)
-    positions = np.floor((np.arange(new_size, dtype=np.float32) + offset) * scale)
-    return np.minimum(positions.astype(np.int32), size - 1)
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
@@ -251,20 +215,8 @@ def fuse(inputs: list, weights: list, method: str):
     return FUSIONS[method](inputs, [ops.cast(w, inputs[0].dtype) for w in weights])
 
 
-def _add_all(tensors: list):
-    """The sum of same-shaped tensors. On TensorFlow one AddN, as the official graph: tf2onnx
-    converts the chain of additions of these fusions wrongly (the segmentation head's ONNX
-    outputs were off by 15 with it; tests/test_deploy.py)."""
-    if keras.backend.backend() == "tensorflow":
-        return tf.add_n(tensors)
-    total = tensors[0]
-    for tensor in tensors[1:]:
-        total = total + tensor
-    return total
-
-
 def _unweighted_sum(inputs: list, weights: list):
-    return _add_all(inputs)
+    return backends.current().add_n(inputs)
 
 
 def _softmax_weighted_sum(inputs: list, weights: list):
@@ -274,8 +226,9 @@ def _softmax_weighted_sum(inputs: list, weights: list):
 
 def _fast_normalized_sum(inputs: list, weights: list):
     weights = [ops.relu(w) for w in weights]
-    total = _add_all(weights) + FAST_FUSION_EPSILON
-    return _add_all([x * w / total for x, w in zip(inputs, weights)])
+    add_n = backends.current().add_n
+    total = add_n(weights) + FAST_FUSION_EPSILON
+    return add_n([x * w / total for x, w in zip(inputs, weights)])
 
 
 # The fusions by hparam `fpn_weight_method` (the config's schema reads these names); the channel_*

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf import backends
 from efficientdet_tf.model.official_weights import is_official_name, official_checkpoint
 from efficientdet_tf.model.weight_average import WeightAverage
 
@@ -178,18 +179,12 @@ class TrainingState:
         self.checkpoint = tf.train.Checkpoint(**parts)
 
     def _saved(self, variables: dict) -> dict:
-        """What the checkpoint holds for {key: Keras variable}: on TensorFlow the variables,
-        elsewhere TensorFlow copies (integers as int64, as Keras counters are on TensorFlow)."""
-        if keras.backend.backend() == "tensorflow":
-            return dict(variables)
-        copies = {}
-        for key, variable in variables.items():
-            value = keras.ops.convert_to_numpy(variable)
-            if value.dtype.kind in "iu":
-                value = value.astype(np.int64)
-            copies[key] = tf.Variable(value, trainable=False)
-            self._copies.append((variable, copies[key]))
-        return copies
+        """What the checkpoint holds for {key: Keras variable}: the variables, or TensorFlow
+        copies (`Backend.checkpoint_variables`), which are kept in step."""
+        saved = backends.current().checkpoint_variables(variables)
+        self._copies.extend((variable, saved[key]) for key, variable in variables.items()
+                            if saved[key] is not variable)
+        return saved
 
     def before_save(self) -> None:
         for variable, copy in self._copies:

@@ -14,6 +14,8 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
+from efficientdet_tf import backends
+
 # tf.nn.batch_normalization's ops. The official graph ran inference batch norm as one fused op,
 # which tfprof does not count; Keras 3 lowers it to elementwise ops, left out here to match.
 _BATCH_NORM_OPS = r".*/batchnorm/.*"
@@ -62,5 +64,5 @@ def model_cost(model: keras.Model) -> ModelCost:
     return ModelCost(
         total_params=count_params(model.weights),
         trainable_params=count_params(model.trainable_weights),
-        flops=count_flops(model) if keras.backend.backend() == "tensorflow" else None,
+        flops=count_flops(model) if backends.current().traces_tensorflow_graphs else None,
     )

@@ -1,15 +1,13 @@
-"""`nms`'s selections with TensorFlow's fused kernels: on the TensorFlow backend, and so in
-exported SavedModels and TFLite files. Imported only there (see `nms.select_by_score`)."""
+"""TensorFlow's fused NMS kernels, the TensorFlow backend's `fused_nms()`: what exported
+SavedModels and TFLite files contain. Each selection takes `inference.nms`'s arguments (`settings`
+an `nms.NmsSettings`) and gives (boxes, scores, classes, counts) as `nms.Selection` holds them."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from efficientdet_tf.inference.nms import NmsSettings, Selection
 
-
-def select_by_score(boxes, scores, classes, settings: NmsSettings, per_class: bool,
-                    num_classes: int) -> Selection:
+def select_by_score(boxes, scores, classes, settings, per_class: bool, num_classes: int):
     """`nms.select_by_score` with `NonMaxSuppressionV5`, image by image."""
 
     def one_image(candidates):
@@ -30,10 +28,10 @@ def select_by_score(boxes, scores, classes, settings: NmsSettings, per_class: bo
                              tf.TensorSpec([size], tf.int32),
                              tf.TensorSpec([], tf.int32)),
     )
-    return _zero_padding(Selection(*kept))
+    return _zero_padding(*kept)
 
 
-def select_per_class_pairs(boxes, scores, settings: NmsSettings) -> Selection:
+def select_per_class_pairs(boxes, scores, settings):
     """`nms.select_per_class_pairs` with `tf.image.combined_non_max_suppression`."""
     boxes, scores, classes, counts = tf.image.combined_non_max_suppression(
         boxes[:, :, tf.newaxis, :],
@@ -44,10 +42,10 @@ def select_per_class_pairs(boxes, scores, settings: NmsSettings) -> Selection:
         score_threshold=settings.score_threshold,
         clip_boxes=False,
     )
-    return _zero_padding(Selection(boxes, scores, tf.cast(classes, tf.int32), counts))
+    return _zero_padding(boxes, scores, tf.cast(classes, tf.int32), counts)
 
 
-def _nms(boxes, scores, settings: NmsSettings):
+def _nms(boxes, scores, settings):
     """Indices, scores and count of the kept boxes of one image, padded to max_output_size."""
     # NonMaxSuppressionV5's sigma is twice the paper's (tensorflow/tensorflow#40253).
     return tf.raw_ops.NonMaxSuppressionV5(
@@ -61,7 +59,7 @@ def _nms(boxes, scores, settings: NmsSettings):
     )
 
 
-def _per_class_nms(boxes, scores, classes, settings: NmsSettings, num_classes: int):
+def _per_class_nms(boxes, scores, classes, settings, num_classes: int):
     """NMS within each class, then the max_output_size best of all (ties: lower class first)."""
     size = settings.max_output_size
     slots = tf.range(size)
@@ -79,12 +77,8 @@ def _per_class_nms(boxes, scores, classes, settings: NmsSettings, num_classes: i
         size, tf.reduce_sum(counts))
 
 
-def _zero_padding(selection: Selection) -> Selection:
-    """Zeros the rows at and after each image's count."""
-    kept = tf.range(tf.shape(selection.scores)[1]) < selection.counts[:, tf.newaxis]
-    return Selection(
-        boxes=tf.where(kept[..., tf.newaxis], selection.boxes, 0.0),
-        scores=tf.where(kept, selection.scores, 0.0),
-        classes=tf.where(kept, selection.classes, 0),
-        counts=tf.cast(selection.counts, tf.int32),
-    )
+def _zero_padding(boxes, scores, classes, counts) -> tuple:
+    """(boxes, scores, classes, counts) with zeros in the rows at and after each image's count."""
+    kept = tf.range(tf.shape(scores)[1]) < counts[:, tf.newaxis]
+    return (tf.where(kept[..., tf.newaxis], boxes, 0.0), tf.where(kept, scores, 0.0),
+            tf.where(kept, classes, 0), tf.cast(counts, tf.int32))
