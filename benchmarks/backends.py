@@ -4,13 +4,12 @@
     for b in tensorflow jax torch; do KERAS_BACKEND=$b python benchmarks/backends.py; done
 
 Batch 1, one 480x640 uint8 image in, detections in original pixels out, through
-`Detector.compiled(fold_batch_norm=True)` (what `open_detector` runs for a checkpoint): on
-TensorFlow a `tf.function` with the batch norms folded, on JAX one `jax.jit` function, on
-PyTorch eager. Each setting of benchmarks/latency.py (the official hparams, and a pre-NMS
-top-k) is timed round-robin with the yardstick, EfficientNet-B0 at 512x512 from
-`keras.applications` on the same backend, compiled by Keras's `predict_on_batch`: the ratio is
-comparable between backends. Import time is that of Keras and the package's model and
-inference modules; build time that of `build_model` for D0.
+`Detector.compiled()` (what `open_detector` runs for a checkpoint): on TensorFlow a
+`tf.function`, on JAX one `jax.jit` function, on PyTorch eager. Each setting of
+benchmarks/latency.py (the official hparams, and a pre-NMS top-k) is timed round-robin with the
+yardstick, EfficientNet-B0 at 512x512 from `keras.applications` on the same backend, compiled by
+Keras's `predict_on_batch`: the ratio is comparable between backends. Import time is that of
+Keras and the package's model and inference modules; build time that of `build_model` for D0.
 """
 
 from __future__ import annotations
@@ -57,8 +56,7 @@ def main() -> None:
     functions = {"yardstick": yardstick()}
     for setting, overrides in {"official": None, f"max_nms_inputs={args.max_nms_inputs}":
                                {"nms_configs.max_nms_inputs": args.max_nms_inputs}}.items():
-        detect = Detector(get_config(args.model, overrides), model).compiled(
-            fold_batch_norm=True)
+        detect = Detector(get_config(args.model, overrides), model).compiled()
         functions[setting] = lambda detect=detect: detect(image)
     medians = interleaved_medians(functions, runs=args.runs)
 

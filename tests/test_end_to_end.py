@@ -59,7 +59,7 @@ END_TO_END_MODES = [mode if mode == "global" else pytest.param(mode, marks=tenso
 def test_compiled_detector_gives_the_official_detections(fixture_model, mode):
     detector = Detector(get_config(FIXTURE_MODEL), fixture_model, mode)
     run = (detector.inference_function() if BACKEND == "tensorflow"
-           else detector.compiled(fold_batch_norm=True))
+           else detector.compiled())
     images = input_image()[np.newaxis]
     detections = detections_from_dict(run(tf.constant(images) if BACKEND == "tensorflow"
                                           else images))
