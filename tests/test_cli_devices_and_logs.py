@@ -12,7 +12,7 @@ import tensorflow as tf
 from cli_in_process import run_cli
 from small_models import TINY
 
-from efficientdet_tf.training.distribution import make_strategy
+from efficientdet_tf import backends
 
 REPO = Path(__file__).resolve().parents[1]
 # A line of TensorFlow's C++ logging: severity, date, time, thread, file.cc:line]
@@ -55,8 +55,8 @@ def test_the_command_line_hides_tensorflows_cpp_lines_after_start_up(level, show
 
 @pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="a GPU is here")
 def test_gpus_strategy_without_a_gpu_warns_naming_the_devices(caplog):
-    with caplog.at_level(logging.WARNING, "efficientdet_tf.training.distribution"):
-        strategy = make_strategy("gpus")
+    with caplog.at_level(logging.WARNING, "efficientdet_tf.backends.tensorflow"):
+        strategy = backends.current().make_distribution("gpus")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].startswith("--strategy=gpus, but TensorFlow finds no GPU (devices: ")

@@ -8,10 +8,11 @@ import random
 import pytest
 from cli_in_process import run_cli
 
-from efficientdet_tf.config import Config, ConfigError, available_models, get_config, validate
+from efficientdet_tf.config import Config, ConfigError, available_models, get_config
 from efficientdet_tf.config.merging import flat_keys
 from efficientdet_tf.config.schema import schema
 from efficientdet_tf.config.types import ListOf, Nullable, Number
+from efficientdet_tf.config.validation import validate
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import small_models
 import tensorflow as tf
 
-from efficientdet_tf import ObjectDetector, get_config
+from efficientdet_tf import ObjectDetector, backends, get_config
 from efficientdet_tf.training.step import make_optimizer
 
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
@@ -95,3 +95,19 @@ def test_loss_scale_is_the_initial_dynamic_scale():
             assert float(optimizer.dynamic_scale.numpy()) == expected
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("accelerator, compute_dtype, loss_scaling", [
+    ("cpu", "float32", False), ("gpu", "float16", True), ("tpu", "bfloat16", False)])
+def test_the_mixed_precision_hparam_picks_the_official_policy_for_the_device(
+        monkeypatch, accelerator, compute_dtype, loss_scaling):
+    """official utils.get_precision: bfloat16 on TPU, float16 on GPU, float32 on CPU; the model's
+    layers take it, Keras's global policy stays the user's."""
+    global_policy = keras.config.dtype_policy().name
+    monkeypatch.setattr(type(backends.current()), "accelerator", lambda self, _: accelerator)
+    detector = ObjectDetector("efficientdet-d0", TINY + ",mixed_precision=true")
+    assert keras.config.dtype_policy().name == global_policy
+    assert detector.network.get_layer("class_net").compute_dtype == compute_dtype
+    assert all(v.dtype == "float32" for v in detector.network.weights)
+    optimizer = make_optimizer(detector.config, 2, 1, 1, detector.network.dtype_policy)
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaling

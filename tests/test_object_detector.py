@@ -121,7 +121,8 @@ def test_a_keras_file_gives_back_the_same_detections_config_and_label_map(fitted
 
 def test_export_needs_calibration_images_for_int8():
     detector = ObjectDetector("efficientdet-d0", TINY)
-    with pytest.raises(ValueError, match="tflite_int8 calibrates on real images: pass "
+    with pytest.raises(ValueError, match="tflite_int8 calibrates on real images: give them "
+                                         r"\(--file_pattern, or ObjectDetector.export's "
                                          "representative_data"):
         detector.export("unused", formats=("tflite_int8",))
     with pytest.raises(ValueError, match=r"Unknown export formats \['coreml'\]"):

@@ -1,7 +1,7 @@
 """The update one training step of the official recipe makes, from the official fixture's
-checkpoint on a batch of coco128 images, for tests/test_training_backends.py to compare across
-Keras backends. `backend_reference.py` computes it on TensorFlow, whose step is the official one
-(tests/test_training.py).
+checkpoint on a batch of coco128 images, for tests/test_training_off_tensorflow.py to compare
+across Keras backends. `backend_reference.py` computes it on TensorFlow, whose step is the
+official one (tests/test_training.py).
 
 No augmentation, and D0 has no stochastic depth: the step draws no random numbers, so two
 backends see the same pixels and run the same arithmetic.

@@ -13,9 +13,9 @@ import functools
 
 import keras
 
-from efficientdet_tf.backends.base import PREDICTS_EVERYWHERE, Backend, BackendError
+from efficientdet_tf.backends.base import PREDICTS_EVERYWHERE, Backend, BackendError, Replicas
 
-__all__ = ["PREDICTS_EVERYWHERE", "Backend", "BackendError", "current"]
+__all__ = ["PREDICTS_EVERYWHERE", "Backend", "BackendError", "Replicas", "current"]
 
 
 @functools.cache

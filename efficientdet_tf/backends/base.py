@@ -11,8 +11,10 @@ backend each is refused at once, before any work, by `Backend.require`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
+import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -25,9 +27,27 @@ PREDICTS_EVERYWHERE = ("predict, evaluate, --mode=infer and --mode=eval run on e
 
 _LABELS = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
+# The values of --strategy: one device, the local GPUs, TF_CONFIG's workers, a TPU.
+STRATEGIES = ("default", "gpus", "multi-worker", "tpu")
+
 
 class BackendError(ConfigError):
     """A feature asked for on a Keras backend that cannot run it."""
+
+
+class Replicas:
+    """How a training step's replicas combine: `sum` adds a value over them, `count` says how
+    many. Under tf.distribute each replica runs the step on its share of the batch and the sums
+    are all-reduces. A program that sees the whole global batch (one device, or JAX with the batch
+    sharded over devices, where XLA adds across them) is one replica: `Replicas()`.
+    """
+
+    def __init__(self, sum_fn=None, count: int = 1):
+        self._sum = sum_fn or (lambda value: value)
+        self.count = count
+
+    def sum(self, value):
+        return self._sum(value)
 
 
 class Backend:
@@ -36,6 +56,8 @@ class Backend:
     framework does otherwise."""
 
     trains = False  # whether `ObjectDetector.fit` runs here
+    jit_compiles_training = False  # whether the training step is compiled with XLA by default
+    grad_checkpoint_refusal = None  # why hparam grad_checkpoint=true cannot train here, if so
 
     def __init__(self, name: str):
         self.name = name
@@ -121,6 +143,82 @@ class Backend:
     def probe_devices(self) -> None:
         """Makes the framework look for its devices now (the command line does it with the
         native log lines hidden); here nothing to probe."""
+
+    # --- training ---------------------------------------------------------------------------
+
+    def check_training(self, config) -> None:
+        """Refuses, in one line, training `config` here: a backend without gradients, or an
+        hparam this backend's step cannot honour."""
+        self.require_training()
+        if config.grad_checkpoint and self.grad_checkpoint_refusal:
+            raise ConfigError(f"hparam grad_checkpoint=true trains on TensorFlow only: "
+                              f"{self.grad_checkpoint_refusal} Train with grad_checkpoint=false, "
+                              "or with KERAS_BACKEND=tensorflow.")
+
+    def train_step(self, model: keras.Model, step, data, state=None):
+        """Keras's `train_step` hook of `model`: one step of `step`'s recipe (a
+        `training.step.TrainingStep`) on the batch `data` = (images, labels). Returns the logs;
+        on JAX, whose trainer is stateless, `state` holds the variables' values and the result
+        is (logs, new state)."""
+        raise NotImplementedError(f"{self.label} does not train (check_training refuses it).")
+
+    def make_train_function(self, model: keras.Model, make, force: bool):
+        """Keras's `make_train_function` hook of `model`, `make` being Keras's own."""
+        return make(force)
+
+    def distributed_dataset(self, distribution, make_dataset, global_batch_size: int):
+        """The training batches under `distribution`: `make_dataset(batch_size, input_context)`
+        of the global batch, which Keras shards over the distribution's devices itself."""
+        return make_dataset(global_batch_size, None)
+
+    # --- distribution -----------------------------------------------------------------------
+
+    def make_distribution(self, name: str, tpu: str | None = None, tpu_zone: str | None = None,
+                          gcp_project: str | None = None):
+        """The distribution over devices that `--strategy=name` means here (None: one device);
+        build the model in `distribution_scope` of it. Here Keras distributes nothing: only
+        `default`."""
+        check_strategy_name(name)
+        if name != "default":
+            raise ConfigError(
+                f"--strategy={name}: Keras distributes no training on {self.label}, which trains "
+                "on one device here. Run --strategy=default, or train on several devices with "
+                "KERAS_BACKEND=jax (gpus, tpu) or KERAS_BACKEND=tensorflow.")
+        return None
+
+    def current_distribution(self):
+        """The distribution in effect: the Keras distribution, or None (one device)."""
+        return keras.distribution.distribution()
+
+    def distribution_scope(self, distribution):
+        """The context that makes `distribution` (of `current_distribution`) current."""
+        return distribution.scope() if distribution is not None else contextlib.nullcontext()
+
+    def num_replicas(self, distribution) -> int:
+        """The devices a global batch is split over."""
+        return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+
+    def cross_replica_batch_norm(self, distribution) -> bool:
+        """Whether batch norms must synchronize their statistics explicitly (they need not where
+        the compiled step sees the whole sharded batch)."""
+        return False
+
+    def is_chief(self, distribution) -> bool:
+        """Whether this process is the chief of its cluster (always, outside multi-worker)."""
+        resolver = getattr(distribution, "cluster_resolver", None)
+        cluster = resolver.cluster_spec().as_dict() if resolver else {}
+        if not cluster or resolver.task_type == "chief":
+            return True
+        return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+    def accelerator(self, distribution) -> str:
+        """'tpu', 'gpu' or 'cpu': the kind of device `distribution` trains on."""
+        return "cpu"
+
+
+def check_strategy_name(name: str) -> None:
+    if name not in STRATEGIES:
+        raise ConfigError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
 
 
 def gather_nearest(features, size: tuple[int, int], half_pixel_centers: bool = False):

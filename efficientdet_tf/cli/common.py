@@ -4,6 +4,7 @@ select."""
 from absl import flags
 
 from efficientdet_tf.config import Config, get_config
+from efficientdet_tf.data.pipeline import DATASET_SPECS
 
 flags.DEFINE_string("model_name", "efficientdet-d0",
                     "Model name (e.g. efficientdet-d0, efficientdet-lite0) or a saved config YAML.")
@@ -13,11 +14,9 @@ flags.DEFINE_string("ckpt", None,
                     "run's model_dir), or an official name such as efficientdet-d0 (downloaded "
                     "once into the Keras cache).")
 flags.DEFINE_string("val_file_pattern", None,
-                    "Evaluation data: a TFRecord glob, 'coco:<annotations.json>:<image_dir>', "
-                    "'voc:<xml_dir>:<image_dir>', 'csv:<file.csv>:<image_dir>', "
-                    "'masks:<masks_dir>:<image_dir>[:<ids.txt>]' (segmentation masks, VOC "
-                    "SegmentationClass PNGs; voc/csv/masks: add ':val:10%' for the 10% held out "
-                    "of the training spec's folder), or 'synthetic:val'.")
+                    f"Evaluation data: {DATASET_SPECS}; e.g. 'synthetic:val', or "
+                    "'voc:<xml_dir>:<image_dir>:val:10%' for the 10% held out of the training "
+                    "folder.")
 flags.DEFINE_string("val_json_file", None,
                     "COCO ground-truth JSON of --val_file_pattern; default: the dataset's own.")
 flags.DEFINE_integer("eval_samples", None, "Evaluate only the first this many images.")

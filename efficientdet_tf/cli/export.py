@@ -3,22 +3,16 @@ an ONNX file and an OpenVINO IR."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from absl import flags
 
 from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
-from efficientdet_tf.config import ConfigError
-from efficientdet_tf.export.onnx import ONNX_FILE_NAME, export_onnx
-from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME, export_openvino
-from efficientdet_tf.export.saved_model import export_saved_model
-from efficientdet_tf.export.tflite import (
-    DEFAULT_CALIBRATION_STEPS,
-    INPUT_LAYOUTS,
-    QUANTIZATIONS,
-    export_tflite,
-)
+from efficientdet_tf.data.pipeline import DATASET_SPECS
+from efficientdet_tf.errors import ConfigError
+from efficientdet_tf.export.formats import FORMAT_LABELS, export_formats
+from efficientdet_tf.export.onnx import ONNX_FILE_NAME
+from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME
+from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, INPUT_LAYOUTS, QUANTIZATIONS
 from efficientdet_tf.inference.detector import Detector
 
 flags.DEFINE_enum("tflite", None, QUANTIZATIONS,
@@ -29,8 +23,7 @@ flags.DEFINE_enum("tflite_input", "pixels", INPUT_LAYOUTS,
                   "official automl layout (the normalized image, quantized in int8 files; out "
                   "num_detections, scores, classes, boxes, the official order).")
 flags.DEFINE_string("file_pattern", None,
-                    "int8 calibration images: a dataset spec (TFRecord glob, "
-                    "'coco:<annotations.json>:<image_dir>', 'synthetic').")
+                    f"int8 calibration images: {DATASET_SPECS}.")
 flags.DEFINE_integer("num_calibration_steps", DEFAULT_CALIBRATION_STEPS,
                      "Images used for int8 calibration.")
 flags.DEFINE_bool("onnx", False,
@@ -46,36 +39,23 @@ flags.DEFINE_bool("openvino", False,
 
 
 def run(flag_values) -> None:
+    """`export.formats.export_formats` (as `ObjectDetector.export`) of the flags' formats."""
     if not flag_values.saved_model_dir:
         raise ConfigError("--mode=export needs --saved_model_dir, the output directory.")
     if not flag_values.ckpt:
         raise ConfigError("--mode=export needs --ckpt, the checkpoint to export.")
-    if flag_values.tflite == "int8" and not flag_values.file_pattern:
-        raise ConfigError("--tflite=int8 calibrates on real images: give --file_pattern.")
     if not flag_values.onnx_nms and not flag_values.onnx:
         raise ConfigError("--onnx_nms=false changes the ONNX file: give --onnx too.")
+    formats = ["saved_model", *([f"tflite_{flag_values.tflite}"] if flag_values.tflite else []),
+               *(["onnx"] if flag_values.onnx else []),
+               *(["openvino"] if flag_values.openvino else [])]
     config = config_from_flags(flag_values)
     with usage_errors():
         detector = Detector.from_checkpoint(config, flag_values.ckpt, flag_values.postprocess_mode)
-        export_dir = export_saved_model(detector, flag_values.saved_model_dir)
-        print(f"SavedModel written to {export_dir}")
-        if flag_values.tflite:
-            path = export_tflite(
-                detector.network,
-                config,
-                Path(export_dir) / f"{flag_values.tflite}.tflite",
-                flag_values.tflite,
-                dataset=flag_values.file_pattern,
-                num_calibration_images=flag_values.num_calibration_steps,
-                input_layout=flag_values.tflite_input,
-            )
-            print(f"TFLite ({flag_values.tflite}) written to {path}")
-        if flag_values.onnx:
-            path = export_onnx(detector.network, config, Path(export_dir) / ONNX_FILE_NAME,
-                               nms=flag_values.onnx_nms)
-            print(f"ONNX written to {path}")
-        if flag_values.openvino:
-            path = export_openvino(
-                detector.network, config,
-                Path(export_dir) / OPENVINO_DIR_NAME / OPENVINO_FILE_NAME)
-            print(f"OpenVINO IR written to {path}")
+        written = export_formats(
+            detector, flag_values.saved_model_dir, formats,
+            calibration_data=flag_values.file_pattern,
+            num_calibration_images=flag_values.num_calibration_steps,
+            tflite_input=flag_values.tflite_input, onnx_nms=flag_values.onnx_nms)
+    for name, path in written.items():
+        print(f"{FORMAT_LABELS[name]} written to {path}")

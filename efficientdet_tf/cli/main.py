@@ -11,7 +11,7 @@ import sys
 from efficientdet_tf.cli.quiet import (
     hide_native_info_lines,
     native_stderr_silenced,
-    probe_jax_devices,
+    probe_devices,
 )
 
 hide_native_info_lines()
@@ -19,7 +19,7 @@ with native_stderr_silenced():
     import tensorflow as tf
 
     tf.config.list_physical_devices()  # the device probe logs too
-    probe_jax_devices()
+    probe_devices()
 
 from absl import app, flags  # noqa: E402
 

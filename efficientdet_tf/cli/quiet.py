@@ -26,7 +26,7 @@ def hide_native_info_lines() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_NATIVE_LOG_LEVEL)
 
 
-def probe_jax_devices() -> None:
+def probe_devices() -> None:
     """The Keras backend's first look for its devices (`Backend.probe_devices`: JAX's, whose notes
     on absent CUDA and TPU, from C++ and an info line from Python, the command line hides like
     TensorFlow's)."""

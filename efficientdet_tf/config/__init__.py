@@ -17,9 +17,8 @@ from efficientdet_tf.config.files import HPARAMS_DIR
 from efficientdet_tf.config.loading import available_models, get_config
 from efficientdet_tf.config.parsing import parse_overrides
 from efficientdet_tf.config.schema import HEADS
-from efficientdet_tf.config.validation import validate
 from efficientdet_tf.config.values import Config
 from efficientdet_tf.errors import ConfigError
 
 __all__ = ["HEADS", "HPARAMS_DIR", "Config", "ConfigError", "available_models", "get_config",
-           "parse_overrides", "validate"]
+           "parse_overrides"]

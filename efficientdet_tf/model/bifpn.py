@@ -12,9 +12,6 @@ import keras
 from keras import ops
 
 from efficientdet_tf import backends
-
-# `training.losses` resizes masks as the network resizes features; it imports this from here.
-from efficientdet_tf.backends.base import gather_nearest  # noqa: F401
 from efficientdet_tf.model.fpn_topology import (
     FpnNode,
     FpnTopology,

@@ -6,6 +6,7 @@ inference/), so the same network serves training, evaluation and export.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import keras
@@ -20,8 +21,10 @@ from efficientdet_tf.model.segmentation_head import segmentation_head
 BACKBONE_MAX_LEVEL = 5  # EfficientNet's deepest feature has stride 2**5
 
 
-def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
-    """EfficientDet for `config` at its image size (channels_last).
+def build_model(config, synchronized_batch_norm: bool = False,
+                dtype_policy: str | None = None) -> keras.Model:
+    """EfficientDet for `config` at its image size (channels_last), its layers of `dtype_policy`
+    (default: Keras's global policy, which stays as it is either way).
 
     `model(images, training=False)` on normalized float images [B, H, W, 3] returns
     `(class_outputs, box_outputs)`: lists ordered min_level..max_level of
@@ -30,6 +33,11 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
     "class_outputs", "box_outputs" and "segmentation_logits" [B, H / 2**(min_level - 1),
     W / 2**(min_level - 1), seg_num_classes]. `model_outputs` reads either form.
     """
+    with _global_dtype_policy(dtype_policy):
+        return _build_model(config, synchronized_batch_norm)
+
+
+def _build_model(config, synchronized_batch_norm: bool) -> keras.Model:
     norm = NormSettings(
         momentum=config.batch_norm_momentum,
         epsilon=config.batch_norm_epsilon,
@@ -69,6 +77,31 @@ def build_model(config, synchronized_batch_norm: bool = False) -> keras.Model:
                            name=config.name)
     outputs["segmentation_logits"] = segmentation_head(config, norm)(features)
     return keras.Model(images, outputs, name=config.name)
+
+
+def mixed_precision_policy(mixed_precision: bool, accelerator: str) -> str | None:
+    """The dtype policy of hparam mixed_precision on an `accelerator` ('tpu', 'gpu', 'cpu'), as
+    the official `get_precision`: mixed_bfloat16 on TPU, mixed_float16 on GPU, float32 on CPU
+    (bfloat16 made D0's training step slower on a CPU with AMX, see README). None without
+    mixed_precision: Keras's global policy."""
+    if not mixed_precision:
+        return None
+    return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(accelerator, "float32")
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(policy: str | None):
+    """Keras layers take the global dtype policy when they are made: `policy` for the block,
+    then the user's again."""
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 class ModelOutputs(NamedTuple):

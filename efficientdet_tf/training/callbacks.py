@@ -18,13 +18,13 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from efficientdet_tf import backends
 from efficientdet_tf.data.formats.images import decode_image
 from efficientdet_tf.data.preprocess import to_pixels
 from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_names
 from efficientdet_tf.model.checkpoint import CheckpointMismatchError, TrainingState
-from efficientdet_tf.training.distribution import is_chief
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
     def _make_manager(self, detector) -> tf.train.CheckpointManager:
         self._state = TrainingState(detector.network.weights, detector.weight_average,
                                     detector.optimizer.variables)
-        chief = is_chief(detector.training_distribution)
+        chief = backends.current().is_chief(detector.training_distribution)
         return tf.train.CheckpointManager(
             self._state.checkpoint,
             self.model_dir if chief else tempfile.mkdtemp(prefix="edet_worker_"),
@@ -144,7 +144,7 @@ class StepSummaries(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._writer = (tf.summary.create_file_writer(self.log_dir)
-                        if is_chief(self.model.training_distribution)
+                        if backends.current().is_chief(self.model.training_distribution)
                         else tf.summary.create_noop_writer())
 
     def on_train_batch_end(self, batch, logs=None):
@@ -179,7 +179,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self._writers is None:  # once: a traced step keeps the writer it was traced with
-            chief = is_chief(self.model.training_distribution)
+            chief = backends.current().is_chief(self.model.training_distribution)
             self._writers = {
                 name: tf.summary.create_file_writer(os.path.join(self.model_dir, name))
                 if chief else tf.summary.create_noop_writer()

@@ -18,8 +18,8 @@ import keras
 from keras import ops
 
 from efficientdet_tf.anchors import Anchors, decode_boxes, intersection_and_union, per_anchor
+from efficientdet_tf.backends.base import gather_nearest
 from efficientdet_tf.data import batch_labels
-from efficientdet_tf.model.bifpn import gather_nearest
 
 # Kernels of convolutions and dense layers get L2 regularization, as in the official code.
 _REGULARIZED = re.compile(r".*(kernel|weight)$")
@@ -65,7 +65,8 @@ def iou_loss(box_outputs, box_targets, anchor_boxes, loss_type, normalizer):
     return ops.sum(loss) / (normalizer * 4.0)
 
 
-# The values of hparam `iou_loss_type` (the config's schema reads them), each adding a term to the last.
+# The values of hparam `iou_loss_type` (the config's schema reads them), each adding a term to
+# the last.
 IOU_LOSS_TYPES = ("iou", "giou", "diou", "ciou")
 
 

@@ -18,10 +18,12 @@ import re
 import keras
 from keras import ops
 
+from efficientdet_tf.backends import Replicas
 from efficientdet_tf.data import batch_labels
 from efficientdet_tf.data.formats.masks import IGNORE_LABEL
 from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.model.weight_average import WeightAverage
+from efficientdet_tf.training.callbacks import input_image_summary
 from efficientdet_tf.training.learning_rate import WarmupSchedule
 from efficientdet_tf.training.losses import (
     DetectionLoss,
@@ -32,27 +34,11 @@ from efficientdet_tf.training.losses import (
 log = logging.getLogger(__name__)
 
 
-class Replicas:
-    """How the step's replicas combine: `sum` adds a value over them, `count` says how many.
-
-    Under tf.distribute each replica runs the step on its share of the batch and the sums are
-    all-reduces (`training.tensorflow_step`). A program that sees the whole global batch (one
-    device, or JAX with the batch sharded over devices, where XLA adds across them) is one
-    replica.
-    """
-
-    def __init__(self, sum_fn=None, count: int = 1):
-        self._sum = sum_fn or (lambda value: value)
-        self.count = count
-
-    def sum(self, value):
-        return self._sum(value)
-
-
 class TrainingStep:
     """The official training step of `network` over its `trainable` variables, in `keras.ops`:
-    the losses and the clipping, which every backend's step runs (`training.tensorflow_step`,
-    `training.jax_step`); they differ only in how they take gradients and keep state.
+    the losses, the clipping, the update and the logs, which every backend's driver
+    (`backends.current().train_step`) runs; the drivers differ only in how they take gradients
+    and keep state.
 
     `loss` may be replaced (tests do) by any callable with `DetectionLoss`'s signature.
     """
@@ -96,9 +82,14 @@ class TrainingStep:
             total += self.config.seg_loss_weight * parts["seg_loss"]
         return parts, total
 
-    def clip_gradients(self, gradients, replicas: Replicas, loss_scale=1.0) -> list:
-        """Scales every replica's gradients by the clip factors of their sum (`loss_scale`: the
-        factor float16 loss scaling put into them).
+    def scale_loss(self, loss, optimizer):
+        """`loss` times the float16 loss scale, if the optimizer scales losses."""
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer.scale_loss(loss)
+        return loss
+
+    def clip_gradients(self, gradients, replicas: Replicas, optimizer) -> list:
+        """Scales every replica's gradients (of `scale_loss`) by the clip factors of their sum.
 
         The optimizer then sums them over replicas, giving exactly the clipped summed gradient
         (Keras's own clipping would clip each replica's share before the sum).
@@ -107,15 +98,34 @@ class TrainingStep:
         if clip_norm <= 0:
             return gradients
         total = replicas.sum(list(gradients))
-        norms = ops.stack([ops.norm(ops.reshape(g, [-1])) for g in total]) / loss_scale
+        norms = ops.stack([ops.norm(ops.reshape(g, [-1])) for g in total]) / _loss_scale(optimizer)
         factors = ops.unstack(clip_factors(norms, clip_norm))
         return [g * ops.cast(factor, g.dtype) for g, factor in zip(gradients, factors)]
 
+    def apply(self, gradients, optimizer) -> None:
+        """Applies the (clipped) gradients in place (summed over replicas by the optimizer), then
+        updates the weight average. Loss scaling skips a step whose gradients overflow; the
+        average skips it too, as in the official trainer (its average sits inside the loss scale
+        optimizer)."""
+        before = ops.copy(optimizer.iterations)
+        optimizer.apply(gradients, self.trainable)
+        self.average.update(applied=optimizer.iterations > before)
 
-# The optimizers by hparam `optimizer` (the config's schema reads these names): (schedule, momentum) ->
-# optimizer; Adam takes the momentum as beta_1, as the official get_optimizer. Named, because
-# their variables' paths key the training checkpoints: Keras would number a second optimizer of
-# the process ("sgd_1"), and a run could not resume in the process that ran another.
+    def logs(self, parts: dict, optimizer) -> dict:
+        """What a step reports: the loss parts and the learning rate."""
+        return {**parts, "learning_rate": optimizer.learning_rate}
+
+    def record_inputs(self, images, optimizer) -> None:
+        """The batch's images as a TensorBoard summary every hparam img_summary_steps steps
+        (a TensorFlow summary op: TensorFlow's step records them)."""
+        input_image_summary(images, self.config, optimizer.iterations)
+
+
+# The optimizers by hparam `optimizer` (the config's schema reads these names):
+# (schedule, momentum) -> optimizer; Adam takes the momentum as beta_1, as the official
+# get_optimizer. Named, because their variables' paths key the training checkpoints: Keras would
+# number a second optimizer of the process ("sgd_1"), and a run could not resume in the process
+# that ran another.
 OPTIMIZERS = {
     "sgd": lambda schedule, momentum: keras.optimizers.SGD(
         schedule, momentum=momentum, name="sgd"),
@@ -124,11 +134,12 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
-                   num_epochs: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config, global_batch_size: int, steps_per_epoch: int, num_epochs: int,
+                   dtype_policy=None) -> keras.optimizers.Optimizer:
     """SGD with momentum (or Adam, momentum as beta_1) on the warm-up schedule over
-    `num_epochs`, with dynamic loss scaling under the mixed_float16 policy, starting from
-    `config.loss_scale` (null: Keras's 2**15), as the official `get_optimizer`.
+    `num_epochs`, with dynamic loss scaling for a network of the mixed_float16 `dtype_policy`
+    (default: Keras's global one), starting from `config.loss_scale` (null: Keras's 2**15), as
+    the official `get_optimizer`.
 
     Gradient clipping happens in the step (`TrainingStep.clip_gradients`), on the global sum.
     """
@@ -136,7 +147,8 @@ def make_optimizer(config, global_batch_size: int, steps_per_epoch: int,
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {config.optimizer!r}; known: {', '.join(OPTIMIZERS)}.")
     optimizer = OPTIMIZERS[config.optimizer](schedule, config.momentum)
-    if keras.config.dtype_policy().name == "mixed_float16":
+    policy = keras.dtype_policies.get(dtype_policy or keras.config.dtype_policy())
+    if policy.name == "mixed_float16":
         initial = {"initial_scale": config.loss_scale} if config.loss_scale else {}
         optimizer = keras.optimizers.LossScaleOptimizer(
             optimizer, name="loss_scale_optimizer", **initial)
@@ -168,15 +180,8 @@ def trainable_variables(model: keras.Model, freeze_expr: str | None) -> list:
     return kept
 
 
-def scale_loss(optimizer, loss):
-    """`loss` times the float16 loss scale, if the optimizer scales losses."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer.scale_loss(loss)
-    return loss
-
-
-def loss_scale(optimizer):
-    """The factor `scale_loss` multiplies by."""
+def _loss_scale(optimizer):
+    """The factor `TrainingStep.scale_loss` multiplies by."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return ops.cast(optimizer.dynamic_scale, "float32")
     return 1.0

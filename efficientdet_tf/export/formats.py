@@ -1,0 +1,60 @@
+"""The export formats and the files each writes: one loop for `--mode=export` and
+`ObjectDetector.export`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from efficientdet_tf.errors import ConfigError
+from efficientdet_tf.export.onnx import ONNX_FILE_NAME, export_onnx
+from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME, export_openvino
+from efficientdet_tf.export.saved_model import export_saved_model
+from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, QUANTIZATIONS, export_tflite
+from efficientdet_tf.inference.detector import Detector
+
+# What `ObjectDetector.export` writes by default: no calibration data needed, no extra installed.
+DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16")
+# "tflite_int8" calibrates on real images; "onnx" and "openvino" need the deploy extra.
+EXPORT_FORMATS = ("saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "openvino")
+
+# How the command line names each format's file when it reports it.
+FORMAT_LABELS = {"saved_model": "SavedModel", "onnx": "ONNX", "openvino": "OpenVINO IR",
+                 **{f"tflite_{q}": f"TFLite ({q})" for q in QUANTIZATIONS}}
+
+
+def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEFAULT_EXPORT_FORMATS,
+                   *, calibration_data=None, tflite_input: str = "pixels",
+                   num_calibration_images: int = DEFAULT_CALIBRATION_STEPS,
+                   onnx_nms: bool = True) -> dict[str, Path]:
+    """Writes `detector` in each of `formats`: the SavedModel in `directory`, each TFLite file as
+    `directory/<precision>.tflite`, 'onnx' as `directory/model.onnx`, 'openvino' as
+    `directory/openvino/model.xml`; returns {format: path}.
+
+    `tflite_int8` calibrates on `calibration_data` (a dataset spec, source or dataset);
+    `tflite_input` is the TFLite input layout ('pixels' or 'normalized', see `export.tflite`);
+    `onnx_nms=False` writes the pre-NMS boxes and scores (see `export.onnx`).
+    """
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown:
+        raise ConfigError(f"Unknown export formats {unknown}; choose from {EXPORT_FORMATS}.")
+    if "tflite_int8" in formats and calibration_data is None:
+        raise ConfigError("tflite_int8 calibrates on real images: give them (--file_pattern, or "
+                          "ObjectDetector.export's representative_data, e.g. the training data), "
+                          "or leave int8 out.")
+    network, config, directory = detector.network, detector.config, Path(directory)
+    written = {}
+    if "saved_model" in formats:
+        written["saved_model"] = Path(export_saved_model(detector, directory))
+    for name in (f for f in formats if f.startswith("tflite_")):
+        quantization = name.removeprefix("tflite_")
+        written[name] = export_tflite(
+            network, config, directory / f"{quantization}.tflite", quantization,
+            dataset=calibration_data, num_calibration_images=num_calibration_images,
+            input_layout=tflite_input)
+    if "onnx" in formats:
+        written["onnx"] = export_onnx(network, config, directory / ONNX_FILE_NAME, nms=onnx_nms)
+    if "openvino" in formats:
+        written["openvino"] = export_openvino(
+            network, config, directory / OPENVINO_DIR_NAME / OPENVINO_FILE_NAME)
+    return written
