@@ -39,6 +39,17 @@ def test_scalars_are_read_back_by_step_the_last_write_kept(tmp_path):
     assert evals["AP"][0].tolist() == [2, 4] and evals["AP_/cat"][1].tolist() == [0.5, 0.75]
 
 
+def test_the_last_write_of_a_step_wins_whatever_the_event_files_are_named(tmp_path):
+    """TensorFlow names event files <seconds>.<host>.<pid>.<writer number>: a process's tenth
+    writer sorts before its ninth, and a resumed run's name holds another pid. The newest event
+    file (the resumed run's, the smaller) is renamed here to sort first."""
+    write_run(tmp_path)
+    newest = min((tmp_path / "train").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_size)
+    newest.rename(tmp_path / "train" / "events.out.tfevents.0000000000.host.1.0.v2")
+    steps, losses = read_scalars(tmp_path / "train")["loss"]
+    assert steps.tolist() == [1, 2, 3, 4] and losses[-1] == LOSSES[4]
+
+
 def test_plot_mode_writes_the_curves(tmp_path, capsys):
     write_run(tmp_path)
     assert run_cli("--mode=plot", f"--model_dir={tmp_path}") == 0

@@ -25,16 +25,20 @@ PER_CLASS_PREFIX = "AP_/"
 
 
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{tag: (steps, values)} of the scalars of every event file in `log_dir`, by step."""
-    by_tag: dict[str, dict[int, float]] = {}
-    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+    """{tag: (steps, values)} of the scalars of every event file in `log_dir`, by step; of the
+    values written for one step, the one written last (by the events' own wall time: the file
+    names do not sort in writing order, e.g. a process's tenth writer before its ninth)."""
+    by_tag: dict[str, dict[int, tuple[float, float]]] = {}
+    for path in Path(log_dir).glob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
                 scalar = _scalar(value)
-                if scalar is not None:
-                    by_tag.setdefault(value.tag, {})[int(event.step)] = scalar
-    return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)]))
+                points = by_tag.setdefault(value.tag, {})
+                step = int(event.step)
+                if scalar is not None and event.wall_time >= points.get(step, (-1.0,))[0]:
+                    points[step] = (event.wall_time, scalar)
+    return {tag: (np.array(sorted(points)), np.array([points[s][1] for s in sorted(points)]))
             for tag, points in by_tag.items()}
 
 
