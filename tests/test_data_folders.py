@@ -3,13 +3,12 @@ and the {id: name} label map that training records in its config."""
 
 import csv
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from cli_in_process import run_cli
 from official_fixture import SHARED_DIR
 from PIL import Image
 from small_models import TINY
@@ -22,7 +21,6 @@ from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.data.sources.voc_folder import VocFolderSource
 from efficientdet_tf.label_map import class_names
 
-REPO = Path(__file__).resolve().parents[1]
 BCCD = SHARED_DIR / "datasets" / "bccd" / "BCCD"
 # Synthetic class ids renamed so that sorted names give other ids: apple 1, mango 2, zebra 3.
 NAMES = {1: "zebra", 2: "apple", 3: "mango"}
@@ -289,26 +287,23 @@ def test_bccd_is_a_voc_folder_pair():
     assert images.shape == (2, 64, 64, 3)
 
 
-def train_and_eval(model_dir, train_spec, val_spec):
-    return subprocess.run(
-        [sys.executable, "main.py", "--mode=train_and_eval", f"--model_dir={model_dir}",
-         f"--train_file_pattern={train_spec}", f"--val_file_pattern={val_spec}",
-         "--batch_size=2", "--num_epochs=1", f"--hparams={TINY}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
-def test_train_and_eval_runs_straight_from_the_spec_and_records_the_class_names(folder, tmp_path):
+def test_train_and_eval_runs_straight_from_the_spec_and_records_the_class_names(
+        folder, tmp_path, capsys):
     """(A 'csv:' spec reads as this folder does: see the CSV tests above.)"""
     spec = f"voc:{folder / 'annotations'}:{folder / 'images'}"
 
-    result = train_and_eval(tmp_path, spec + ":train:34%", spec + ":val:34%")
+    status = run_cli("--mode=train_and_eval", f"--model_dir={tmp_path}",
+                     f"--train_file_pattern={spec}:train:34%",
+                     f"--val_file_pattern={spec}:val:34%", "--batch_size=2", "--num_epochs=1",
+                     f"--hparams={TINY}")
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (f"{spec}:train:34%: 4 images, " in result.stdout
-            and "boxes, 3 classes (1 apple, 2 mango, 3 zebra)" in result.stdout)
-    assert f"{spec}:val:34%: 2 images, " in result.stdout
-    assert "skipped: nothing" in result.stdout
-    assert " - val_AP: " in result.stdout  # the epoch line of the progress bar
+    out, err = capsys.readouterr()
+    assert status == 0, err[-3000:]
+    assert (f"{spec}:train:34%: 4 images, " in out
+            and "boxes, 3 classes (1 apple, 2 mango, 3 zebra)" in out)
+    assert f"{spec}:val:34%: 2 images, " in out
+    assert "skipped: nothing" in out
+    assert " - val_AP: " in out  # the epoch line of the progress bar
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["label_map"] == {1: "apple", 2: "mango", 3: "zebra"}
