@@ -2,15 +2,13 @@
 starts from official weights, and trains exactly as the command line does."""
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import small_models
 import tensorflow as tf
+from cli_in_process import run_cli
 from official_fixture import FIXTURE_DIR, requires_fixture
 
 from efficientdet_tf import ConfigError, ObjectDetector, get_config
@@ -20,7 +18,6 @@ from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import TrainingCheckpoints
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
-REPO = Path(__file__).resolve().parents[1]
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION},learning_rate=0.64"
 COCO_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100",
                 "ARs", "ARm", "ARl"]
@@ -161,12 +158,11 @@ def test_the_command_line_and_fit_train_the_same_weights(tmp_path):
     backbone: both trace the step, which takes minutes for B0's 16 blocks on 2 cores.)"""
     config = get_config("efficientdet-d0", TINY).override(small_models.FIVE_BLOCK_BACKBONE)
     config.save(tmp_path / "config.yaml")
-    result = subprocess.run(
-        [sys.executable, "main.py", "--mode=train", f"--model_dir={tmp_path / 'cli'}",
-         "--train_file_pattern=synthetic:train:8", "--batch_size=4",
-         f"--model_name={tmp_path / 'config.yaml'}", "--tf_random_seed=1", "--num_epochs=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    keras.backend.clear_session()
+    assert run_cli("--mode=train", f"--model_dir={tmp_path / 'cli'}",
+                   "--train_file_pattern=synthetic:train:8", "--batch_size=4",
+                   f"--model_name={tmp_path / 'config.yaml'}", "--tf_random_seed=1",
+                   "--num_epochs=1") == 0
     keras.backend.clear_session()
     tf.keras.utils.set_random_seed(1)
     detector = ObjectDetector(config)
