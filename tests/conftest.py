@@ -41,3 +41,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "any_backend" not in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def exported_files(tmp_path_factory):
+    """The shared exported set (`exported_files.py`): {name: path}, written once per run."""
+    import exported_files as shared  # noqa: PLC0415
+
+    return shared.exported_files(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def shared_network(exported_files):
+    """(network, config) of the shared exported set, with the weights that were exported."""
+    import exported_files as shared  # noqa: PLC0415
+
+    return shared.shared_network(exported_files)

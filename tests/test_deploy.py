@@ -7,50 +7,45 @@ least 0.99; every detection must match, and the counts must be equal. The model 
 the segmentation masks must be equal too.
 """
 
-import keras
 import numpy as np
 import pytest
-import small_models
 import tensorflow as tf
 from cli_in_process import run_cli
 from detection_matching import match_detections
+from exported_files import SHARED
 
 from efficientdet_tf.anchors import decode_boxes
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.export.onnx import export_onnx, hard_nms_config
-from efficientdet_tf.export.openvino import export_openvino
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
 from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.inference.postprocess import Postprocessor
 from efficientdet_tf.inference.runtime_detector import MissingRuntimeError, open_onnx
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
-from efficientdet_tf.model.builder import build_model, model_outputs
+from efficientdet_tf.model.builder import model_outputs
 
-pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
-BOTH_HEADS = f"{small_models.SMALL},heads=[object_detection,segmentation]"
 IMAGES = {"batch of 2": (2, 100, 150), "tall": (1, 120, 70)}  # another size than the network's
 
 
 @pytest.fixture(scope="module")
-def network():
-    config = get_config("efficientdet-d0", BOTH_HEADS)
-    keras.utils.set_random_seed(1)
-    model = build_model(config)
-    small_models.spread_scores(model, config)
-    return model, config
+def network(shared_network):
+    """The shared exported set's network (`exported_files.py`): both heads, spread scores."""
+    return shared_network
 
 
 @pytest.fixture(scope="module")
-def exported(network, tmp_path_factory):
+def exported(exported_files):
+    return {"onnx": exported_files["onnx"], "openvino": exported_files["openvino"]}
+
+
+@pytest.fixture(scope="module")
+def onnx_pre_nms(network, tmp_path_factory):
+    """Its own export: the ONNX file without NMS (--onnx_nms=false)."""
     model, config = network
-    directory = tmp_path_factory.mktemp("deploy")
-    return {
-        "onnx": export_onnx(model, config, directory / "model.onnx"),
-        "onnx_pre_nms": export_onnx(model, config, directory / "pre_nms.onnx", nms=False),
-        "openvino": export_openvino(model, config, directory / "openvino" / "model.xml"),
-    }
+    return export_onnx(model, config, tmp_path_factory.mktemp("deploy") / "pre_nms.onnx",
+                       nms=False)
 
 
 def images(name: str) -> np.ndarray:
@@ -96,9 +91,9 @@ def assert_same_detections(expected: dict, found: dict, label: str) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_without_nms_gives_the_decoded_boxes_and_scores(network, exported):
+def test_onnx_without_nms_gives_the_decoded_boxes_and_scores(network, onnx_pre_nms):
     model, config = network
-    runner = open_exported(exported["onnx_pre_nms"], config)
+    runner = open_exported(onnx_pre_nms, config)
     postprocessor = Postprocessor(config)
     for name in IMAGES:
         network_inputs, image_scales = preprocess_images(images(name), config)
@@ -118,7 +113,7 @@ def test_onnx_without_nms_gives_the_decoded_boxes_and_scores(network, exported):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "openvino"])
 def test_a_file_of_another_input_size_is_named(exported, kind):
-    config = get_config("efficientdet-d0", f"{BOTH_HEADS},image_size=256")
+    config = get_config("efficientdet-d0", f"{SHARED},image_size=256")
     with pytest.raises(ValueError, match="exported with network input size 128x128 but the "
                                          "config's is 256x256: give the --model_name"):
         open_exported(exported[kind], config)
