@@ -1,4 +1,8 @@
-"""`main.py` modes eval, export, infer and benchmark, and their answers to bad input."""
+"""`main.py` modes eval, export, infer and benchmark, and their answers to bad input.
+
+The command line runs in the test's process (`cli_in_process.run_cli`); one test runs `main.py`
+in a subprocess, as a user does (its exit status and stderr).
+"""
 
 import json
 import subprocess
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_in_process import run_cli
 from PIL import Image
 from small_models import SMALL
 
@@ -27,8 +32,17 @@ def main_py(*args):
     )
 
 
+def cli(capfd, *args):
+    """`efficientdet *args` in process: (exit status, stdout, stderr)."""
+    capfd.readouterr()
+    status = run_cli(*args)
+    printed = capfd.readouterr()
+    return status, printed.out, printed.err
+
+
 def assert_ok(result):
-    assert result.returncode == 0, result.stderr[-3000:]
+    status, _, err = result
+    assert status == 0, err[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +63,17 @@ def images(tmp_path):
 
 @pytest.mark.slow
 def test_export_then_infer_with_the_tflite_file_and_with_the_checkpoint(
-    checkpoint, images, tmp_path
+    checkpoint, images, tmp_path, capfd
 ):
     export_dir = tmp_path / "export"
-    assert_ok(main_py("--mode=export", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+    assert_ok(cli(capfd, "--mode=export", *SMALL_FLAGS, f"--ckpt={checkpoint}",
                       f"--saved_model_dir={export_dir}", "--tflite=float32"))
     assert (export_dir / "saved_model.pb").is_file()
 
     for name, model_flag in (("tflite", f"--saved_model_dir={export_dir / 'float32.tflite'}"),
                              ("checkpoint", f"--ckpt={checkpoint}")):
         output_dir = tmp_path / name
-        assert_ok(main_py("--mode=infer", *SMALL_FLAGS, model_flag, "--min_score_thresh=0",
+        assert_ok(cli(capfd, "--mode=infer", *SMALL_FLAGS, model_flag, "--min_score_thresh=0",
                           f"--input_image={images}/*", f"--output_image_dir={output_dir}"))
         records = json.loads((output_dir / "detections_by_image.json").read_text())
         assert sorted(Path(path).name for path in records) == ["a.png", "b.jpg"], name
@@ -75,6 +89,7 @@ def test_export_then_infer_with_the_tflite_file_and_with_the_checkpoint(
 
 
 def test_infer_goes_on_past_an_unreadable_file_and_says_so(checkpoint, images, tmp_path):
+    """The subprocess smoke test of `main.py`: exit status 1, the reason on stderr."""
     (images / "c_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     output_dir = tmp_path / "out"
     result = main_py("--mode=infer", *SMALL_FLAGS, f"--ckpt={checkpoint}",
@@ -90,18 +105,18 @@ def test_infer_goes_on_past_an_unreadable_file_and_says_so(checkpoint, images, t
 
 
 @pytest.mark.parametrize("model", ["checkpoint", "saved_model"])
-def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, model):
+def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, model, capfd):
     if model == "checkpoint":
         model_flag = f"--ckpt={checkpoint}"
     else:
         config = get_config("efficientdet-d0", SMALL)
         detector = Detector.from_checkpoint(config, checkpoint)
         model_flag = f"--saved_model_dir={export_saved_model(detector, tmp_path / 'exported')}"
-    result = main_py("--mode=eval", *SMALL_FLAGS, model_flag,
-                     "--val_file_pattern=synthetic:val:6", "--batch_size=4", "--eval_samples=5",
-                     f"--eval_dir={tmp_path}")
+    result = cli(capfd, "--mode=eval", *SMALL_FLAGS, model_flag,
+                 "--val_file_pattern=synthetic:val:6", "--batch_size=4", "--eval_samples=5",
+                 f"--eval_dir={tmp_path}")
     assert_ok(result)
-    printed = dict(line.split() for line in result.stdout.splitlines() if line.startswith("A"))
+    printed = dict(line.split() for line in result[1].splitlines() if line.startswith("A"))
     assert {"AP", "AP50", "ARmax100", "AP_/circle"} <= set(printed)
     detections = json.loads((tmp_path / "detections.json").read_text())
     assert {d["image_id"] for d in detections} == {1, 2, 3, 4, 5}
@@ -126,21 +141,23 @@ def test_eval_mode_prints_coco_metrics_and_writes_results(checkpoint, tmp_path, 
           "--saved_model_dir={tmp}"), "'{tmp}' is neither an exported file"),
     ],
 )
-def test_bad_input_is_named_with_the_fix(checkpoint, images, tmp_path, arguments, message):
+def test_bad_input_is_named_with_the_fix(
+    checkpoint, images, tmp_path, arguments, message, capfd
+):
     (images / "bad.jpg").write_text("not an image")
     values = {"images": images, "tmp": tmp_path, "checkpoint": checkpoint}
-    result = main_py(*(argument.format(**values) for argument in arguments))
-    assert result.returncode != 0
-    assert message.format(**values) in result.stderr
-    assert "Traceback" not in result.stderr
+    status, _, err = cli(capfd, *(argument.format(**values) for argument in arguments))
+    assert status != 0
+    assert message.format(**values) in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow
-def test_benchmark_mode_prints_both_paths(checkpoint):
-    result = main_py("--mode=benchmark", *SMALL_FLAGS, f"--ckpt={checkpoint}",
-                     "--benchmark_runs=2", "--benchmark_batch_size=2")
+def test_benchmark_mode_prints_both_paths(checkpoint, capfd):
+    result = cli(capfd, "--mode=benchmark", *SMALL_FLAGS, f"--ckpt={checkpoint}",
+                 "--benchmark_runs=2", "--benchmark_batch_size=2")
     assert_ok(result)
-    rows = [line.split() for line in result.stdout.splitlines()
+    rows = [line.split() for line in result[1].splitlines()
             if line.startswith(("tf ", "tflite "))]
     assert [row[:2] for row in rows] == [["tf", "network"], ["tf", "end-to-end"],
                                          ["tflite", "network"], ["tflite", "end-to-end"]]

@@ -19,6 +19,7 @@ from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import export_tflite
 from efficientdet_tf.inference.detector import OUTPUT_NAMES, Detector, detections_from_dict
 from efficientdet_tf.inference.loading import SavedModelDetector, open_detector
+from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
@@ -37,12 +38,16 @@ SERVE_WITHOUT_PACKAGE = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def small_detector():
-    return Detector(get_config("efficientdet-d0", SMALL))
+def small_detector(shared_network):
+    """The shared exported set's model (`exported_files.py`): 128 px, both heads."""
+    model, config = shared_network
+    return Detector(config, model)
 
 
-def test_saved_model_serves_any_image_size_without_this_package(small_detector, tmp_path):
-    export_dir = export_saved_model(small_detector, tmp_path / "saved_model")
+def test_saved_model_serves_any_image_size_without_this_package(
+    small_detector, exported_files, tmp_path
+):
+    export_dir = exported_files["saved_model"]
     # -I: isolated interpreter, no PYTHONPATH and no current directory on sys.path.
     run = subprocess.run(
         [sys.executable, "-I", "-c", SERVE_WITHOUT_PACKAGE, str(export_dir), str(tmp_path / "o")],
@@ -58,8 +63,8 @@ def test_saved_model_serves_any_image_size_without_this_package(small_detector, 
         images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
         expected = detect(tf.constant(images))
         outputs = reloaded(images)
-        assert sorted(outputs) == sorted(OUTPUT_NAMES)
-        for key in OUTPUT_NAMES:
+        assert sorted(outputs) == sorted([*OUTPUT_NAMES, SEGMENTATION_MASKS])
+        for key in [*OUTPUT_NAMES, SEGMENTATION_MASKS]:
             np.testing.assert_allclose(served[f"{name}/{key}"], expected[key], atol=1e-5)
             np.testing.assert_allclose(outputs[key], expected[key], atol=1e-5)
         assert served[f"{name}/num_detections"].shape == (shape[0],)
@@ -69,19 +74,21 @@ def test_saved_model_serves_any_image_size_without_this_package(small_detector, 
 
 
 @pytest.mark.slow
-def test_tflite_float16_and_int8_run_with_litert(small_detector, tmp_path):
+def test_tflite_float16_and_int8_run_with_litert(small_detector, exported_files, tmp_path):
+    """float32 and float16: the shared set's files; int8: a detection-only model's (the
+    converter leaves the two-headed model's network in float)."""
     config = small_detector.config
     SyntheticShapes(4, config.image_size, seed=3).write(tmp_path / "calibration")
     image = SyntheticShapes(1, (90, 120), seed=4).render(0)
-    files = {
-        quantization: export_tflite(
-            small_detector.network, config, tmp_path / f"{quantization}.tflite", quantization,
-            dataset=str(tmp_path / "calibration-*.tfrecord"), num_calibration_images=4,
-            metadata=False,
-        )
-        for quantization in ("float32", "float16", "int8")
-    }
-    runners = {name: TfliteDetector(path, config) for name, path in files.items()}
+    detection_only = get_config("efficientdet-d0", SMALL)
+    files = {quantization: exported_files[f"tflite_{quantization}"]
+             for quantization in ("float32", "float16")}
+    files["int8"] = export_tflite(
+        build_model(detection_only), detection_only, tmp_path / "int8.tflite", "int8",
+        dataset=str(tmp_path / "calibration-*.tfrecord"), num_calibration_images=4,
+        metadata=False)
+    runners = {name: TfliteDetector(path, detection_only if name == "int8" else config)
+               for name, path in files.items()}
     for runner in runners.values():  # raw pixels in, whatever the precision
         assert runner.interpreter.get_input_details()[0]["dtype"] == np.uint8
         assert runner.takes_pixels
