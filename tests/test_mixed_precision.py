@@ -3,13 +3,13 @@
 import keras
 import numpy as np
 import pytest
-import small_models
-import tensorflow as tf
+from training_harness import dtype_policy, training_config  # noqa: F401 (a fixture)
 
 from efficientdet_tf import ObjectDetector, backends, get_config
 from efficientdet_tf.training.step import make_optimizer
 
-TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
+# The five-block backbone: the traced float16 step of B0's 16 blocks is not the point.
+CONFIG = training_config(five_blocks=True)
 HARMLESS_SCALE = 1.0  # float16 gradients of this tiny model stay far below 65504
 OVERFLOWING_SCALE = 1e30  # representable in the float32 scale, inf in any float16 gradient
 
@@ -44,15 +44,11 @@ def _changed(before, after):
 
 
 @pytest.fixture
-def float16_detector():
+def float16_detector(dtype_policy):  # noqa: F811
     keras.backend.clear_session()  # before the policy: clearing the session resets it
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    tf.keras.utils.set_random_seed(1)
-    try:
-        yield ObjectDetector("efficientdet-d0", TINY)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    dtype_policy("mixed_float16")
+    keras.utils.set_random_seed(1)
+    return ObjectDetector(CONFIG)
 
 
 def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves(float16_detector):
@@ -77,24 +73,20 @@ def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves(float16_detect
     assert overflowing["scale"] == pytest.approx(OVERFLOWING_SCALE / 2)
 
 
-def test_loss_scale_is_the_initial_dynamic_scale():
+def test_loss_scale_is_the_initial_dynamic_scale(dtype_policy):  # noqa: F811
     """official train_lib.get_optimizer: LossScaleOptimizer(initial_scale=loss_scale) under
     mixed_float16; null keeps Keras's default; float32 has no loss scaling."""
-    previous = keras.config.dtype_policy()
-    try:
-        for policy, loss_scale, expected in (("mixed_float16", "1024.0", 1024.0),
-                                             ("mixed_float16", "null", 2.0**15),
-                                             ("float32", "1024.0", None)):
-            keras.config.set_dtype_policy(policy)
-            config = get_config("efficientdet-d0", f"loss_scale={loss_scale}")
-            optimizer = make_optimizer(config, 8, steps_per_epoch=10, num_epochs=1)
-            if expected is None:
-                assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-                continue
-            optimizer.build([keras.Variable(1.0)])
-            assert float(optimizer.dynamic_scale.numpy()) == expected
-    finally:
-        keras.config.set_dtype_policy(previous)
+    for policy, loss_scale, expected in (("mixed_float16", "1024.0", 1024.0),
+                                         ("mixed_float16", "null", 2.0**15),
+                                         ("float32", "1024.0", None)):
+        dtype_policy(policy)
+        config = get_config("efficientdet-d0", f"loss_scale={loss_scale}")
+        optimizer = make_optimizer(config, 8, steps_per_epoch=10, num_epochs=1)
+        if expected is None:
+            assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+            continue
+        optimizer.build([keras.Variable(1.0)])
+        assert float(optimizer.dynamic_scale.numpy()) == expected
 
 
 @pytest.mark.parametrize("accelerator, compute_dtype, loss_scaling", [
@@ -105,7 +97,7 @@ def test_the_mixed_precision_hparam_picks_the_official_policy_for_the_device(
     layers take it, Keras's global policy stays the user's."""
     global_policy = keras.config.dtype_policy().name
     monkeypatch.setattr(type(backends.current()), "accelerator", lambda self, _: accelerator)
-    detector = ObjectDetector("efficientdet-d0", TINY + ",mixed_precision=true")
+    detector = ObjectDetector(CONFIG.override("mixed_precision=true"))
     assert keras.config.dtype_policy().name == global_policy
     assert detector.network.get_layer("class_net").compute_dtype == compute_dtype
     assert all(v.dtype == "float32" for v in detector.network.weights)

@@ -2,6 +2,7 @@
 equivalence, starting from a checkpoint, non-finite losses, resumption, multi-worker."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -14,16 +15,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import small_models
 import tensorflow as tf
+from cli_in_process import run_cli
 from official_fixture import FIXTURE_DIR, requires_fixture
+from training_harness import (
+    TWO_HEADS,
+    Snapshots,
+    fit,
+    make_detector,
+    start_of_fit,
+    training_config,
+)
 from training_interruptions import InterruptAtStep, Interruption, make_loss_turn_nan_at_step_4
 
-from efficientdet_tf import build_model, get_config, load_weights, save_weights
+from efficientdet_tf import ObjectDetector, build_model, get_config, load_weights, save_weights
 from efficientdet_tf.backends import Replicas
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
-from efficientdet_tf.object_detector import ObjectDetector
 from efficientdet_tf.training.callbacks import (
     ImageSummaries,
     NonFiniteLossError,
@@ -33,82 +41,21 @@ from efficientdet_tf.training.callbacks import (
 from efficientdet_tf.training.step import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION}"
 TRAIN_DATA = "synthetic:train:64"
-# Detection and segmentation (P7 upsampled level by level to 64x64 needs max_level 6).
-TWO_HEADS = "heads=object_detection*segmentation,seg_num_classes=4,max_level=6"
+# The tiny detector with the five-block backbone: every test here but the official fixture's
+# and the float16 clipping (no step) trains it; B0's 16 blocks are not the point of any.
+CONFIG = training_config(five_blocks=True)
 
 
-class Snapshots(keras.callbacks.Callback):
-    """Records the learning rate before the first step, and the weights, averages and logs after
-    each step (before `fit` puts the averages into the weights)."""
-
-    def __init__(self):
-        super().__init__()
-        self.after_steps = []
-
-    def on_train_begin(self, logs=None):
-        self.at_start = _state(self.model)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self.after_steps:
-            self.first_learning_rate = float(np.asarray(self.model.optimizer.learning_rate))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.after_steps.append((*_state(self.model), dict(logs)))
-
-
-class StartReached(Exception):
-    pass
-
-
-class StopAtStart(Snapshots):
-    """Records the state fit starts from, then stops before the first step."""
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        raise StartReached
-
-
-def _state(detector):
-    """({path: weight}, {path: averaged weight}, steps of the average)."""
-    average = detector.weight_average
-    return ({v.path: v.numpy() for v in detector.network.weights},
-            average.values_by_path(),
-            int(average.num_updates.numpy()))
-
-
-def make_detector(strategy=None, overrides="", run_eagerly=False, five_blocks=False):
+def tiny_detector(overrides="", strategy=None, run_eagerly=False):
     """`run_eagerly`: for tests of a few steps' arithmetic or bookkeeping, which then start at
     once instead of tracing for seconds. The traced step runs in the learning and replica tests,
-    and in every run of the command line. `five_blocks`: `small_models.FIVE_BLOCK_BACKBONE`,
-    for tests that trace or run the step several times."""
-    keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(1)
-    config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
-    if five_blocks:
-        config = config.override(small_models.FIVE_BLOCK_BACKBONE)
-    with (strategy or tf.distribute.get_strategy()).scope():
-        detector = ObjectDetector(config)
-    detector.compile(run_eagerly=run_eagerly)
-    return detector
-
-
-def fit(detector, data=TRAIN_DATA, **options):
-    defaults = dict(epochs=1, batch_size=8, steps_per_epoch=4, seed=0, verbose=0)
-    return detector.fit(data, **{**defaults, **options})
-
-
-def start_of_fit(detector, **options):
-    """The state `fit` starts training from."""
-    stop = StopAtStart()
-    with pytest.raises(StartReached):
-        fit(detector, callbacks=[stop], **options)
-    return stop.at_start
+    and in every run of the command line."""
+    return make_detector(CONFIG.override(overrides or None), strategy, run_eagerly)
 
 
 def test_the_model_fits_a_small_set_of_images_with_both_heads():
-    detector = make_detector(overrides="learning_rate=0.64," + TWO_HEADS)
+    detector = tiny_detector("learning_rate=0.64," + TWO_HEADS)
     detector.compile(steps_per_execution=5)
     history = fit(detector, "synthetic:train:8", steps_per_epoch=10, epochs=3)
     assert int(detector.optimizer.iterations.numpy()) == 30
@@ -127,9 +74,8 @@ def test_two_replicas_and_the_eager_step_update_like_one_traced_device():
             "two replicas": (tf.distribute.MirroredStrategy(cpus), False)}
     results, initial = {}, None
     for name, (strategy, run_eagerly) in runs.items():
-        detector = make_detector(  # five blocks: three runs trace or run the whole step
-            strategy, "lr_warmup_init=0.64,clip_gradients_norm=0.1," + TWO_HEADS, run_eagerly,
-            five_blocks=True)
+        detector = tiny_detector("lr_warmup_init=0.64,clip_gradients_norm=0.1," + TWO_HEADS,
+                                 strategy, run_eagerly)
         if initial is None:
             initial = {v.path: v.numpy() for v in detector.network.weights}
         else:  # start every run from the same weights, whatever the initializers drew
@@ -182,11 +128,11 @@ def use_linear_loss(detector, global_batch_size=8):
 
 def test_gradients_are_clipped_per_tensor_then_globally():
     """(On the cross-replica sum: `test_two_replicas_update_like_one_device`.)"""
-    detector = make_detector(overrides="weight_decay=0,clip_gradients_norm=10", run_eagerly=True)
+    detector = tiny_detector("weight_decay=0,clip_gradients_norm=10", run_eagerly=True)
     use_linear_loss(detector)
     snapshots = Snapshots()
     fit(detector, "synthetic:train:8", steps_per_epoch=1, callbacks=[snapshots])
-    before, after = snapshots.at_start[0], snapshots.after_steps[0][0]
+    before, after = snapshots.at_start.weights, snapshots.after_steps[0].weights
     for variable in detector.training_step.trainable:
         # The first SGD step with momentum moves the weights by -learning_rate * gradient.
         step = (before[variable.path] - after[variable.path]) / snapshots.first_learning_rate
@@ -198,7 +144,7 @@ def test_gradients_are_clipped_per_tensor_then_globally():
 
 def test_float16_gradients_are_clipped_by_their_unscaled_norms():
     keras.backend.clear_session()
-    detector = ObjectDetector("efficientdet-d0", TINY)
+    detector = ObjectDetector(CONFIG)
     optimizer = make_optimizer(detector.config, 8, 4, 1, dtype_policy="mixed_float16")
     optimizer.build(detector.training_step.trainable)
     # float16 training scales the loss, so the gradients, by 2**15 until the optimizer unscales.
@@ -222,7 +168,7 @@ def test_training_from_the_official_fixture_starts_from_its_plain_values():
     detector = ObjectDetector.from_pretrained(
         "efficientdet-d0", hparams="image_size=64", checkpoint=FIXTURE_DIR / "ckpt")
     reader = tf.train.load_checkpoint(str(FIXTURE_DIR / "ckpt"))
-    weights, averages, num_updates = start_of_fit(detector, batch_size=2, steps_per_epoch=1)
+    weights, averages, num_updates, _ = start_of_fit(detector, batch_size=2, steps_per_epoch=1)
     for variable in detector.network.weights:
         plain = reader.get_tensor(checkpoint_name(variable))
         np.testing.assert_array_equal(weights[variable.path], plain, err_msg=variable.path)
@@ -243,7 +189,7 @@ def interrupted_run(tmp_path_factory):
     step 4 (ckpt-4, mid-epoch); tests that write into it copy it first."""
     directory = tmp_path_factory.mktemp("interrupted_run")
     with pytest.raises(Interruption):
-        fit(make_detector(run_eagerly=True), epochs=2, steps_per_epoch=3,
+        fit(tiny_detector(run_eagerly=True), epochs=2, steps_per_epoch=3,
             callbacks=[TrainingCheckpoints(directory, save_checkpoints_steps=2),
                        InterruptAtStep(4)])
     return directory
@@ -255,15 +201,14 @@ def _checkpoint_to_start_from(tmp_path, start, request):
     if start == "training run":
         run = request.getfixturevalue("interrupted_run")
         reader = tf.train.load_checkpoint(str(run))
-        detector = make_detector()
+        detector = tiny_detector()
         plain = {v.path: reader.get_tensor(_saved_key("model/by_path", v.path))
                  for v in detector.network.weights}
         averages = {v.path: reader.get_tensor(_saved_key("ema/shadows", v.path))
                     for v in detector.network.trainable_variables}
         return str(run), plain, averages
     keras.backend.clear_session()
-    model = build_model(get_config("efficientdet-d0",
-                                   TINY.replace("num_classes=3", "num_classes=5")))
+    model = build_model(CONFIG.override("num_classes=5"))
     plain = {v.path: v.numpy() + 0.5 for v in model.weights}
     averages = {path: value + 0.5 for path, value in plain.items()}
     for variable in model.weights:
@@ -284,11 +229,11 @@ def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average
     tmp_path, start, request
 ):
     checkpoint, plain, averages = _checkpoint_to_start_from(tmp_path, start, request)
-    detector = make_detector()
+    detector = tiny_detector()
     initial = {v.path: v.numpy() for v in detector.network.weights}
     detector.load_pretrained(checkpoint,
                              only_scope="efficientnet-b0" if start == "backbone" else None)
-    weights, shadows, num_updates = start_of_fit(detector)
+    weights, shadows, num_updates, _ = start_of_fit(detector)
     for path, value in weights.items():
         if start == "backbone":
             loaded = path.startswith("efficientnet-b0/")
@@ -304,7 +249,7 @@ def test_a_start_from_a_checkpoint_trains_its_plain_values_and_seeds_the_average
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    detector = make_detector(run_eagerly=True)
+    detector = tiny_detector(run_eagerly=True)
     make_loss_turn_nan_at_step_4(detector)
     with pytest.raises(NonFiniteLossError,
                        match=r"at step 4 .*lower learning_rate.*checking the dataset's boxes"):
@@ -321,14 +266,14 @@ def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_co
 ):
     run = Path(shutil.copytree(interrupted_run, tmp_path / "run"))
     saved = tf.train.load_checkpoint(str(run / "ckpt-4"))
-    detector = make_detector(run_eagerly=True)
+    detector = tiny_detector(run_eagerly=True)
     # A run that resumes ignores the checkpoint to start from (here one that does not exist), as
     # the command line's --pretrained_ckpt on a model_dir with checkpoints.
     detector.start_training_from(tmp_path / "no such checkpoint")
     snapshots = Snapshots()
     history = fit(detector, epochs=2, steps_per_epoch=3,
                   callbacks=[TrainingCheckpoints(run), snapshots])
-    weights, averages, num_updates = snapshots.at_start
+    weights, averages, num_updates, _ = snapshots.at_start
     assert num_updates == 4
     for path, value in weights.items():
         np.testing.assert_array_equal(value, saved.get_tensor(_saved_key("model/by_path", path)))
@@ -340,62 +285,86 @@ def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_co
     assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-6")
 
 
-def _train_command(model_dir, *extra):
-    return [sys.executable, "main.py", "--mode=train", f"--model_dir={model_dir}",
-            f"--train_file_pattern={TRAIN_DATA}", "--batch_size=4", f"--hparams={TINY}",
-            "--tf_random_seed=1", *extra]
+def _train_args(tmp_path, model_dir, *extra):
+    """`efficientdet --mode=train` of CONFIG (saved as tmp_path/tiny.yaml) on batches of 4."""
+    config_file = tmp_path / "tiny.yaml"
+    if not config_file.exists():
+        CONFIG.save(config_file)
+    return ["--mode=train", f"--model_dir={model_dir}", f"--model_name={config_file}",
+            f"--train_file_pattern={TRAIN_DATA}", "--batch_size=4", "--tf_random_seed=1", *extra]
 
 
-def test_tfrecords_are_counted_and_a_run_infers_without_optimizer_warnings(tmp_path):
+def _main_py(*args):
+    return [sys.executable, "main.py", *args]
+
+
+def test_tfrecords_are_counted_and_a_run_infers_without_optimizer_warnings(
+    tmp_path, capfd, caplog
+):
     """No --num_examples_per_epoch: the records are counted. Loading the run's checkpoint for
-    inference leaves out the optimizer's slots without warning about them."""
+    inference leaves out the optimizer's slots without warning about them (in the test's
+    process: capfd reads its stderr, logging's handlers included, and caplog its records)."""
     SyntheticShapes.split("train", (64, 64), 8).write(tmp_path / "records", num_shards=2)
-    command = _train_command(tmp_path / "run", "--num_epochs=1")
-    command[command.index(f"--train_file_pattern={TRAIN_DATA}")] = (
+    args = _train_args(tmp_path, tmp_path / "run", "--num_epochs=1")
+    args[args.index(f"--train_file_pattern={TRAIN_DATA}")] = (
         f"--train_file_pattern={tmp_path}/records-*")
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Counted 8 training examples in {tmp_path}/records-*" in result.stdout
+    status = run_cli(*args)
+    out, err = capfd.readouterr()
+    assert status == 0, err[-3000:]
+    assert f"Counted 8 training examples in {tmp_path}/records-*" in out
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")  # 8 // 4 steps
-    assert f"Training curves written to {tmp_path / 'run' / 'curves.png'}" in result.stdout
+    assert f"Training curves written to {tmp_path / 'run' / 'curves.png'}" in out
 
-    result = subprocess.run(
-        [sys.executable, "main.py", "--mode=infer", f"--ckpt={tmp_path / 'run'}",
-         f"--model_name={tmp_path / 'run' / 'config.yaml'}", "--input_image=synthetic:val:1",
-         f"--output_image_dir={tmp_path / 'out'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "optimizer" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        status = run_cli("--mode=infer", f"--ckpt={tmp_path / 'run'}",
+                         f"--model_name={tmp_path / 'run' / 'config.yaml'}",
+                         "--input_image=synthetic:val:1", f"--output_image_dir={tmp_path / 'out'}")
+    out, err = capfd.readouterr()
+    assert status == 0, err[-3000:]
+    assert "optimizer" not in err and "WARNING" not in err, err
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], (
+        caplog.text)
+    assert list((tmp_path / "out").iterdir())
+
+
+def _latest_step(model_dir) -> int:
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
-    command = _train_command(tmp_path, "--num_epochs=2", "--num_examples_per_epoch=32",
-                             "--save_checkpoints_steps=2")  # 16 steps
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, capfd, caplog):
+    """The run is killed (SIGKILL, its own process) once it has saved step 4 of 16; the run
+    started again (here in the test's process) resumes from its last complete checkpoint."""
+    model_dir = tmp_path / "run"
+    args = _train_args(tmp_path, model_dir, "--num_epochs=2", "--num_examples_per_epoch=32",
+                       "--save_checkpoints_steps=2")  # 16 steps
+    process = subprocess.Popen(_main_py(*args), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
-        while not (tmp_path / "ckpt-6.index").exists():
+        while _latest_step(model_dir) < 4:
             assert process.poll() is None, "training ended before it could be killed"
             assert time.time() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    latest = tf.train.latest_checkpoint(str(tmp_path))
-    saved_step = int(latest.rsplit("-", 1)[1])
-    assert saved_step >= 6
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    saved_step = _latest_step(model_dir)
+    assert 4 <= saved_step < 16, "killed mid-run"
     reader = tf.train.load_checkpoint(latest)  # complete and readable
     saved_ema = [k for k in reader.get_variable_to_shape_map() if k.startswith("ema/shadows/")]
     assert int(reader.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE")) == saved_step
-    assert len(saved_ema) == len(build_model(get_config("efficientdet-d0", TINY)).trainable_weights)
+    assert len(saved_ema) == len(build_model(CONFIG).trainable_weights)
 
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Resumed from {latest} at step {saved_step}" in result.stderr
-    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-16")
-    final = tf.train.load_checkpoint(str(tmp_path / "ckpt-16"))
+    with caplog.at_level(logging.INFO, logger="efficientdet_tf"):
+        status = run_cli(*args)
+    assert status == 0, capfd.readouterr().err[-3000:]
+    assert f"Resumed from {latest} at step {saved_step}" in caplog.text
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-16")
+    final = tf.train.load_checkpoint(str(model_dir / "ckpt-16"))
     assert int(final.get_tensor("ema/num_updates/.ATTRIBUTES/VARIABLE_VALUE")) == 16  # continued
 
 
@@ -409,11 +378,11 @@ def _free_port():
 def test_two_workers_train_on_localhost(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     processes, logs = [], [tmp_path / f"worker{index}.log" for index in range(2)]
+    command = _main_py(*_train_args(tmp_path, tmp_path / "run", "--strategy=multi-worker",
+                                    "--num_epochs=1", "--num_examples_per_epoch=16"))
     for index, log in enumerate(logs):
         env = {**os.environ, "TF_CONFIG": json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        command = _train_command(tmp_path / "run", "--strategy=multi-worker",
-                                 "--num_epochs=1", "--num_examples_per_epoch=16")
         # Files, not pipes: a worker blocked on a full pipe would stall the collectives.
         with open(log, "w") as output:
             processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=output,
@@ -445,8 +414,7 @@ def test_img_summary_steps_writes_input_batches_and_the_drawn_sample_image(tmp_p
     test_input_image_summary_in_a_traced_step traces the summary)."""
     sample = tmp_path / "sample.png"
     keras.utils.save_img(sample, np.random.default_rng(0).integers(0, 255, (48, 80, 3)))
-    detector = make_detector(overrides=f"img_summary_steps=2,sample_image={sample}",
-                             run_eagerly=True)
+    detector = tiny_detector(f"img_summary_steps=2,sample_image={sample}", run_eagerly=True)
     fit(detector, "synthetic:train:4", batch_size=4, steps_per_epoch=3,
         callbacks=[ImageSummaries(tmp_path / "run", detector.config)])
     inputs = _image_events(tmp_path / "run" / "train_images")

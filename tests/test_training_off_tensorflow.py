@@ -10,17 +10,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import training_harness
 from backends import BACKEND
 from cli_in_process import run_cli
 from official_fixture import requires_fixture
-from small_models import FIVE_BLOCK_BACKBONE, NO_AUGMENTATION, TINY
+from training_harness import (
+    TWO_HEADS,
+    Snapshots,
+    assert_states_equal,
+    make_detector,
+    training_config,
+)
 from training_interruptions import InterruptAtStep, Interruption, make_loss_turn_nan_at_step_4
 from training_update import COCO128, relative_difference, training_update
 
-from efficientdet_tf.config import ConfigError, get_config
+from efficientdet_tf.config import ConfigError
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
-from efficientdet_tf.object_detector import ObjectDetector
 from efficientdet_tf.training.callbacks import NonFiniteLossError, TrainingCheckpoints
 
 pytestmark = [
@@ -34,43 +40,16 @@ TESTS = Path(__file__).resolve().parent
 # Both heads, as tests/test_training.py's replica test. Every test trains this model on batches
 # of 4, so that on JAX the XLA programs compiled once come from JAX's compilation cache
 # afterwards (conftest.py sets one).
-TWO_HEADS = "heads=object_detection*segmentation,seg_num_classes=4,max_level=6"
-CONFIG = get_config("efficientdet-d0", f"{TINY},{NO_AUGMENTATION},{TWO_HEADS}").override(
-    FIVE_BLOCK_BACKBONE)
+CONFIG = training_config(TWO_HEADS, five_blocks=True)
 
 
-class Snapshots(keras.callbacks.Callback):
-    """The network's weights and the averages when training starts and after each step."""
-
-    def __init__(self):
-        super().__init__()
-        self.after_steps = []
-
-    def _state(self):
-        weights = {v.path: keras.ops.convert_to_numpy(v) for v in self.model.network.weights}
-        return weights, self.model.weight_average.values_by_path()
-
-    def on_train_begin(self, logs=None):
-        if not hasattr(self, "at_start"):  # a run resumed mid-epoch fits twice
-            self.at_start = self._state()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.after_steps.append(self._state())
-
-
-def make_detector(overrides=None, distribution=None) -> ObjectDetector:
-    keras.utils.set_random_seed(1)
-    config = CONFIG.override(overrides)
-    if distribution is None:
-        return ObjectDetector(config)
-    with distribution.scope():
-        return ObjectDetector(config)
+def tiny_detector(overrides=None, distribution=None):
+    return make_detector(CONFIG.override(overrides), distribution)
 
 
 def fit(detector, data="synthetic:train:8", **options):
     """Two epochs of 4 steps, as every test here trains (one compiled program; see CONFIG)."""
-    defaults = dict(epochs=2, batch_size=4, steps_per_epoch=4, seed=0, verbose=0)
-    return detector.fit(data, **{**defaults, **options})
+    return training_harness.fit(detector, data, **{"epochs": 2, "batch_size": 4, **options})
 
 
 @requires_fixture
@@ -97,25 +76,25 @@ def test_two_devices_update_like_one():
     runs = {"one device": None, "two devices": keras.distribution.DataParallel(devices=devices)}
     results = {}
     for name, distribution in runs.items():
-        detector = make_detector(distribution=distribution)
+        detector = tiny_detector(distribution=distribution)
         snapshots = Snapshots()
         fit(detector, callbacks=[snapshots])
         results[name] = snapshots
     one, two = results["one device"], results["two devices"]
-    for path, start in one.at_start[0].items():
-        np.testing.assert_array_equal(two.at_start[0][path], start, err_msg=path)
-    for (weights_one, averages_one), (weights_two, averages_two) in zip(one.after_steps,
-                                                                        two.after_steps):
-        for path, value in weights_one.items():
-            np.testing.assert_allclose(weights_two[path], value, rtol=1e-4, atol=1e-6,
+    for path, start in one.at_start.weights.items():
+        np.testing.assert_array_equal(two.at_start.weights[path], start, err_msg=path)
+    assert len(one.after_steps) == len(two.after_steps) == 8
+    for after_one, after_two in zip(one.after_steps, two.after_steps):
+        for path, value in after_one.weights.items():
+            np.testing.assert_allclose(after_two.weights[path], value, rtol=1e-4, atol=1e-6,
                                        err_msg=path)
-        for path, value in averages_one.items():
-            np.testing.assert_allclose(averages_two[path], value, rtol=1e-4, atol=1e-6,
+        for path, value in after_one.averages.items():
+            np.testing.assert_allclose(after_two.averages[path], value, rtol=1e-4, atol=1e-6,
                                        err_msg=path)
 
 
 def test_fit_learns_and_validates():
-    detector = make_detector("learning_rate=0.64")
+    detector = tiny_detector("learning_rate=0.64")
     history = fit(detector, steps_per_epoch=10, epochs=3, validation_data="synthetic:val:4",
                   validation_freq=3)  # another learning rate and length: compiled again
     assert int(keras.ops.convert_to_numpy(detector.optimizer.iterations)) == 30
@@ -127,19 +106,15 @@ def test_fit_learns_and_validates():
 
 def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
     model_dir = tmp_path / "run"
-    detector, snapshots = make_detector(), Snapshots()
+    detector, snapshots = tiny_detector(), Snapshots()
     with pytest.raises(Interruption):
         fit(detector, callbacks=[TrainingCheckpoints(model_dir, save_checkpoints_steps=1),
                                  snapshots, InterruptAtStep(3)])
-    saved_weights, saved_averages = snapshots.after_steps[2]
+    saved = snapshots.after_steps[2]
 
-    resumed, resumed_snapshots = make_detector(), Snapshots()
+    resumed, resumed_snapshots = tiny_detector(), Snapshots()
     history = fit(resumed, callbacks=[TrainingCheckpoints(model_dir), resumed_snapshots])
-    weights, averages = resumed_snapshots.at_start
-    for path, value in saved_weights.items():
-        np.testing.assert_array_equal(weights[path], value, err_msg=path)
-    for path, value in saved_averages.items():
-        np.testing.assert_array_equal(averages[path], value, err_msg=path)
+    assert_states_equal(resumed_snapshots.at_start, saved)
     assert history.epoch == [0, 1]  # the rest of the first epoch, then the second
     assert len(resumed_snapshots.after_steps) == 5
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 8
@@ -147,7 +122,7 @@ def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    detector = make_detector()
+    detector = tiny_detector()
     make_loss_turn_nan_at_step_4(detector)
     with pytest.raises(NonFiniteLossError, match=r"at step 4 .*lower learning_rate"):
         fit(detector, callbacks=[TrainingCheckpoints(tmp_path, save_checkpoints_steps=2)])
@@ -177,4 +152,4 @@ def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
 
 def test_grad_checkpoint_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="trains on TensorFlow only.*grad_checkpoint=false"):
-        fit(make_detector("grad_checkpoint=true"))
+        fit(tiny_detector("grad_checkpoint=true"))
