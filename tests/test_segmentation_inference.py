@@ -1,13 +1,11 @@
 """Masks out of inference and export: at the images' size, alike from every runner."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_in_process import run_cli
 from PIL import Image
 
 from efficientdet_tf.config import get_config
@@ -22,8 +20,9 @@ from efficientdet_tf.model.checkpoint import save_weights
 from efficientdet_tf.object_detector import ObjectDetector
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
-REPO = Path(__file__).resolve().parents[1]
-# Both heads, at 64x64 (a multiple of 2**max_level, as the segmentation head needs).
+# Both heads, at 64x64 (a multiple of 2**max_level, as the segmentation head needs). Its own
+# export: masks of random weights at 64 px agree to 0.999 between runners, those of the shared
+# exported set's model (128 px, spread scores) to only about 0.96.
 BOTH_HEADS = ("image_size=64,max_level=6,fpn_cell_repeats=1,box_class_repeats=1,num_classes=3,"
               "heads=object_detection*segmentation,seg_num_classes=4")
 SIZES = ((2, 90, 120), (1, 50, 30))  # batches of images of other sizes than the network input
@@ -109,16 +108,16 @@ def test_exported_models_score_the_mIoU_of_the_keras_model(detector, exported):
 
 
 @pytest.mark.slow
-def test_infer_mode_writes_overlays_masks_and_detections(detector, tmp_path):
+def test_infer_mode_writes_overlays_masks_and_detections(detector, tmp_path, capsys):
     checkpoint = save_weights(detector.network, tmp_path / "checkpoint" / "model")
     Image.fromarray(SyntheticShapes(1, (90, 120), seed=5).render(0)).save(tmp_path / "a.png")
-    result = subprocess.run(
-        [sys.executable, "main.py", "--mode=infer", "--model_name=efficientdet-d0",
-         f"--hparams={BOTH_HEADS}", f"--ckpt={checkpoint}", f"--input_image={tmp_path}/a.png",
-         f"--output_image_dir={tmp_path}/out", "--min_score_thresh=0"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "in the mask" in result.stdout and "detections" in result.stdout
+    status = run_cli(
+        "--mode=infer", "--model_name=efficientdet-d0", f"--hparams={BOTH_HEADS}",
+        f"--ckpt={checkpoint}", f"--input_image={tmp_path}/a.png",
+        f"--output_image_dir={tmp_path}/out", "--min_score_thresh=0")
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-3000:]
+    assert "in the mask" in printed.out and "detections" in printed.out
     mask = read_mask(tmp_path / "out" / "masks" / "a.png")
     expected = detector.predict([np.asarray(Image.open(tmp_path / "a.png"))])
     assert (mask == expected[SEGMENTATION_MASKS][0]).mean() > 0.999
