@@ -30,10 +30,15 @@ from efficientdet_tf.inference.loading import open_exported
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 
-pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+# Two groups of tests, each on one worker, that build the network, the dataset and their own files
+# once: the float files (SavedModel, float32 TFLite) and the quantized ones (int8, float16).
+FLOAT_FILES = pytest.mark.xdist_group(f"{__name__}.float")
+QUANTIZED_FILES = pytest.mark.xdist_group(f"{__name__}.quantized")
 # Hard NMS: what TFLite's detection op does, so that the float32 file can match the network.
 TINY = f"{small_models.TINY},nms_configs.method=hard"
 NUM_IMAGES = 6
+FILE_FIXTURES = {"saved_model": "saved_model", "float32": "float32_official_layout",
+                 "int8": "int8_official_layout"}
 GROUNDTRUTH_PER_IMAGE = 3
 
 
@@ -77,16 +82,19 @@ def own_best_detections(detections: list[dict], count: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exported(network, tmp_path_factory):
+def saved_model(network, tmp_path_factory):
     model, config = network
-    directory = tmp_path_factory.mktemp("exported")
-    return {
-        "saved_model": export_saved_model(Detector(config, model), directory / "saved_model"),
-        # The official layout (normalized image in) sees exactly the network's input; a
-        # raw-pixel file sees it rounded to uint8, which moves this tiny model's near-tied scores.
-        "float32": export_tflite(model, config, directory / "float32.tflite",
-                                 input_layout="normalized", metadata=False),
-    }
+    return export_saved_model(Detector(config, model),
+                              tmp_path_factory.mktemp("exported") / "saved_model")
+
+
+@pytest.fixture(scope="module")
+def float32_official_layout(network, tmp_path_factory):
+    """The official layout (normalized image in) sees exactly the network's input; a raw-pixel
+    file sees it rounded to uint8, which moves this tiny model's near-tied scores."""
+    model, config = network
+    return export_tflite(model, config, tmp_path_factory.mktemp("float32") / "float32.tflite",
+                         input_layout="normalized", metadata=False)
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +118,15 @@ def network_metrics(network, dataset):
     return metrics
 
 
+@FLOAT_FILES
 @pytest.mark.parametrize("kind, tolerance", [("saved_model", 1e-6), ("float32", 0.02)])
 def test_exported_files_score_what_the_network_scores(
-    network, dataset, exported, network_metrics, kind, tolerance
+    network, dataset, network_metrics, kind, tolerance, request
 ):
     _, config = network
     records, groundtruth = dataset
-    metrics = evaluate(open_exported(exported[kind], config), config, records, batch_size=4,
+    path = request.getfixturevalue(FILE_FIXTURES[kind])
+    metrics = evaluate(open_exported(path, config), config, records, batch_size=4,
                        val_json_file=groundtruth)
     assert set(metrics) == set(network_metrics)
     assert set(METRIC_NAMES) < set(metrics)  # and the per-class APs
@@ -124,13 +134,15 @@ def test_exported_files_score_what_the_network_scores(
         assert metrics[name] == pytest.approx(value, abs=tolerance), name
 
 
-def test_a_saved_model_of_another_image_size_is_named(dataset, exported):
+@FLOAT_FILES
+def test_a_saved_model_of_another_image_size_is_named(dataset, saved_model):
     config = get_config("efficientdet-d0", TINY + ",image_size=128")
     records, _ = dataset
     with pytest.raises(ValueError, match="takes 64x64 network inputs but they are 128x128"):
-        evaluate(open_exported(exported["saved_model"], config), config, records)
+        evaluate(open_exported(saved_model, config), config, records)
 
 
+@FLOAT_FILES
 def test_a_saved_model_without_the_preprocessed_signature_is_named(network, dataset, tmp_path):
     """SavedModels exported before evaluation needed it have only `serving_default`."""
     _, config = network
@@ -144,16 +156,17 @@ def test_a_saved_model_without_the_preprocessed_signature_is_named(network, data
 
 
 @pytest.mark.parametrize("name", ["missing", "checkpoint_dir"])
-def test_a_path_that_is_no_exported_file_is_named(network, tmp_path, name):
+def test_a_path_that_is_no_exported_file_is_named(tmp_path, name):
     path = tmp_path / name
     if name == "checkpoint_dir":
         path.mkdir()
         (path / "checkpoint").write_text("")
     with pytest.raises(FileNotFoundError, match="is neither an exported file"):
-        open_exported(path, network[1])
+        open_exported(path, get_config("efficientdet-d0", TINY))
 
 
 @pytest.mark.slow
+@QUANTIZED_FILES
 def test_float16_and_int8_tflite_files_are_evaluated(
     network, dataset, network_metrics, int8_official_layout, tmp_path
 ):
@@ -173,9 +186,10 @@ def test_float16_and_int8_tflite_files_are_evaluated(
                 assert metrics[name] == pytest.approx(network_metrics[name], abs=0.1), name
 
 
-@pytest.mark.parametrize("quantization", ["float32", "int8"])
+@pytest.mark.parametrize("quantization", [pytest.param("float32", marks=FLOAT_FILES),
+                                          pytest.param("int8", marks=QUANTIZED_FILES)])
 def test_the_official_tflite_reader_gets_our_runners_detections(
-    network, exported, quantization, request
+    network, quantization, request
 ):
     """A file of the official layout has the official exporter's signature, and the official
     `eval_tflite` reader (re-expressed in `read_like_official_eval_tflite`) gets from it the
@@ -184,8 +198,7 @@ def test_the_official_tflite_reader_gets_our_runners_detections(
     clips boxes to the image (as the `global` mode does) and the official reader does not: boxes
     are compared clipped."""
     _, config = network
-    path = (exported["float32"] if quantization == "float32"
-            else request.getfixturevalue("int8_official_layout"))
+    path = request.getfixturevalue(FILE_FIXTURES[quantization])
     size = config.tflite_max_detections
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
