@@ -72,7 +72,7 @@ def run(flag_values) -> None:
     with usage_errors():
         data = training_data(flag_values.train_file_pattern,
                              flag_values.val_file_pattern if evaluating else None, config)
-    for source in data[:2]:
+    for source in (data.source, data.validation):
         if isinstance(source, (NamedBoxesSource, MaskFolderSource)):
             print(source.report())
     with backend.distribution_scope(distribution):
