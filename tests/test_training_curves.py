@@ -1,6 +1,9 @@
 """Training curves from a run's TensorBoard logs: the scalars read back as written, curves.png
 from `--mode=plot`, and the error for a directory without logs."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -48,6 +51,35 @@ def test_the_last_write_of_a_step_wins_whatever_the_event_files_are_named(tmp_pa
     newest.rename(tmp_path / "train" / "events.out.tfevents.0000000000.host.1.0.v2")
     steps, losses = read_scalars(tmp_path / "train")["loss"]
     assert steps.tolist() == [1, 2, 3, 4] and losses[-1] == LOSSES[4]
+
+
+# Another process (another pid in the file names) opens writers, each writing step 4, until the
+# file just written does not sort last by name (the writers' numbers cross 9 to 10, or 99 to
+# 100, within a second), and prints the value it wrote last.
+MANY_WRITERS = """
+import pathlib, sys, tensorflow as tf
+directory = pathlib.Path(sys.argv[1])
+for value in range(1000):
+    before = set(directory.glob("events.out.tfevents.*"))
+    writer = tf.summary.create_file_writer(str(directory))
+    with writer.as_default():
+        tf.summary.scalar("loss", float(value), step=4)
+    writer.close()
+    (new,) = set(directory.glob("events.out.tfevents.*")) - before
+    if before and new < max(before):
+        break
+print(value)
+"""
+
+
+def test_the_last_write_of_a_step_wins_across_processes_and_many_writers(tmp_path):
+    write_run(tmp_path)  # this process: step 4 written twice, the last write LOSSES[4]
+    run = subprocess.run([sys.executable, "-c", MANY_WRITERS, str(tmp_path / "train")],
+                         check=True, capture_output=True, text=True, timeout=300)
+    last_value = float(run.stdout.split()[-1])
+    assert last_value >= 1, "a later writer's file sorts before an earlier one's"
+    steps, losses = read_scalars(tmp_path / "train")["loss"]
+    assert steps.tolist() == [1, 2, 3, 4] and losses[-1] == last_value
 
 
 def test_plot_mode_writes_the_curves(tmp_path, capsys):
