@@ -56,6 +56,7 @@ def test_an_overflowing_step_is_skipped_and_the_loss_scale_halves(float16_detect
     assert detector.network.get_layer("class_net").compute_dtype == "float16"
     assert all(v.dtype == "float32" for v in detector.network.weights)
     record = LossScalesAndStates([HARMLESS_SCALE, OVERFLOWING_SCALE])
+    detector.compile(run_eagerly=True)  # the step's arithmetic, not its tracing, is the point
     detector.fit("synthetic:train:4", epochs=1, batch_size=2, steps_per_epoch=2, seed=0,
                  verbose=0, callbacks=[record])
     assert isinstance(detector.optimizer, keras.optimizers.LossScaleOptimizer)
