@@ -1,10 +1,12 @@
 """One exported set of files, made once per test run and shared by the tests that only read them.
 
-The model: `small_models.SMALL` (128 px) with both heads (detection and a 4-class segmentation),
-random weights given spread scores (`small_models.spread_scores`). Its files: the checkpoint, the
-SavedModel, TFLite float32 / float16 (raw pixels in, no metadata), ONNX (with its hard NMS) and
-the OpenVINO IR. No int8 TFLite file: the converter leaves this two-headed model's network in
-float (5 int8 tensors), so `test_export` quantizes a detection-only model itself.
+The model: `small_models.SMALL` (128 px) with both heads (detection and a 4-class segmentation)
+and the five-block backbone (`small_models.FIVE_BLOCK_BACKBONE`: B0's 16 blocks make every
+exporter slower, and no test of these files is about them), random weights given spread scores
+(`small_models.spread_scores`). Its files: the checkpoint, the SavedModel, TFLite float32 /
+float16 (raw pixels in, no metadata), ONNX (with its hard NMS) and the OpenVINO IR. No int8 TFLite
+file: the converter leaves this two-headed model's network in float (5 int8 tensors), so
+`test_export` quantizes a detection-only model itself.
 
 Under pytest-xdist the workers share the run's base temporary folder; each file is written when a
 test first asks for it, by the first process to take the lock (`fcntl.flock`); the others wait
@@ -37,7 +39,7 @@ FILES = {
 
 
 def shared_config():
-    return get_config("efficientdet-d0", SHARED)
+    return get_config("efficientdet-d0", SHARED).override(small_models.FIVE_BLOCK_BACKBONE)
 
 
 def run_directory(tmp_path_factory) -> Path:
