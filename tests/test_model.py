@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from small_models import TINY
+from small_models import FIVE_BLOCK_BACKBONE, TINY
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.backends.base import gather_nearest
@@ -148,21 +148,21 @@ def test_training_mode_updates_batch_norm_statistics():
 
 
 def _one_training_step(grad_checkpoint: bool):
-    """Loss, gradients and moving means after one compiled training step of a tiny model built
-    from the same seed (stochastic depth off: recomputation must see the same network)."""
+    """Loss, gradients and moving means after one training step of a tiny model (the five-block
+    backbone) built from the same seed (stochastic depth off: recomputation must see the same
+    network). Eager: the arithmetic is the point, and tracing the step with its gradients takes
+    twenty times as long as running it (tf.recompute_grad recomputes in both)."""
+    keras.backend.clear_session()
     keras.utils.set_random_seed(3)
-    _, model = tiny_model(f"box_class_repeats=2,backbone_survival_prob=null,"
-                          f"grad_checkpoint={grad_checkpoint}")
+    config = get_config("efficientdet-d0", f"{TINY},box_class_repeats=2,"
+                        f"backbone_survival_prob=null,grad_checkpoint={grad_checkpoint}")
+    model = build_model(config.override(FIVE_BLOCK_BACKBONE))
     images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            class_outputs, box_outputs = model(images, training=True)
-            loss = tf.add_n([tf.reduce_mean(tf.square(o)) for o in class_outputs + box_outputs])
-        return loss, tape.gradient(loss, model.trainable_variables)
-
-    loss, gradients = step()
+    with tf.GradientTape() as tape:
+        class_outputs, box_outputs = model(images, training=True)
+        loss = tf.add_n([tf.reduce_mean(tf.square(o)) for o in class_outputs + box_outputs])
+    gradients = tape.gradient(loss, model.trainable_variables)
     moving_means = {v.path: v.numpy() for v in model.weights if v.path.endswith("moving_mean")}
     return float(loss), [g.numpy() for g in gradients], moving_means
 
@@ -231,9 +231,13 @@ def test_backbone_config_replaces_the_stages_before_scaling():
         config = get_config("efficientdet-d0", TINY).override(
             {"backbone_name": "efficientnet-b1"} | (
                 {"backbone_config": {"blocks": blocks}} if blocks else {}))
-        backbone = build_model(config).get_layer("efficientnet-b1")
-        assert type(backbone).from_config(backbone.get_config()).stages == backbone.stages
-        return {v.path: tuple(v.shape) for v in backbone.weights}
+        try:  # shapes only: variables left uninitialized (the build's costly part)
+            with keras.StatelessScope(initialize_variables=False):
+                backbone = build_model(config).get_layer("efficientnet-b1")
+            assert type(backbone).from_config(backbone.get_config()).stages == backbone.stages
+            return {v.path: tuple(v.shape) for v in backbone.weights}
+        finally:
+            keras.backend.clear_session()
 
     default = backbone_shapes(None)
     assert backbone_shapes(B0_BLOCKS) == default
