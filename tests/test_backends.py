@@ -9,11 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import yaml
 from backend_reference import (
     EVAL_DATA,
     EVAL_SAMPLES,
@@ -34,13 +36,21 @@ OTHER_BACKEND = "jax" if BACKEND == "tensorflow" else "tensorflow"
 TESTS = Path(__file__).resolve().parent
 
 
+# JAX's persistent compilation cache, as conftest.py sets for a JAX session: a later run of the
+# reference compiles nothing again (JAX keys each program by its computation).
+JAX_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "efficientdet_tf_jax_cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1",
+}
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("reference")
+    env = {**JAX_CACHE, **os.environ, "KERAS_BACKEND": OTHER_BACKEND}
     result = subprocess.run(
         [sys.executable, str(TESTS / "backend_reference.py"), str(out_dir)],
-        env={**os.environ, "KERAS_BACKEND": OTHER_BACKEND}, capture_output=True, text=True,
-        timeout=900)
+        env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return out_dir
 
@@ -57,20 +67,22 @@ def assert_same_detections(actual: dict, expected) -> None:
         assert match.num_matched == count, f"image {image}: {match.num_matched}/{count} matched"
 
 
+@pytest.fixture(scope="module")
 def loaded_detector(reference: Path) -> edet.ObjectDetector:
+    """The detector with the weights saved under the other backend (the tests only read it)."""
     detector = edet.ObjectDetector("efficientdet-d0", HPARAMS)
     edet.load_weights(detector.network, reference / "weights")
     return detector
 
 
-def test_weights_saved_under_another_backend_give_its_outputs(reference):
+def test_weights_saved_under_another_backend_give_its_outputs(reference, loaded_detector):
     expected = np.load(reference / "outputs.npz")
-    for name, output in raw_outputs(loaded_detector(reference).network).items():
+    for name, output in raw_outputs(loaded_detector.network).items():
         np.testing.assert_allclose(output, expected[name], atol=1e-4, err_msg=name)
 
 
-def test_weights_saved_under_another_backend_detect_the_same(reference):
-    detector = loaded_detector(reference)
+def test_weights_saved_under_another_backend_detect_the_same(reference, loaded_detector):
+    detector = loaded_detector
     assert_same_detections(detector.predict(reference_images()),
                            np.load(reference / "detections.npz"))
 
@@ -89,9 +101,9 @@ def test_a_keras_file_saved_under_another_backend_detects_the_same(reference):
                            np.load(reference / "detections.npz"))
 
 
-def test_evaluation_scores_the_same(reference):
-    metrics = loaded_detector(reference).evaluate(EVAL_DATA, batch_size=EVAL_SAMPLES,
-                                                  eval_samples=EVAL_SAMPLES)
+def test_evaluation_scores_the_same(reference, loaded_detector):
+    metrics = loaded_detector.evaluate(EVAL_DATA, batch_size=EVAL_SAMPLES,
+                                       eval_samples=EVAL_SAMPLES)
     expected = json.loads((reference / "metrics.json").read_text())
     assert metrics.keys() == expected.keys()
     for name, value in expected.items():
@@ -105,7 +117,9 @@ def test_the_command_line_infers_with_those_weights(reference, tmp_path):
 
     for index, image in enumerate(reference_images()):
         Image.fromarray(image).save(images / f"{index}.png")
-    status = run_cli("--mode=infer", "--model_name=efficientdet-d0", f"--hparams={HPARAMS}",
+    hparams = tmp_path / "hparams.yaml"
+    hparams.write_text(yaml.safe_dump(HPARAMS))
+    status = run_cli("--mode=infer", "--model_name=efficientdet-d0", f"--hparams={hparams}",
                      f"--ckpt={reference / 'weights'}", f"--input_image={images}/*.png",
                      f"--output_image_dir={tmp_path / 'out'}", "--min_score_thresh=0")
     assert status == 0
