@@ -13,7 +13,10 @@ from efficientdet_tf import build_model, get_config
 VARIANTS = ["", "fpn_name=qufpn", "grad_checkpoint=true"]
 
 
-def tiny_model(overrides):
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda overrides: overrides or "default")
+def tiny_model(request):
+    """One model per variant, for both tests of it (they save and read it, change nothing)."""
+    overrides = request.param
     keras.backend.clear_session()
     config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
     return build_model(config)
@@ -38,9 +41,8 @@ def constructor_arguments(cls):
     return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD}
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
-def test_keras_file_round_trip_keeps_outputs_and_variable_paths(tmp_path, overrides):
-    model = tiny_model(overrides)
+def test_keras_file_round_trip_keeps_outputs_and_variable_paths(tmp_path, tiny_model):
+    model = tiny_model
     expected = outputs(model)
     model.save(tmp_path / "m.keras")
 
@@ -53,9 +55,8 @@ def test_keras_file_round_trip_keeps_outputs_and_variable_paths(tmp_path, overri
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
-def test_every_custom_layer_round_trips_its_config(overrides):
-    layers = custom_layers(tiny_model(overrides))
+def test_every_custom_layer_round_trips_its_config(tiny_model):
+    layers = custom_layers(tiny_model)
     assert {type(layer).__name__ for layer in layers} >= {
         "EfficientNet", "Stem", "MBConvBlock", "SqueezeExcite", "ResampleFeatureMap",
         "FeatureNetwork", "FpnCell", "FusionNode", "ConvNorm", "PredictionHead",
