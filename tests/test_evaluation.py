@@ -22,7 +22,8 @@ COCO128_JSON = SHARED_DIR / "datasets" / "coco128" / "annotations" / "instances.
 requires_coco128 = pytest.mark.skipif(
     not COCO128_JSON.is_file(), reason=f"shared dataset not found: {COCO128_JSON}"
 )
-SMALL = {"image_size": 128, "num_classes": 3}
+# One BiFPN cell and one head repeat: evaluate() is the point, not the network's size.
+SMALL = {"image_size": 128, "num_classes": 3, "fpn_cell_repeats": 1, "box_class_repeats": 1}
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +158,9 @@ def test_detections_of_images_not_in_the_groundtruth_are_refused():
 
 @pytest.fixture(scope="module")
 def small_model():
+    """(compiled detector, config): compiled once (any batch size) for the tests of evaluate()."""
     config = get_config("efficientdet-d0", SMALL)
-    return build_model(config), config
+    return Detector(config, build_model(config)).compiled(), config
 
 
 def event_tags(directory) -> set[str]:
@@ -174,9 +176,9 @@ def event_tags(directory) -> set[str]:
 def test_evaluate_covers_the_last_partial_batch_and_eval_samples(
     small_model, tmp_path, eval_samples, expected_images
 ):
-    model, config = small_model
+    detector, config = small_model
     metrics = evaluate(
-        Detector(config, model).compiled(), config, "synthetic:val:10", batch_size=4,
+        detector, config, "synthetic:val:10", batch_size=4,
         eval_samples=eval_samples,
         summary_writer=tmp_path / "eval", step=5, results_file=tmp_path / "detections.json",
     )
@@ -189,10 +191,9 @@ def test_evaluate_covers_the_last_partial_batch_and_eval_samples(
 
 def test_tfrecords_and_their_json_give_the_same_metrics(small_model, tmp_path):
     """TFRecords carry their ground truth (groundtruth_data); the synthetic source has its JSON."""
-    model, config = small_model
+    detector, config = small_model
     source = SyntheticShapes(6, config.image_size, seed=1)
     source.write(tmp_path / "val")
-    detector = Detector(config, model).compiled()
     from_records = evaluate(detector, config, str(tmp_path / "val-*"), batch_size=4)
     from_json = evaluate(detector, config, source, batch_size=4)
     for name in METRIC_NAMES:
@@ -200,7 +201,7 @@ def test_tfrecords_and_their_json_give_the_same_metrics(small_model, tmp_path):
 
 
 def test_a_missing_groundtruth_file_is_named(small_model, tmp_path):
-    model, config = small_model
+    detector, config = small_model
     with pytest.raises(FileNotFoundError, match="nothing.json"):
-        evaluate(Detector(config, model).compiled(), config, "synthetic:val:2",
+        evaluate(detector, config, "synthetic:val:2",
                  val_json_file=tmp_path / "nothing.json")
