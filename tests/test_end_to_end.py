@@ -49,7 +49,10 @@ def fixture_model():
 
 
 # Each mode compiles its own detector: on the other backends one mode end to end is enough, as
-# test_postprocess.py checks every mode on the official raw outputs there.
+# test_postprocess.py checks every mode on the official raw outputs there. On TensorFlow,
+# `global` runs the inference function (batch norms folded); the other modes the compiled
+# detector, which reads the variables: folding D0 costs twice its tracing, and the folded
+# arithmetic is the same for every mode (test_fold_batch_norm.py checks it).
 END_TO_END_MODES = [mode if mode == "global" else pytest.param(mode, marks=tensorflow_only)
                     for mode in POSTPROCESS_MODES]
 
@@ -58,11 +61,10 @@ END_TO_END_MODES = [mode if mode == "global" else pytest.param(mode, marks=tenso
 @pytest.mark.parametrize("mode", END_TO_END_MODES)
 def test_compiled_detector_gives_the_official_detections(fixture_model, mode):
     detector = Detector(get_config(FIXTURE_MODEL), fixture_model, mode)
-    run = (detector.inference_function() if BACKEND == "tensorflow"
-           else detector.compiled())
+    folded = BACKEND == "tensorflow" and mode == "global"
+    run = detector.inference_function() if folded else detector.compiled()
     images = input_image()[np.newaxis]
-    detections = detections_from_dict(run(tf.constant(images) if BACKEND == "tensorflow"
-                                          else images))
+    detections = detections_from_dict(run(tf.constant(images) if folded else images))
     assert np.asarray(detections.num_detections).tolist() == [100]
     actual = tuple(np.asarray(value[0]) for value in detections[:3])
 
