@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from small_models import TINY
+from small_models import FIVE_BLOCK_BACKBONE, TINY
 from test_evaluation import as_detections
 
+from efficientdet_tf.config.parsing import parse_overrides
 from efficientdet_tf.diagnostics import eval_report
 from efficientdet_tf.evaluation.coco_evaluator import PER_CLASS_PREFIX, CocoEvaluator
 from efficientdet_tf.evaluation.model_evaluation import evaluate
@@ -95,10 +96,15 @@ def test_the_pictures_open_with_their_sizes(evaluated):
                      "predictions": (600, 350)}
 
 
+def tiny_hparams(overrides: str = "") -> dict:
+    """TINY on the five-block backbone: each evaluation traces the network, cheaper smaller."""
+    return {**parse_overrides(",".join(filter(None, [TINY, overrides]))), **FIVE_BLOCK_BACKBONE}
+
+
 @pytest.fixture(scope="module")
 def detector():
     keras.backend.clear_session()
-    return ObjectDetector("efficientdet-d0", TINY)
+    return ObjectDetector("efficientdet-d0", tiny_hparams())
 
 
 def test_evaluate_writes_the_report_of_a_model(detector, tmp_path):
@@ -135,7 +141,7 @@ def tensorboard_images(log_dir) -> dict[str, tuple[int, tuple]]:
 def test_a_segmentation_model_reports_its_iou_per_class_and_draws_masks(tmp_path):
     keras.backend.clear_session()
     segmenter = ObjectDetector("efficientdet-d0",
-                               f"{TINY},heads=segmentation,max_level=6,seg_num_classes=4")
+                               tiny_hparams("heads=segmentation,max_level=6,seg_num_classes=4"))
     metrics = evaluate(Detector(segmenter.config, segmenter.network).compiled(),
                        segmenter.config, "synthetic:val:2", batch_size=2, report_dir=tmp_path,
                        summary_writer=tmp_path / "logs", step=3)
