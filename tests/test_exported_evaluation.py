@@ -55,14 +55,21 @@ def network():
 
 
 @pytest.fixture(scope="module")
-def dataset(network, tmp_path_factory):
+def keras_detector(network):
+    """The network's compiled detector: both of its evaluations (batches of 4) trace it once."""
+    model, config = network
+    return Detector(config, model).compiled()
+
+
+@pytest.fixture(scope="module")
+def dataset(network, keras_detector, tmp_path_factory):
     """TFRecords of images of another size than the network input (image scales are not 1), and
     the network's own best detections as their ground truth."""
-    model, config = network
+    _, config = network
     directory = tmp_path_factory.mktemp("exported_evaluation")
     SyntheticShapes(NUM_IMAGES, (48, 80), seed=2).write(directory / "val")
     records = str(directory / "val-*")
-    evaluate(Detector(config, model).compiled(), config, records,
+    evaluate(keras_detector, config, records, batch_size=4,
              results_file=directory / "network.json")
     detections = json.loads((directory / "network.json").read_text())
     groundtruth = own_best_detections(detections, GROUNDTRUTH_PER_IMAGE * NUM_IMAGES)
@@ -112,11 +119,10 @@ def int8_official_layout(network, dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def network_metrics(network, dataset):
-    model, config = network
+def network_metrics(network, keras_detector, dataset):
+    _, config = network
     records, groundtruth = dataset
-    metrics = evaluate(Detector(config, model).compiled(), config, records, batch_size=4,
-                       val_json_file=groundtruth)
+    metrics = evaluate(keras_detector, config, records, batch_size=4, val_json_file=groundtruth)
     assert metrics["AP"] == pytest.approx(1.0)  # its own best detections
     return metrics
 
