@@ -31,6 +31,24 @@ def expected_outputs() -> dict[str, np.ndarray]:
         return dict(arrays)
 
 
+@functools.lru_cache(maxsize=None)
+def fixture_network():
+    """The fixture's D0 with its (EMA) weights, built once per test process for the modules that
+    compare with it (building D0 and reading its checkpoint take seconds). A test that changes
+    its weights puts the fixture's back (`restore_fixture_weights`)."""
+    from efficientdet_tf import build_model, get_config, load_weights  # noqa: PLC0415
+
+    model = build_model(get_config(FIXTURE_MODEL))
+    load_weights(model, FIXTURE_DIR / "ckpt")
+    return model
+
+
+def restore_fixture_weights() -> None:
+    from efficientdet_tf import load_weights  # noqa: PLC0415
+
+    load_weights(fixture_network(), FIXTURE_DIR / "ckpt")
+
+
 def input_image() -> np.ndarray:
     """The fixture's uint8 RGB image [480, 640, 3]."""
     return np.asarray(Image.open(FIXTURE_DIR / "input.png").convert("RGB"))

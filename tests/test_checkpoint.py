@@ -1,11 +1,17 @@
 """Official-layout checkpoints: the fixture's outputs, EMA shadows, round trips, mismatches."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from backends import BACKEND
-from official_fixture import FIXTURE_DIR, FIXTURE_LEVELS, expected_outputs, requires_fixture
+from official_fixture import (
+    FIXTURE_DIR,
+    FIXTURE_LEVELS,
+    expected_outputs,
+    fixture_network,
+    requires_fixture,
+    restore_fixture_weights,
+)
 
 from efficientdet_tf import (
     CheckpointMismatchError,
@@ -23,10 +29,7 @@ pytestmark = pytest.mark.any_backend
 
 @pytest.fixture(scope="module")
 def fixture_model():
-    keras.backend.clear_session()
-    model = build_model(get_config("efficientdet-d0"))
-    load_weights(model, FIXTURE_DIR / "ckpt")
-    return model
+    return fixture_network()
 
 
 @requires_fixture
@@ -56,7 +59,7 @@ def test_every_model_variable_maps_to_a_fixture_entry_and_ema_is_preferred(fixtu
         np.testing.assert_array_equal(raw_kernel, reader.get_tensor(kernel))
         assert not np.array_equal(raw_kernel, reader.get_tensor(kernel + EMA_SUFFIX))
     finally:
-        load_weights(fixture_model, FIXTURE_DIR / "ckpt")
+        restore_fixture_weights()
 
 
 def tiny_model(overrides=""):

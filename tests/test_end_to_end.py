@@ -19,10 +19,10 @@ from backends import BACKEND, tensorflow_only
 from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
 from official_fixture import (
-    FIXTURE_DIR,
     FIXTURE_MODEL,
     expected_detections,
     expected_outputs,
+    fixture_network,
     input_image,
     raw_outputs,
     requires_fixture,
@@ -31,8 +31,6 @@ from official_fixture import (
 from efficientdet_tf.config import get_config
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
 from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
-from efficientdet_tf.model.builder import build_model
-from efficientdet_tf.model.checkpoint import load_weights
 
 pytestmark = pytest.mark.any_backend
 
@@ -43,9 +41,7 @@ MIN_IOU = 0.99
 
 @pytest.fixture(scope="module")
 def fixture_model():
-    model = build_model(get_config(FIXTURE_MODEL))
-    load_weights(model, FIXTURE_DIR / "ckpt")
-    return model
+    return fixture_network()
 
 
 # Each mode compiles its own detector: on the other backends one mode end to end is enough, as

@@ -6,12 +6,18 @@ import http.server
 import tarfile
 import threading
 
-import keras
 import numpy as np
 import pytest
-from official_fixture import FIXTURE_DIR, FIXTURE_LEVELS, expected_outputs, requires_fixture
+from official_fixture import (
+    FIXTURE_DIR,
+    FIXTURE_LEVELS,
+    expected_outputs,
+    fixture_network,
+    requires_fixture,
+    restore_fixture_weights,
+)
 
-from efficientdet_tf import build_model, get_config, load_weights
+from efficientdet_tf import load_weights
 from efficientdet_tf.model import official_weights
 from efficientdet_tf.model.official_weights import BASE_URL_ENV, archive_url, official_checkpoint
 
@@ -63,24 +69,33 @@ def test_every_family_maps_to_its_official_archive(monkeypatch):
 
 @requires_fixture
 def test_load_by_name_downloads_once_then_works_offline(tmp_path, keras_home, monkeypatch):
-    keras.backend.clear_session()
-    model = build_model(get_config("efficientdet-d0"))
+    # The fixture's D0 (shared, built once), its weights zeroed first: each load must fill them.
+    model = fixture_network()
     expected = expected_outputs()
-    with serving(mirror_of_fixture(tmp_path / "mirror")) as url:
-        monkeypatch.setenv(BASE_URL_ENV, url)
-        load_weights(model, "efficientdet-d0")
-    class_outputs, box_outputs = model(expected["preprocessed"], training=False)
-    for level, class_output, box_output in zip(FIXTURE_LEVELS, class_outputs, box_outputs):
-        np.testing.assert_allclose(class_output, expected[f"class_outputs_l{level}"], atol=1e-4)
-        np.testing.assert_allclose(box_output, expected[f"box_outputs_l{level}"], atol=1e-4)
-    assert (keras_home / "efficientdet_tf" / "efficientdet-d0.tar.gz").is_file()
+    try:
+        zero_weights(model)
+        with serving(mirror_of_fixture(tmp_path / "mirror")) as url:
+            monkeypatch.setenv(BASE_URL_ENV, url)
+            load_weights(model, "efficientdet-d0")
+        class_outputs, box_outputs = model(expected["preprocessed"], training=False)
+        for level, class_output, box_output in zip(FIXTURE_LEVELS, class_outputs, box_outputs):
+            np.testing.assert_allclose(class_output, expected[f"class_outputs_l{level}"],
+                                       atol=1e-4)
+            np.testing.assert_allclose(box_output, expected[f"box_outputs_l{level}"], atol=1e-4)
+        assert (keras_home / "efficientdet_tf" / "efficientdet-d0.tar.gz").is_file()
 
-    # The mirror is gone: the cache alone serves the next load.
+        # The mirror is gone: the cache alone serves the next load.
+        zero_weights(model)
+        load_weights(model, "efficientdet-d0")
+        class_outputs, _ = model(expected["preprocessed"], training=False)
+        np.testing.assert_allclose(class_outputs[0], expected["class_outputs_l3"], atol=1e-4)
+    finally:
+        restore_fixture_weights()
+
+
+def zero_weights(model):
     for variable in model.weights:
         variable.assign(np.zeros(variable.shape, variable.dtype))
-    load_weights(model, "efficientdet-d0")
-    class_outputs, _ = model(expected["preprocessed"], training=False)
-    np.testing.assert_allclose(class_outputs[0], expected["class_outputs_l3"], atol=1e-4)
 
 
 def test_offline_error_names_the_url_and_the_folder_to_fill(keras_home, monkeypatch):
