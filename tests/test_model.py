@@ -16,9 +16,16 @@ from efficientdet_tf.model.efficientnet import build_classifier
 from efficientdet_tf.model.layers import CompositeLayer
 
 
+def tiny_config(overrides=""):
+    """TINY on the five-block backbone: what these tests build is the feature network and the
+    heads (B0's sixteen blocks would double each build)."""
+    config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+    return config.override(FIVE_BLOCK_BACKBONE)
+
+
 def tiny_model(overrides=""):
     keras.backend.clear_session()
-    config = get_config("efficientdet-d0", TINY + ("," + overrides if overrides else ""))
+    config = tiny_config(overrides)
     return config, build_model(config)
 
 
@@ -119,8 +126,7 @@ def test_mixed_precision_computes_in_float16_with_float32_variables():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        config = get_config("efficientdet-d0", TINY)
-        model = build_model(config)
+        model = build_model(tiny_config())
     finally:
         keras.config.set_dtype_policy(previous)
     assert {v.dtype for v in model.weights} == {"float32"}
@@ -197,7 +203,7 @@ def test_fpn_config_builds_the_network_it_describes():
     reference_outputs = run(reference)
     weights = {v.path: v.numpy() for v in reference.weights}
     keras.backend.clear_session()
-    config = get_config("efficientdet-d0", TINY).override(
+    config = tiny_config().override(
         {"fpn_config": official_fpn_config(panet(3, 7), "sum"), "fpn_weight_method": "fastattn"})
     model = build_model(config)
     assert {v.path: tuple(v.shape) for v in model.weights} == {
@@ -213,8 +219,7 @@ def test_fpn_config_of_a_new_topology_runs():
     keras.backend.clear_session()
     chain = [{"feat_level": 3, "inputs_offsets": [0]}] + [
         {"feat_level": level, "inputs_offsets": [level - 3, level + 1]} for level in range(4, 8)]
-    model = build_model(get_config("efficientdet-d0", TINY).override(
-        {"fpn_config": {"nodes": chain}}))
+    model = build_model(tiny_config().override({"fpn_config": {"nodes": chain}}))
     class_outputs, _ = run(model)
     assert [tuple(o.shape[1:3]) for o in class_outputs] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
     fusion_weights = [v for v in model.weights if "/WSM" in v.path]
