@@ -52,6 +52,7 @@ def fit(detector, data="synthetic:train:8", **options):
     return training_harness.fit(detector, data, **{"epochs": 2, "batch_size": 4, **options})
 
 
+@pytest.mark.slow  # D0 at 512 px, and a TensorFlow process for the reference
 @requires_fixture
 @pytest.mark.skipif(not COCO128.is_dir(), reason=f"needs the shared coco128 at {COCO128}")
 def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorflow(tmp_path):
@@ -67,6 +68,7 @@ def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorf
         assert relative_difference(update, dict(reference)) <= 1e-3
 
 
+@pytest.mark.slow  # two programs compiled, one per device layout
 @jax_only
 def test_two_devices_update_like_one():
     """DataParallel over two host devices (conftest.py asks XLA for them): the batch is split,
