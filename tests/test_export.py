@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from detection_candidates import count_on_candidates, decoded_candidates
 from detection_matching import match_detections
-from official_fixture import FIXTURE_DIR, FIXTURE_MODEL, input_image, requires_fixture
+from official_fixture import FIXTURE_MODEL, fixture_network, input_image, requires_fixture
 from small_models import FIVE_BLOCK_BACKBONE, TINY
 
 from efficientdet_tf.config import get_config
@@ -22,7 +22,6 @@ from efficientdet_tf.inference.loading import SavedModelDetector, open_detector
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
-from efficientdet_tf.model.checkpoint import load_weights
 
 SERVE_WITHOUT_PACKAGE = textwrap.dedent("""
     import sys, numpy as np, tensorflow as tf
@@ -113,8 +112,7 @@ def test_saved_model_and_tflite_reproduce_keras_on_input_png(tmp_path):
     NMS (global, hard). Scores within 1e-4 with the same class for >= 95 of 100; boxes those of
     candidate anchors (see `detection_candidates`)."""
     config = get_config(FIXTURE_MODEL)
-    model = build_model(config)
-    load_weights(model, FIXTURE_DIR / "ckpt")
+    model = fixture_network()  # built once per process, shared with the other fixture tests
     image = input_image()
     network_input, image_scale = preprocess_image(image, config)
     raw = model(network_input[tf.newaxis], training=False)
