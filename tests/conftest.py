@@ -8,16 +8,14 @@ otherwise print them after its summary, as output captured outside any test.
 """
 
 import os
-import tempfile
+
+import jax_environment
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-if os.environ.get("KERAS_BACKEND") == "jax":
-    # Before JAX starts: two host devices for DataParallel, and a compilation cache, so that the
-    # tests training the same small model compile its step once (JAX keys it by the program).
-    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                          os.path.join(tempfile.gettempdir(), "efficientdet_tf_jax_cache"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+if os.environ.get("KERAS_BACKEND") == "jax":  # before JAX starts
+    for name, value in {**jax_environment.TWO_HOST_DEVICES,
+                        **jax_environment.COMPILATION_CACHE}.items():
+        os.environ.setdefault(name, value)
 
 from efficientdet_tf.cli.quiet import native_stderr_silenced  # noqa: E402
 

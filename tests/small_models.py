@@ -1,6 +1,9 @@
 """The small D0 variants that tests build and train: D0's layers with one BiFPN cell and one
 head repeat, for 3 classes (the synthetic shapes); `spread_scores` gives one distinct scores
-without training (cheaper than the training that gives a model confident ones)."""
+without training (cheaper than the training that gives a model confident ones); `shapes_only`
+builds a model whose parameters are counted, not run."""
+
+import contextlib
 
 import keras
 
@@ -34,3 +37,16 @@ def spread_scores(model, config):
         for prefix, factor in (("class_net/class-predict/", 0.3), ("box_net/box-predict/", 0.0)):
             if weight.path.startswith(prefix + "pointwise_kernel"):
                 weight.assign(weight * factor)
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Models built inside get variables of shapes only (a StatelessScope that does not
+    initialize them): filling them is most of a large model's build time, and counting parameters
+    reads shapes. Clears the session before and after, which forgets the unfilled variables."""
+    keras.backend.clear_session()
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        keras.backend.clear_session()

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -26,6 +25,7 @@ from backend_reference import (
 from backends import BACKEND
 from cli_in_process import run_cli
 from detection_matching import match_detections
+from jax_environment import COMPILATION_CACHE
 
 import efficientdet_tf as edet
 from efficientdet_tf.backends import BackendError
@@ -36,18 +36,10 @@ OTHER_BACKEND = "jax" if BACKEND == "tensorflow" else "tensorflow"
 TESTS = Path(__file__).resolve().parent
 
 
-# JAX's persistent compilation cache, as conftest.py sets for a JAX session: a later run of the
-# reference compiles nothing again (JAX keys each program by its computation).
-JAX_CACHE = {
-    "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "efficientdet_tf_jax_cache"),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1",
-}
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("reference")
-    env = {**JAX_CACHE, **os.environ, "KERAS_BACKEND": OTHER_BACKEND}
+    env = {**COMPILATION_CACHE, **os.environ, "KERAS_BACKEND": OTHER_BACKEND}
     result = subprocess.run(
         [sys.executable, str(TESTS / "backend_reference.py"), str(out_dir)],
         env=env, capture_output=True, text=True, timeout=900)

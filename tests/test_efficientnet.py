@@ -1,8 +1,8 @@
 """EfficientNet backbone: compound scaling, features, and the standalone classifier."""
 
-import keras
 import numpy as np
 import pytest
+from small_models import shapes_only
 
 from efficientdet_tf.model.efficientnet import (
     EfficientNet,
@@ -30,15 +30,10 @@ CLASSIFIER_PARAMS = {
 
 @pytest.mark.parametrize("name, params", CLASSIFIER_PARAMS.items())
 def test_classifier_trainable_parameters_are_official(name, params):
-    """Built at 64 px (parameters do not depend on the size) in a StatelessScope that leaves the
-    variables uninitialized: shapes only, as counting needs (filling them is most of the time)."""
-    keras.backend.clear_session()
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            model = build_classifier(name, image_size=64)
+    """Built at 64 px (parameters do not depend on the size), shapes only."""
+    with shapes_only():
+        model = build_classifier(name, image_size=64)
         assert count_params(model.trainable_weights) == params
-    finally:
-        keras.backend.clear_session()  # forgets the uninitialized variables
 
 
 def test_rounding_rules():

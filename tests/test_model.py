@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from small_models import FIVE_BLOCK_BACKBONE, TINY
+from small_models import FIVE_BLOCK_BACKBONE, TINY, shapes_only
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.backends.base import gather_nearest
@@ -236,13 +236,10 @@ def test_backbone_config_replaces_the_stages_before_scaling():
         config = get_config("efficientdet-d0", TINY).override(
             {"backbone_name": "efficientnet-b1"} | (
                 {"backbone_config": {"blocks": blocks}} if blocks else {}))
-        try:  # shapes only: variables left uninitialized (the build's costly part)
-            with keras.StatelessScope(initialize_variables=False):
-                backbone = build_model(config).get_layer("efficientnet-b1")
+        with shapes_only():
+            backbone = build_model(config).get_layer("efficientnet-b1")
             assert type(backbone).from_config(backbone.get_config()).stages == backbone.stages
             return {v.path: tuple(v.shape) for v in backbone.weights}
-        finally:
-            keras.backend.clear_session()
 
     default = backbone_shapes(None)
     assert backbone_shapes(B0_BLOCKS) == default

@@ -1,8 +1,8 @@
 """The segmentation head and the model's heads: hparams, shapes, official names and counts."""
 
-import keras
 import numpy as np
 import pytest
+from small_models import shapes_only
 
 from efficientdet_tf import build_model, get_config, load_weights, save_weights
 from efficientdet_tf.anchors import Anchors
@@ -88,17 +88,12 @@ def test_weights_round_trip_through_the_official_layout(tmp_path):
 
 
 def test_d0_segmentation_has_the_official_parameter_counts():
-    """At 128 px (2**max_level; the counts do not depend on the size), its variables left
-    unfilled (a StatelessScope that does not initialize them): shapes are what counting reads."""
+    """At 128 px (2**max_level; the counts do not depend on the size), shapes only."""
     config = get_config("efficientdet-d0", "heads=segmentation,seg_num_classes=3,image_size=128")
-    keras.backend.clear_session()
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            model = build_model(config)
+    with shapes_only():
+        model = build_model(config)
         counts = tuple(sum(int(np.prod(v.shape)) for v in weights)
                        for weights in (model.weights, model.trainable_weights))
-    finally:
-        keras.backend.clear_session()  # forgets the uninitialized variables
     assert counts == (4_097_496, 4_053_688)
 
 

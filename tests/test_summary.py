@@ -5,6 +5,7 @@ import re
 import keras
 import pytest
 from cli_in_process import run_cli
+from small_models import shapes_only
 
 from efficientdet_tf import build_model, get_config
 from efficientdet_tf.model.checkpoint import checkpoint_name
@@ -31,16 +32,11 @@ OFFICIAL_PARAMS = {
 
 
 def built_without_values(build):
-    """`build()`'s model with variables of shapes only: in a StatelessScope that does not
-    initialize them, no variable is filled (most of the build time of a large model). Returns
-    the model and its (total, trainable) parameter counts."""
-    keras.backend.clear_session()
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            model = build()
+    """`build()`'s model, shapes only (`small_models.shapes_only`), and its (total, trainable)
+    parameter counts."""
+    with shapes_only():
+        model = build()
         return model, (count_params(model.weights), count_params(model.trainable_weights))
-    finally:
-        keras.backend.clear_session()  # forgets the uninitialized variables
 
 
 @pytest.mark.slow
