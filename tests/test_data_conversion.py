@@ -115,6 +115,7 @@ def test_bccd_val_records_and_json_hold_the_xml_boxes(tmp_path):
         )
 
 
+@pytest.mark.slow  # worker processes, each importing TensorFlow
 @requires_coco128
 def test_coco_converter_command_line_with_worker_processes(tmp_path):
     command = [

@@ -43,6 +43,7 @@ def small_detector(shared_network):
     return Detector(config, model)
 
 
+@pytest.mark.slow  # a fresh interpreter, without this package, serves the export
 def test_saved_model_serves_any_image_size_without_this_package(
     small_detector, exported_files, tmp_path
 ):
@@ -106,6 +107,7 @@ def test_tflite_float16_and_int8_run_with_litert(small_detector, exported_files,
                                atol=2e-3)
 
 
+@pytest.mark.slow  # the official D0 at 512 px, exported twice
 @requires_fixture
 def test_saved_model_and_tflite_reproduce_keras_on_input_png(tmp_path):
     """SavedModel: the `global` Keras detections; TFLite float32: the Keras detections of its own

@@ -63,6 +63,7 @@ def test_d0_with_qufpn_has_the_official_parameter_count_and_names():
     assert "fpn_cells/cell_2/fnode20/op_after_combine25/conv/pointwise_kernel" in names
 
 
+@pytest.mark.slow  # D1 at 640 px traced and frozen to count its FLOPs
 def test_summary_mode_prints_the_official_parameter_and_flops_counts(capfd):
     """`--mode=summary` on efficientdet-d1: its official parameters and FLOPs (one FLOPs count,
     the costly part: tracing and freezing the graph). In process (the command line's flags,

@@ -300,6 +300,7 @@ def _main_py(*args):
     return [sys.executable, "main.py", *args]
 
 
+@pytest.mark.slow  # a command-line run that traces its step, then infers from its checkpoint
 def test_tfrecords_are_counted_and_a_run_infers_without_optimizer_warnings(
     tmp_path, capfd, caplog
 ):

@@ -106,6 +106,7 @@ def test_fit_learns_and_validates():
     assert len(history.history["val_AP"]) == 1 and len(history.history["val_mIoU"]) == 1
 
 
+@pytest.mark.slow  # two runs, each compiling its step
 def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
     model_dir = tmp_path / "run"
     detector, snapshots = tiny_detector(), Snapshots()
@@ -134,6 +135,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in model.weights)
 
 
+@pytest.mark.slow  # a command-line run that compiles its training and evaluation
 def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
     model_dir = tmp_path / "run"
     CONFIG.save(tmp_path / "config.yaml")
