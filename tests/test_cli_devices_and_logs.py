@@ -44,6 +44,7 @@ def _stderr_after_start_up(**env) -> str:
     return result.stderr
 
 
+@pytest.mark.slow  # two new processes, each importing TensorFlow
 @pytest.mark.parametrize("level, shown", [(None, False), ("0", True)])
 def test_the_command_line_hides_tensorflows_cpp_lines_after_start_up(level, shown):
     """The test session sets TF_CPP_MIN_LOG_LEVEL (conftest); a user's shell does not."""

@@ -97,6 +97,7 @@ def test_export_then_infer_with_the_tflite_file_and_with_the_checkpoint(
             assert {d["class_name"] for d in detections} <= {"class 1", "class 2", "class 3"}
 
 
+@pytest.mark.slow  # a new process, importing TensorFlow
 def test_infer_goes_on_past_an_unreadable_file_and_says_so(
     model_flag, checkpoint, images, tmp_path
 ):

@@ -49,7 +49,8 @@ def fixture_model():
 # `global` runs the inference function (batch norms folded); the other modes the compiled
 # detector, which reads the variables: folding D0 costs twice its tracing, and the folded
 # arithmetic is the same for every mode (test_fold_batch_norm.py checks it).
-END_TO_END_MODES = [mode if mode == "global" else pytest.param(mode, marks=tensorflow_only)
+END_TO_END_MODES = [pytest.param(mode, marks=pytest.mark.slow if mode == "global"
+                                  else tensorflow_only)  # slow: D0 folded at 512 px
                     for mode in POSTPROCESS_MODES]
 
 

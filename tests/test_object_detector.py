@@ -17,7 +17,8 @@ from efficientdet_tf.inference.detector import SIGNATURE_KEY
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import TrainingCheckpoints
 
-pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+# The tests of the `fitted` fixture share one worker, which fits once; the others go anywhere.
+fitted_group = pytest.mark.xdist_group(__name__)
 TINY = f"{small_models.TINY},{small_models.NO_AUGMENTATION},learning_rate=0.64"
 # TINY with the five-block backbone, for the tests that trace training or inference: B0's 16
 # blocks are not the point of any here.
@@ -58,6 +59,7 @@ def fitted(tmp_path_factory):
     return detector, history, csv_path
 
 
+@fitted_group
 def test_fit_logs_validation_metrics_that_keras_callbacks_act_on(fitted):
     detector, history, csv_path = fitted
     assert history.epoch == [0, 1]  # early stopping after the second epoch
@@ -76,6 +78,7 @@ def test_fit_logs_validation_metrics_that_keras_callbacks_act_on(fitted):
         assert list((csv_path.parent / "tensorboard" / part).glob("events.out.tfevents.*")), part
 
 
+@fitted_group
 def test_evaluate_returns_the_coco_metrics_and_per_class_ap(fitted):
     detector, history, _ = fitted
     metrics = detector.evaluate(images_and_boxes("val", 8))
@@ -85,6 +88,7 @@ def test_evaluate_returns_the_coco_metrics_and_per_class_ap(fitted):
     assert {"AP_/circle", "AP_/square", "AP_/triangle"} <= metrics.keys()  # synthetic names
 
 
+@fitted_group
 def test_predict_takes_images_of_any_size_like_the_saved_model(fitted, tmp_path):
     detector, _, _ = fitted
     shapes = SyntheticShapes.split("val", (96, 64), 1)
@@ -106,6 +110,7 @@ def test_predict_takes_images_of_any_size_like_the_saved_model(fitted, tmp_path)
                                        atol=1e-3, err_msg=name)
 
 
+@fitted_group
 def test_a_keras_file_gives_back_the_same_detections_config_and_label_map(fitted, tmp_path):
     detector, _, _ = fitted
     images = [SyntheticShapes.split("val", (64, 64), 2).render(i) for i in range(2)]

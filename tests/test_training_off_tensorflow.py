@@ -95,6 +95,7 @@ def test_two_devices_update_like_one():
                                        err_msg=path)
 
 
+@pytest.mark.slow  # 30 steps and a validation, compiled with XLA
 def test_fit_learns_and_validates():
     detector = tiny_detector("learning_rate=0.64")
     history = fit(detector, steps_per_epoch=10, epochs=3, validation_data="synthetic:val:4",
@@ -124,7 +125,7 @@ def test_a_run_killed_mid_epoch_resumes_where_it_was_saved(tmp_path):
     assert int(keras.ops.convert_to_numpy(resumed.weight_average.num_updates)) == 8
 
 
-@pytest.mark.slow  # another compiled step (its loss turns NaN); fit_learns is the fast one
+@pytest.mark.slow  # another compiled step (its loss turns NaN)
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     detector = tiny_detector()
     make_loss_turn_nan_at_step_4(detector)
