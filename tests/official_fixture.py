@@ -6,6 +6,7 @@ and one image; see its README.md. Tests comparing against it use `requires_fixtu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def expected_outputs() -> dict[str, np.ndarray]:
 def fixture_network():
     """The fixture's D0 with its (EMA) weights, built once per test process for the modules that
     compare with it (building D0 and reading its checkpoint take seconds). A test that changes
-    its weights puts the fixture's back (`restore_fixture_weights`)."""
+    its weights does so inside `fixture_weights_restored`."""
     from efficientdet_tf import build_model, get_config, load_weights  # noqa: PLC0415
 
     model = build_model(get_config(FIXTURE_MODEL))
@@ -43,10 +44,16 @@ def fixture_network():
     return model
 
 
-def restore_fixture_weights() -> None:
+@contextlib.contextmanager
+def fixture_weights_restored():
+    """Yields `fixture_network()` for a test that changes its weights; loads the fixture's back
+    afterwards, whatever the test did."""
     from efficientdet_tf import load_weights  # noqa: PLC0415
 
-    load_weights(fixture_network(), FIXTURE_DIR / "ckpt")
+    try:
+        yield fixture_network()
+    finally:
+        load_weights(fixture_network(), FIXTURE_DIR / "ckpt")
 
 
 def input_image() -> np.ndarray:
@@ -61,6 +68,17 @@ def raw_outputs() -> tuple[list[np.ndarray], list[np.ndarray]]:
         [expected[f"class_outputs_l{level}"] for level in FIXTURE_LEVELS],
         [expected[f"box_outputs_l{level}"] for level in FIXTURE_LEVELS],
     )
+
+
+def assert_official_raw_outputs(class_outputs, box_outputs) -> None:
+    """The network's class and box outputs of the fixture's image, level by level, equal to the
+    official ones to 1e-4."""
+    expected_class, expected_box = raw_outputs()
+    for index, level in enumerate(FIXTURE_LEVELS):
+        np.testing.assert_allclose(class_outputs[index], expected_class[index], atol=1e-4,
+                                   err_msg=f"class outputs, level {level}")
+        np.testing.assert_allclose(box_outputs[index], expected_box[index], atol=1e-4,
+                                   err_msg=f"box outputs, level {level}")
 
 
 def expected_detections(mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,11 +6,11 @@ import tensorflow as tf
 from backends import BACKEND
 from official_fixture import (
     FIXTURE_DIR,
-    FIXTURE_LEVELS,
+    assert_official_raw_outputs,
     expected_outputs,
     fixture_network,
+    fixture_weights_restored,
     requires_fixture,
-    restore_fixture_weights,
 )
 
 from efficientdet_tf import (
@@ -40,9 +40,7 @@ def test_fixture_checkpoint_gives_the_official_outputs(fixture_model):
     class_outputs, box_outputs = (
         fixture_model(expected["preprocessed"], training=False) if BACKEND == "tensorflow"
         else fixture_model.predict(expected["preprocessed"], verbose=0))
-    for level, class_output, box_output in zip(FIXTURE_LEVELS, class_outputs, box_outputs):
-        np.testing.assert_allclose(class_output, expected[f"class_outputs_l{level}"], atol=1e-4)
-        np.testing.assert_allclose(box_output, expected[f"box_outputs_l{level}"], atol=1e-4)
+    assert_official_raw_outputs(class_outputs, box_outputs)
 
 
 @requires_fixture
@@ -52,14 +50,12 @@ def test_every_model_variable_maps_to_a_fixture_entry_and_ema_is_preferred(fixtu
         shadow = reader.get_tensor(checkpoint_name(variable) + EMA_SUFFIX)
         np.testing.assert_array_equal(variable.numpy(), shadow)
     # use_ema=False into the same model (a second D0 costs a build), its EMA weights back after.
-    try:
-        load_weights(fixture_model, FIXTURE_DIR / "ckpt", use_ema=False)
+    with fixture_weights_restored() as model:
+        load_weights(model, FIXTURE_DIR / "ckpt", use_ema=False)
         kernel = "efficientnet-b0/stem/conv2d/kernel"
-        raw_kernel = next(v for v in fixture_model.weights if checkpoint_name(v) == kernel).numpy()
+        raw_kernel = next(v for v in model.weights if checkpoint_name(v) == kernel).numpy()
         np.testing.assert_array_equal(raw_kernel, reader.get_tensor(kernel))
         assert not np.array_equal(raw_kernel, reader.get_tensor(kernel + EMA_SUFFIX))
-    finally:
-        restore_fixture_weights()
 
 
 def tiny_model(overrides=""):

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from official_fixture import (
     FIXTURE_DIR,
-    FIXTURE_LEVELS,
+    assert_official_raw_outputs,
     expected_outputs,
-    fixture_network,
+    fixture_weights_restored,
     requires_fixture,
-    restore_fixture_weights,
 )
 
 from efficientdet_tf import load_weights
@@ -70,18 +69,13 @@ def test_every_family_maps_to_its_official_archive(monkeypatch):
 @requires_fixture
 def test_load_by_name_downloads_once_then_works_offline(tmp_path, keras_home, monkeypatch):
     # The fixture's D0 (shared, built once), its weights zeroed first: each load must fill them.
-    model = fixture_network()
     expected = expected_outputs()
-    try:
+    with fixture_weights_restored() as model:
         zero_weights(model)
         with serving(mirror_of_fixture(tmp_path / "mirror")) as url:
             monkeypatch.setenv(BASE_URL_ENV, url)
             load_weights(model, "efficientdet-d0")
-        class_outputs, box_outputs = model(expected["preprocessed"], training=False)
-        for level, class_output, box_output in zip(FIXTURE_LEVELS, class_outputs, box_outputs):
-            np.testing.assert_allclose(class_output, expected[f"class_outputs_l{level}"],
-                                       atol=1e-4)
-            np.testing.assert_allclose(box_output, expected[f"box_outputs_l{level}"], atol=1e-4)
+        assert_official_raw_outputs(*model(expected["preprocessed"], training=False))
         assert (keras_home / "efficientdet_tf" / "efficientdet-d0.tar.gz").is_file()
 
         # The mirror is gone: the cache alone serves the next load.
@@ -89,8 +83,6 @@ def test_load_by_name_downloads_once_then_works_offline(tmp_path, keras_home, mo
         load_weights(model, "efficientdet-d0")
         class_outputs, _ = model(expected["preprocessed"], training=False)
         np.testing.assert_allclose(class_outputs[0], expected["class_outputs_l3"], atol=1e-4)
-    finally:
-        restore_fixture_weights()
 
 
 def zero_weights(model):
