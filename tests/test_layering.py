@@ -2,7 +2,8 @@
 changed without the ones above it:
 
     cli -> object_detector -> config -> training -> evaluation, export -> diagnostics
-        -> inference -> data -> model -> anchors -> label_map -> backends -> errors
+        -> inference -> data -> model -> anchors -> label_map -> backends -> output_files
+        -> errors
 
 A module may import its own package (`data.pipeline` imports `data.sources`) and any lower layer;
 never a higher layer or another package of its own layer. `python -m pytest tests/test_layering.py`
@@ -28,6 +29,7 @@ LAYERS = [
     {"anchors"},
     {"label_map"},
     {"backends"},
+    {"output_files"},
     {"errors"},
 ]
 RANK = {part: len(LAYERS) - index for index, parts in enumerate(LAYERS) for part in parts}
