@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -30,9 +31,14 @@ from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, eval
 from efficientdet_tf.export.formats import DEFAULT_EXPORT_FORMATS, export_formats
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS
 from efficientdet_tf.inference.detector import CompiledDetector, Detector
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE
+from efficientdet_tf.inference.video import DEFAULT_BATCH_SIZE as VIDEO_BATCH_SIZE
+from efficientdet_tf.inference.video import FrameDetections, VideoDetection
+from efficientdet_tf.label_map import class_names
 from efficientdet_tf.model.builder import build_model, mixed_precision_policy
 from efficientdet_tf.model.checkpoint import load_weights
 from efficientdet_tf.model.weight_average import WeightAverage
+from efficientdet_tf.output_files import require_writable_folder
 from efficientdet_tf.training import fitting
 from efficientdet_tf.training.step import TrainingStep, trainable_variables
 
@@ -207,6 +213,25 @@ class ObjectDetector(keras.Model):
         chunks = [detect(images[start:start + batch_size])
                   for start in range(0, len(images), batch_size)]
         return {name: _joined([chunk[name] for chunk in chunks]) for name in chunks[0]}
+
+    def predict_video(self, path: str | os.PathLike, output_path: str | os.PathLike | None = None,
+                      *, batch_size: int = VIDEO_BATCH_SIZE, min_score: float = DEFAULT_MIN_SCORE,
+                      detections_file: str | os.PathLike | None = None
+                      ) -> Iterator[FrameDetections]:
+        """The detections of each frame of the video at `path` as `--mode=video` finds them
+        (`inference.video`), scoring at least `min_score`: `FrameDetections` (index, time in
+        seconds, boxes in pixels, scores, classes, class names), frame by frame. `output_path`
+        (.mp4 or .avi) gets the video with them drawn, `detections_file` them as JSON lines; both
+        are written once the last frame is done. The video and outputs are checked now; the
+        frames are read as they are asked for."""
+        for argument, output in (("output_path", output_path),
+                                 ("detections_file", detections_file)):
+            if output is not None:
+                require_writable_folder(Path(output).parent, argument)
+        video = VideoDetection(path, class_names(self.config), output_video=output_path,
+                               detections_file=detections_file, batch_size=batch_size,
+                               min_score=min_score)
+        return video.run(self.compiled_detector())
 
     def compiled_detector(self) -> CompiledDetector:
         """The network's compiled detector, made once (it reads the weights at each call)."""

@@ -12,7 +12,8 @@ from efficientdet_tf.config import ConfigError
 from efficientdet_tf.diagnostics.data_check import DEFAULT_NUM_IMAGES, check_data
 
 flags.DEFINE_string("output_dir", None, "--mode=check_data: where report.json, report.md, "
-                    "box_sizes.png and samples/ go.")
+                    "box_sizes.png and samples/ go. --mode=video: where "
+                    "detections_by_frame.jsonl (each frame's detections) goes.")
 flags.DEFINE_integer("num_images", DEFAULT_NUM_IMAGES,
                      "--mode=check_data: training samples to draw (0: none).")
 

@@ -29,10 +29,10 @@ from efficientdet_tf.data.formats.images import BadImageError, read_rgb_image
 from efficientdet_tf.data.formats.masks import write_mask
 from efficientdet_tf.data.pipeline import source_from_spec, spec_kind
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
-from efficientdet_tf.inference.detector import detections_from_dict
-from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
+from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_outputs
+from efficientdet_tf.inference.image_detections import kept_detections, outputs_of_images
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
-from efficientdet_tf.label_map import class_name, class_names
+from efficientdet_tf.label_map import class_names
 
 DETECTIONS_FILE_NAME = "detections_by_image.json"
 MASKS_DIR_NAME = "masks"
@@ -64,7 +64,7 @@ def run(flag_values) -> None:
             failures[label] = error.reason
             print(f"{label}: skipped, {error}", file=sys.stderr)
             continue
-        outputs = {name: np.asarray(value)[0] for name, value in detect(image[np.newaxis]).items()}
+        outputs = outputs_of_images(detect(image[np.newaxis]))[0]
         print(f"{label}: {draw(label, image, outputs)}")
     print(draw.finish())
     if failures:
@@ -90,23 +90,16 @@ class _Drawing:
 
     def __call__(self, label: str, image: np.ndarray, outputs: dict) -> str:
         """Saves the drawing (and mask) of one image's outputs; says what it found."""
-        found = []
+        found, mask, detections = [], None, None
         if self.masks_dir is not None:
             mask = outputs[SEGMENTATION_MASKS]
             write_mask(mask, self.masks_dir / f"{Path(label).stem}.png")
-            image = overlay_mask(image, mask)
             found.append(f"classes {sorted(set(np.unique(mask).tolist()) - {0})} in the mask")
-        boxes, scores, classes = [], [], []
         if self.detections is not None:
-            boxes, scores, classes = _kept(*detections_from_dict(outputs), self.min_score)
-            self.detections[label] = [
-                {"box_yxyx": box.tolist(), "score": float(score), "class_id": int(class_id),
-                 "class_name": class_name(self.names, class_id)}
-                for box, score, class_id in zip(boxes, scores, classes)
-            ]
-            found.insert(0, f"{len(scores)} detections")
-        draw_detections(image, boxes, scores, classes, self.names, min_score=0.0).save(
-            self.output_dir / Path(label).name)
+            detections = kept_detections(outputs, self.min_score, self.names)
+            self.detections[label] = detections.records()
+            found.insert(0, f"{len(detections.scores)} detections")
+        draw_outputs(image, detections, mask, self.names).save(self.output_dir / Path(label).name)
         self.num_images += 1
         return ", ".join(found)
 
@@ -140,9 +133,3 @@ def _input_images(pattern: str | None, config) -> list[tuple[str, Callable[[], n
     if not paths:
         raise ConfigError(f"No files match --input_image={pattern!r}; check the path or glob.")
     return [(path, functools.partial(read_rgb_image, path)) for path in paths]
-
-
-def _kept(boxes, scores, classes, count, min_score: float):
-    """The detections of one image scoring at least `min_score`."""
-    keep = (np.arange(len(scores)) < count) & (scores >= min_score)
-    return boxes[keep], scores[keep], classes[keep]

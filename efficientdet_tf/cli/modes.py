@@ -9,6 +9,7 @@ from efficientdet_tf.cli import (
     plot,
     summary,
     train,
+    video,
 )
 
 # The modes that are TensorFlow programs (see backend_support), refused at once elsewhere.
@@ -26,4 +27,5 @@ MODES = {
     "benchmark": benchmark.run,
     "check_data": check_data.run,
     "plot": plot.run,
+    "video": video.run,
 }

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from efficientdet_tf.data.formats.masks import IGNORE_LABEL, VOC_COLOURS
+from efficientdet_tf.inference.image_detections import ImageDetections
 from efficientdet_tf.label_map import class_name
 
 # Distinct, saturated colours; a class always gets the same one.
@@ -56,6 +57,19 @@ def draw_detections(
         draw.rectangle((left, top - top_offset, right, bottom - top_offset), fill=color)
         draw.text((xmin, ymin - top_offset), label, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def draw_outputs(image: np.ndarray, detections: ImageDetections | None, mask: np.ndarray | None,
+                 names: dict[int, str]) -> Image.Image:
+    """What the heads found in one image, as `--mode=infer` and `--mode=video` draw it: the
+    classes of `mask` (when given) in colour, then the boxes of `detections` (all of them: they
+    were kept by score already)."""
+    if mask is not None:
+        image = overlay_mask(image, mask)
+    if detections is None:
+        return Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
+    return draw_detections(image, detections.boxes, detections.scores, detections.classes, names,
+                           min_score=0.0)
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = MASK_OPACITY) -> np.ndarray:
