@@ -11,8 +11,9 @@ is a copy, not atomic: outputs there are written in place and only the error mes
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
+import re
 import tempfile
 from typing import Iterator
 
@@ -23,6 +24,9 @@ from efficientdet_tf.errors import ConfigError, FaultError
 # What a write that fails for a reason outside the program raises: OSError from Python,
 # OpError (ResourceExhaustedError for a full disk, ...) from TensorFlow's file system.
 WRITE_ERRORS = (OSError, tf.errors.OpError)
+_WRITE_FAULT_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES)
+_WRITE_FAULT_CAUSES = ("No space left on device", "Read-only file system", "Disk quota exceeded",
+                       "File too large", "Permission denied")
 
 
 class WriteFailedError(FaultError):
@@ -44,8 +48,9 @@ def partial_path(path: str | os.PathLike) -> str:
 @contextlib.contextmanager
 def written_whole(path: str | os.PathLike, what: str = "output") -> Iterator[str]:
     """Yields the path to write `path` (a file or a folder) at; renames it to `path` when the
-    block ends, replacing what was there. A block that fails leaves `path` as it was and no
-    partial file; a write error becomes `WriteFailedError` naming `what` and `path`."""
+    block ends, replacing what was there (see `_replace` for folders). A block that fails leaves
+    `path` as it was and no partial file; a write error becomes `WriteFailedError` naming `what`
+    and `path`."""
     path = os.fspath(path)
     if not is_local(path):
         with write_errors_named(what, path):
@@ -74,38 +79,62 @@ def write_errors_named(what: str, path: str, keeps: str = "") -> Iterator[None]:
         raise WriteFailedError(f"{message} {keeps}".strip()) from None
 
 
+def write_fault(error: BaseException) -> str | None:
+    """'<path>: <cause>' for a write error that no writer above named (a full disk under a
+    summary written inside a traced step, say), or None for an error of another kind."""
+    if isinstance(error, OSError) and error.errno in _WRITE_FAULT_ERRNOS:
+        return f"{error.filename}: {error.strerror}"
+    if isinstance(error, tf.errors.OpError):
+        line = error.message.strip().splitlines()[0] if error.message.strip() else ""
+        line = re.sub(r"^\{\{[^}]*\}\}\s*", "", line)  # TensorFlow's {{function_node ...}}
+        if any(cause in line for cause in _WRITE_FAULT_CAUSES):
+            return line
+    return None
+
+
 def write_error_cause(error: BaseException) -> str:
     """The cause of a write error in a few words ('No space left on device')."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     text = getattr(error, "message", None) or str(error)
     first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    for known in ("No space left on device", "Read-only file system", "Permission denied",
-                  "File too large", "Disk quota exceeded"):
+    for known in _WRITE_FAULT_CAUSES:
         if known in first_line:
             return known
     return first_line
 
 
 def remove(path: str) -> None:
-    """Removes a file or folder if it exists."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
+    """Removes a file or folder (local or on an object store) if it exists."""
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+    elif tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
 
 
 def _replace(partial: str, path: str) -> None:
-    """Moves the complete `partial` to `path`. A folder cannot replace a folder in one rename:
-    the old one is moved aside first and removed only once the new one is in place."""
-    if not (os.path.isdir(partial) and os.path.lexists(path)):
+    """Moves the complete `partial` to `path`. Into an existing folder, a folder moves entry by
+    entry and the folder's other entries stay (a SavedModel is written into the folder that also
+    holds the other formats' files)."""
+    if not (os.path.isdir(partial) and os.path.isdir(path)):
         os.replace(partial, path)
         return
-    old = partial_path(path) + ".old"
-    remove(old)
-    os.replace(path, old)
-    os.replace(partial, path)
-    remove(old)
+    for name in os.listdir(partial):
+        _replace_entry(os.path.join(partial, name), os.path.join(path, name))
+    os.rmdir(partial)
+
+
+def _replace_entry(new: str, old: str) -> None:
+    """A file replaces in one rename; a folder cannot, so the old one is moved aside and
+    removed only once the new one is in place."""
+    if not (os.path.isdir(new) and os.path.lexists(old)):
+        os.replace(new, old)
+        return
+    aside = partial_path(old) + ".old"
+    remove(aside)
+    os.replace(old, aside)
+    os.replace(new, old)
+    remove(aside)
 
 
 def require_writable_folder(path: str | os.PathLike, name: str) -> None:

@@ -14,6 +14,7 @@ from efficientdet_tf.export.onnx import ONNX_FILE_NAME
 from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, INPUT_LAYOUTS, QUANTIZATIONS
 from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.output_files import require_writable_folder
 
 flags.DEFINE_enum("tflite", None, QUANTIZATIONS,
                   "Also write <saved_model_dir>/<tflite>.tflite with this precision.")
@@ -49,6 +50,7 @@ def run(flag_values) -> None:
     formats = ["saved_model", *([f"tflite_{flag_values.tflite}"] if flag_values.tflite else []),
                *(["onnx"] if flag_values.onnx else []),
                *(["openvino"] if flag_values.openvino else [])]
+    require_writable_folder(flag_values.saved_model_dir, "--saved_model_dir")
     config = config_from_flags(flag_values)
     with usage_errors():
         detector = Detector.from_checkpoint(config, flag_values.ckpt, flag_values.postprocess_mode)

@@ -19,6 +19,7 @@ from efficientdet_tf.data.sources.named_boxes import NamedBoxesSource
 from efficientdet_tf.diagnostics.training_curves import plot_training_curves
 from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.object_detector import ObjectDetector
+from efficientdet_tf.output_files import require_writable_folder
 from efficientdet_tf.training.callbacks import (
     ImageSummaries,
     StepSummaries,
@@ -61,6 +62,8 @@ def run(flag_values) -> None:
     evaluating = flag_values.mode == "train_and_eval"
     _require(flag_values, "model_dir", "train_file_pattern",
              *(["val_file_pattern"] if evaluating else []))
+    model_dir = flag_values.model_dir
+    require_writable_folder(model_dir, "--model_dir")
     if flag_values.tf_random_seed is not None:
         tf.keras.utils.set_random_seed(flag_values.tf_random_seed)
     backend = backends.current()
@@ -82,7 +85,6 @@ def run(flag_values) -> None:
     elif flag_values.backbone_ckpt:
         detector.start_training_from(flag_values.backbone_ckpt,
                                      only_scope=data.config.backbone_name)
-    model_dir = flag_values.model_dir
     callbacks = [
         TrainingCheckpoints(model_dir, flag_values.save_checkpoints_steps,
                             flag_values.keep_checkpoint_max),

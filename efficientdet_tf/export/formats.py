@@ -12,6 +12,7 @@ from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAM
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, QUANTIZATIONS, export_tflite
 from efficientdet_tf.inference.detector import Detector
+from efficientdet_tf.output_files import require_writable_folder
 
 # What `ObjectDetector.export` writes by default: no calibration data needed, no extra installed.
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16")
@@ -42,6 +43,7 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
         raise ConfigError("tflite_int8 calibrates on real images: give them (--file_pattern, or "
                           "ObjectDetector.export's representative_data, e.g. the training data), "
                           "or leave int8 out.")
+    require_writable_folder(directory, "export directory")
     network, config, directory = detector.network, detector.config, Path(directory)
     written = {}
     if "saved_model" in formats:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from efficientdet_tf.export.onnx import serving_function
 from efficientdet_tf.inference.runtime_detector import file_metadata, require_module
+from efficientdet_tf.output_files import written_whole
 
 OPENVINO_DIR_NAME = "openvino"
 OPENVINO_FILE_NAME = "model.xml"
@@ -28,6 +29,6 @@ def export_openvino(network, config, path: str | os.PathLike) -> Path:
     for key, value in file_metadata(config, config.nms_configs.method).items():
         model.set_rt_info(value, [key])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    openvino.save_model(model, str(path), compress_to_fp16=False)
+    with written_whole(path.parent, "OpenVINO IR") as folder:
+        openvino.save_model(model, os.path.join(folder, path.name), compress_to_fp16=False)
     return path

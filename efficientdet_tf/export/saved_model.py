@@ -36,6 +36,7 @@ from efficientdet_tf.inference.detector import (
     preprocessed_specs,
 )
 from efficientdet_tf.inference.fold_batch_norm import FoldedFunction
+from efficientdet_tf.output_files import written_whole
 
 
 def export_saved_model(detector: Detector, export_dir: str | os.PathLike) -> Path:
@@ -46,11 +47,10 @@ def export_saved_model(detector: Detector, export_dir: str | os.PathLike) -> Pat
     module.detect_preprocessed = tf.function(detect, input_signature=preprocessed_specs(config))
     module.serve = tf.function(lambda images: detect_images(detect, config, images),
                                input_signature=[IMAGES_SPEC])
-    export_dir = Path(export_dir)
-    export_dir.mkdir(parents=True, exist_ok=True)
     signatures = {
         SIGNATURE_KEY: module.serve.get_concrete_function(),
         PREPROCESSED_SIGNATURE_KEY: module.detect_preprocessed.get_concrete_function(),
     }
-    tf.saved_model.save(module, str(export_dir), signatures=signatures)
-    return export_dir
+    with written_whole(export_dir, "SavedModel") as partial:
+        tf.saved_model.save(module, partial, signatures=signatures)
+    return Path(export_dir)

@@ -18,16 +18,47 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf import backends
+from efficientdet_tf.errors import ConfigError, FaultError
 from efficientdet_tf.model.official_weights import is_official_name, official_checkpoint
 from efficientdet_tf.model.weight_average import WeightAverage
+from efficientdet_tf.output_files import remove, write_errors_named
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"  # present in object-based checkpoints only
+# What TensorFlow's checkpoint reader raises for files it cannot read whole: IndexError for a
+# truncated data file, DataLossError for a checksum that does not match, others for a bad index.
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, OSError)
 log = logging.getLogger(__name__)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ConfigError):
     """The checkpoint lacks some of the model's variables or holds them with other shapes."""
+
+
+class DamagedCheckpointError(FaultError):
+    """A checkpoint whose files do not read back whole (truncated, corrupted, a part missing)."""
+
+
+def checkpoint_damage(prefix: str) -> str | None:
+    """Why checkpoint `prefix` does not read back whole, in a few words ('Read less bytes than
+    requested'), or None when every tensor reads back with its checksum."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_dtype_map():
+            reader.get_tensor(key)
+    except _READ_ERRORS as error:
+        text = (getattr(error, "message", None) or str(error) or type(error).__name__).strip()
+        return text.splitlines()[0]
+    return None
+
+
+def require_undamaged(prefix: str) -> None:
+    """Raises `DamagedCheckpointError` naming `prefix` unless it reads back whole."""
+    damage = checkpoint_damage(prefix)
+    if damage is not None:
+        raise DamagedCheckpointError(
+            f"Checkpoint {prefix} is damaged ({damage}): its files are truncated or corrupted. "
+            "Copy it again, or give an earlier checkpoint of the run (<model_dir>/ckpt-<step>).")
 
 
 def checkpoint_name(variable) -> str:
@@ -83,6 +114,7 @@ def load_weights(
     scope, e.g. a backbone from an EfficientNet classification checkpoint.
     """
     prefix = resolve_checkpoint(path)
+    require_undamaged(prefix)
     reader = tf.train.load_checkpoint(prefix)
     stored_shapes = reader.get_variable_to_shape_map()
     if _OBJECT_GRAPH_KEY in stored_shapes:
@@ -297,16 +329,20 @@ def save_weights(
     for name, value in (ema_values or {}).items():
         tensors[name + EMA_SUFFIX] = tf.convert_to_tensor(value)
     names = sorted(tensors)
-    tf.io.gfile.makedirs(os.path.dirname(prefix) or ".")
     staging = f"{prefix}.tmp-{os.getpid()}"
-    tf.raw_ops.SaveV2(
-        prefix=staging,
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[tensors[name] for name in names],
-    )
-    data_files = tf.io.gfile.glob(staging + ".data-*")
-    for data_file in data_files:
-        tf.io.gfile.rename(data_file, prefix + data_file[len(staging):], overwrite=True)
-    tf.io.gfile.rename(staging + ".index", prefix + ".index", overwrite=True)
+    try:
+        with write_errors_named("Checkpoint", prefix):
+            tf.io.gfile.makedirs(os.path.dirname(prefix) or ".")
+            tf.raw_ops.SaveV2(
+                prefix=staging,
+                tensor_names=names,
+                shape_and_slices=[""] * len(names),
+                tensors=[tensors[name] for name in names],
+            )
+            for data_file in tf.io.gfile.glob(staging + ".data-*"):
+                tf.io.gfile.rename(data_file, prefix + data_file[len(staging):], overwrite=True)
+            tf.io.gfile.rename(staging + ".index", prefix + ".index", overwrite=True)
+    finally:
+        for partial in tf.io.gfile.glob(staging + "*"):
+            remove(partial)
     return prefix

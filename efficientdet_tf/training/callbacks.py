@@ -21,15 +21,21 @@ import yaml
 from efficientdet_tf import backends
 from efficientdet_tf.data.formats.images import decode_image
 from efficientdet_tf.data.preprocess import to_pixels
-from efficientdet_tf.errors import ConfigError
+from efficientdet_tf.errors import ConfigError, FaultError
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_names
 from efficientdet_tf.model.checkpoint import CheckpointMismatchError, TrainingState
+from efficientdet_tf.output_files import (
+    require_writable_folder,
+    write_errors_named,
+    written_whole,
+)
+from efficientdet_tf.training.run_checkpoints import newest_good_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FaultError):
     """The loss became NaN or infinite; the run stops without saving the broken weights."""
 
 
@@ -64,6 +70,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
     def __init__(self, model_dir: str | os.PathLike, save_checkpoints_steps: int = 0,
                  keep_checkpoint_max: int = 5):
         super().__init__()
+        require_writable_folder(model_dir, "model_dir")
         self.model_dir = str(model_dir)
         self.save_checkpoints_steps = save_checkpoints_steps
         self.keep_checkpoint_max = keep_checkpoint_max
@@ -72,12 +79,13 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         self._last_saved_step = None
 
     def restore(self, detector) -> int | None:
-        """Restores `detector` (optimizer built) from the latest checkpoint in model_dir;
-        returns its step, or None when there is none."""
-        self._manager = self._make_manager(detector)
-        if not self._is_scratch():
+        """Restores `detector` (optimizer built) from the newest good checkpoint in model_dir
+        (see `run_checkpoints`); returns its step, or None when there is none."""
+        chief = backends.current().is_chief(detector.training_distribution)
+        latest = newest_good_checkpoint(self.model_dir, set_aside=chief)
+        self._manager = self._make_manager(detector, chief)
+        if chief:
             save_run_config(detector.config, self.model_dir)
-        latest = tf.train.latest_checkpoint(self.model_dir)
         if not latest:
             return None
         try:
@@ -93,10 +101,9 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         self._last_saved_step = step
         return step
 
-    def _make_manager(self, detector) -> tf.train.CheckpointManager:
+    def _make_manager(self, detector, chief: bool) -> tf.train.CheckpointManager:
         self._state = TrainingState(detector.network.weights, detector.weight_average,
                                     detector.optimizer.variables)
-        chief = backends.current().is_chief(detector.training_distribution)
         return tf.train.CheckpointManager(
             self._state.checkpoint,
             self.model_dir if chief else tempfile.mkdtemp(prefix="edet_worker_"),
@@ -120,7 +127,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         if self._is_scratch():  # removed after each fit call, and a resumed run makes two
             os.makedirs(self._manager.directory, exist_ok=True)
         self._state.before_save()
-        path = self._manager.save(checkpoint_number=step)
+        path = save_checkpoint(self._manager, step)
         self._last_saved_step = step
         log.info("Saved checkpoint %s", path)
         return path
@@ -148,13 +155,21 @@ class StepSummaries(keras.callbacks.Callback):
                         else tf.summary.create_noop_writer())
 
     def on_train_batch_end(self, batch, logs=None):
-        with self._writer.as_default(step=current_step(self.model)):
+        with log_write_errors_named(self.log_dir), self._writer.as_default(
+                step=current_step(self.model)):
             for name, value in (logs or {}).items():
                 if math.isfinite(float(value)):
                     tf.summary.scalar(name, float(value))
 
     def on_train_end(self, logs=None):
-        self._writer.flush()
+        with log_write_errors_named(self.log_dir):
+            self._writer.flush()
+
+
+def log_write_errors_named(log_dir: str):
+    """A failed write of TensorBoard logs as one `WriteFailedError` naming their folder."""
+    return write_errors_named("TensorBoard log in", log_dir, "Training stopped; the checkpoints "
+                              "saved so far are complete.")
 
 
 class ImageSummaries(keras.callbacks.Callback):
@@ -191,13 +206,15 @@ class ImageSummaries(keras.callbacks.Callback):
         step = current_step(self.model)
         if self.sample_image is None or step % self.every:
             return
-        with self._writers["test_images"].as_default(step=step):
+        with log_write_errors_named(self.model_dir), self._writers["test_images"].as_default(
+                step=step):
             tf.summary.image("Test image", self.drawn_sample()[np.newaxis])
 
     def on_train_end(self, logs=None):
         self._default_writer.__exit__(None, None, None)
-        for writer in self._writers.values():
-            writer.flush()
+        with log_write_errors_named(self.model_dir):
+            for writer in self._writers.values():
+                writer.flush()
 
     def drawn_sample(self) -> np.ndarray:
         """uint8 [H, W, 3]: the sample image with the current weights' detections (scoring at
@@ -244,7 +261,8 @@ def save_run_config(config, model_dir: str) -> None:
         if changed:
             log.warning("model_dir %s was started with other values of %s; config.yaml now "
                         "holds the new ones.", model_dir, ", ".join(changed))
-    config.save(path)
+    with written_whole(path, "The run's config") as partial:
+        config.save(partial)
 
 
 def current_step(detector) -> int:
