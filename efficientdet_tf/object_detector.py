@@ -191,15 +191,18 @@ class ObjectDetector(keras.Model):
 
     def evaluate(self, x, batch_size: int = DEFAULT_BATCH_SIZE, *,
                  eval_samples: int | None = None, val_json_file=None, results_file=None,
-                 report_dir=None) -> dict[str, float]:
+                 report_dir=None, testdev_dir=None) -> dict[str, float]:
         """Metrics on `x` (the forms `fit` takes). With the detection head the COCO metrics
         'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm',
         'ARl' and 'AP_/<class name>'; with the segmentation head 'mIoU', 'pixel_accuracy' and
         'IoU/<class id>'. `eval_samples`, `val_json_file`, `results_file`, `report_dir` are as
-        in `--mode=eval`."""
+        in `--mode=eval`; `testdev_dir`, for data without labels (COCO test-dev), writes the
+        detections there for the COCO evaluation server instead (the JSON and its zip; see
+        `evaluation.model_evaluation.testdev_files`) and returns {}."""
         return evaluate(self.compiled_detector(), self.config, x, batch_size=batch_size,
                         eval_samples=eval_samples, val_json_file=val_json_file,
-                        results_file=results_file, report_dir=report_dir)
+                        results_file=results_file, report_dir=report_dir,
+                        testdev_dir=testdev_dir)
 
     def predict(self, images, batch_size: int = DEFAULT_BATCH_SIZE
                 ) -> dict[str, np.ndarray | list[np.ndarray]]:

@@ -30,6 +30,7 @@ from efficientdet_tf.data.batch_labels import (
     GROUNDTRUTH_CLASS,
     GROUNDTRUTH_CROWD,
 )
+from efficientdet_tf.output_files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,10 @@ class CocoEvaluator:
         return per_class
 
     def write_results(self, path: str | os.PathLike) -> Path:
-        """Writes the detections as a COCO results JSON (loadable by COCO.loadRes)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self._results))
-        return path
+        """Writes the detections as a COCO results JSON (loadable by COCO.loadRes), whole."""
+        with written_whole(path, "COCO results") as partial:
+            Path(partial).write_text(json.dumps(self._results))
+        return Path(path)
 
 
 def _numpy(value) -> np.ndarray:

@@ -6,6 +6,10 @@ model runs on them with `detect_preprocessed(network_inputs, image_scales)`: any
 exported SavedModel or TFLite file through its runner (`inference.loading.open_exported`). Masks
 are scored at the network input size, against the eval masks resized and padded as the images are
 (padding is ignored).
+
+Images without labels (COCO test-dev: an image_info JSON as a `coco:` spec, or TFRecords of
+one) are not scored: with `testdev_dir`, their detections are written as the results file the
+COCO evaluation server takes, under the official name, and zipped for upload.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +43,14 @@ from efficientdet_tf.inference.detector import (
 from efficientdet_tf.inference.draw import overlay_mask
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_names
+from efficientdet_tf.output_files import require_writable_folder, written_whole
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8
 RESULTS_FILE_NAME = "detections.json"
+# The official name of the test-dev results (coco_metric.py's); the server takes it zipped.
+TESTDEV_RESULTS_FILE_NAME = "detections_test-dev2017_test_results.json"
 TENSORBOARD_IMAGES = 4  # validation images drawn with their detections in TensorBoard
 
 
@@ -58,6 +66,7 @@ def evaluate(
     step: int | tf.Variable | None = None,
     results_file: str | os.PathLike | None = None,
     report_dir: str | os.PathLike | None = None,
+    testdev_dir: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """COCO metrics of `detector` on `dataset`, and segmentation metrics for a model with the
     segmentation head.
@@ -79,21 +88,77 @@ def evaluate(
       results_file: where to write the detections as a COCO results JSON.
       report_dir: where to write the evaluation report (`diagnostics.eval_report`): per-class
         table, precision-recall curves, confusion matrix, drawn predictions.
+      testdev_dir: for a dataset without labels (COCO test-dev): where to write its detections
+        as COCO results (`testdev_files`: the JSON and its zip) instead of scoring them; the
+        ground truth and the other outputs are then not given.
 
     Returns:
       With the detection head: {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1', 'ARmax10',
       'ARmax100', 'ARs', 'ARm', 'ARl'} and 'AP_/<class name>' per class with ground truth in the
       evaluated images. With the segmentation head: 'mIoU', 'pixel_accuracy' and 'IoU/<class
-      id>' (`segmentation_metrics`).
+      id>' (`segmentation_metrics`). With `testdev_dir`, none: {}.
     """
     if eval_samples is not None and eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (or None for all), got {eval_samples}.")
+    if testdev_dir is not None:
+        _check_testdev_arguments(config, testdev_dir, val_json_file=val_json_file,
+                                 summary_writer=summary_writer, results_file=results_file,
+                                 report_dir=report_dir)
+        _write_testdev(detector, config, dataset, testdev_dir, batch_size, eval_samples)
+        return {}
     source = source_from_spec(dataset, config)
     scorers = []
     if "object_detection" in config.heads:
         scorers.append(_CocoScorer(config, source, val_json_file))
     if "segmentation" in config.heads:
         scorers.append(_SegmentationScorer(config))
+    _detect_all(detector, config, source, scorers, batch_size, eval_samples, dataset)
+    metrics = {}
+    for scorer in scorers:
+        metrics.update(scorer.result(results_file))
+    if summary_writer is not None:
+        if not isinstance(summary_writer, tf.summary.SummaryWriter):
+            summary_writer = tf.summary.create_file_writer(str(summary_writer))
+        write_summaries(metrics, summary_writer, step)
+        for scorer in scorers:
+            scorer.write_image_summaries(summary_writer, step, source)
+    if report_dir is not None:
+        for scorer in scorers:
+            scorer.write_report(report_dir, source)
+        log.info("Evaluation report written to %s", report_dir)
+    return metrics
+
+
+def testdev_files(testdev_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """The test-dev results JSON in `testdev_dir` and the zip of it to upload."""
+    results = Path(testdev_dir) / TESTDEV_RESULTS_FILE_NAME
+    return results, results.with_suffix(".zip")
+
+
+def _check_testdev_arguments(config, testdev_dir, **others) -> None:
+    """Refuses what has no meaning without labels, before any work."""
+    if "object_detection" not in config.heads:
+        raise ValueError("testdev_dir writes detections, and this model has no detection head.")
+    given = [name for name, value in others.items() if value is not None]
+    if given:
+        raise ValueError(f"testdev_dir writes the detections of images without labels, unscored: "
+                         f"leave out {', '.join(given)}.")
+    require_writable_folder(testdev_dir, "testdev_dir")
+
+
+def _write_testdev(detector, config, dataset, testdev_dir, batch_size, eval_samples) -> None:
+    """The detections of `dataset` in `testdev_files(testdev_dir)`. Its images are read as a
+    detection model's (no masks: test-dev has none, and a model's masks are not written)."""
+    config = config.override({"heads": ["object_detection"]})
+    detections = _TestdevDetections()
+    _detect_all(detector, config, source_from_spec(dataset, config), [detections], batch_size,
+                eval_samples, dataset)
+    detections.write(testdev_dir)
+
+
+def _detect_all(detector, config, source, scorers, batch_size, eval_samples, dataset) -> None:
+    """Runs `detector` over the first `eval_samples` images of `source` (all when None), giving
+    each batch's outputs to each of `scorers`."""
     batches = build_dataset(source, config, is_training=False, batch_size=batch_size)
     remaining, num_images = eval_samples, 0
     for images, labels in batches:
@@ -109,20 +174,6 @@ def evaluate(
             break
     log.info("Evaluated %d images of %s", num_images,
              dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__)
-    metrics = {}
-    for scorer in scorers:
-        metrics.update(scorer.result(results_file))
-    if summary_writer is not None:
-        if not isinstance(summary_writer, tf.summary.SummaryWriter):
-            summary_writer = tf.summary.create_file_writer(str(summary_writer))
-        write_summaries(metrics, summary_writer, step)
-        for scorer in scorers:
-            scorer.write_image_summaries(summary_writer, step, source)
-    if report_dir is not None:
-        for scorer in scorers:
-            scorer.write_report(report_dir, source)
-        log.info("Evaluation report written to %s", report_dir)
-    return metrics
 
 
 class _CocoScorer:
@@ -165,6 +216,27 @@ class _CocoScorer:
             return
         images = _first_images(source, set(self.evaluator.image_ids), PREDICTION_IMAGES)
         write_eval_report(self.evaluator.coco_eval, self.names, report_dir, images)
+
+
+class _TestdevDetections:
+    """The detections of images without labels, written for the COCO evaluation server."""
+
+    def __init__(self):
+        self.evaluator = CocoEvaluator()
+
+    def add(self, outputs, labels, images) -> None:
+        self.evaluator.add_detections(labels[batch_labels.SOURCE_IDS],
+                                      detections_from_dict(outputs))
+
+    def write(self, testdev_dir) -> None:
+        """The results JSON (`testdev_files`), then the zip of it."""
+        results, archive = testdev_files(testdev_dir)
+        self.evaluator.write_results(results)
+        with written_whole(archive, "Test-dev zip") as partial:
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zipped:
+                zipped.write(results, arcname=results.name)
+        log.info("Detections of %d images written to %s and %s (upload the zip to the COCO "
+                 "evaluation server)", len(set(self.evaluator.image_ids)), results, archive)
 
 
 class _SegmentationScorer:

@@ -1,5 +1,10 @@
 """COCO detection JSON: reading it into `ImageAnnotations`, and a dataset source that trains and
-evaluates straight from the JSON and its image folder, without converting to TFRecords."""
+evaluates straight from the JSON and its image folder, without converting to TFRecords.
+
+A JSON that lists images only, as COCO's image_info files do (`image_info_test-dev2017.json`),
+gives images without objects: their detections can be written for the COCO evaluation server
+(`evaluation.model_evaluation.evaluate`'s `testdev_dir`), but there is no ground truth to score.
+"""
 
 from __future__ import annotations
 
@@ -30,18 +35,20 @@ class CocoJson:
             self.raw = json.loads(self.path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{self.path} is not valid JSON: {error}") from None
-        missing = [key for key in ("images", "annotations", "categories") if key not in self.raw]
+        missing = [key for key in ("images", "categories") if key not in self.raw]
         if missing:
             raise ValueError(
-                f"{self.path} lacks the COCO detection keys {missing}; "
-                "expected a JSON with 'images', 'annotations' and 'categories'."
+                f"{self.path} lacks the COCO detection keys {missing}; expected a JSON with "
+                "'images', 'categories' and (but for an image_info file) 'annotations'."
             )
+        #: False for a JSON of images only (an image_info file such as COCO test-dev's).
+        self.labeled = "annotations" in self.raw
         self.class_names = {int(c["id"]): c["name"] for c in self.raw["categories"]}
         self.images = self._image_annotations()
 
     def _image_annotations(self) -> list[ImageAnnotations]:
         objects_by_image = collections.defaultdict(list)
-        for annotation in self.raw["annotations"]:
+        for annotation in self.raw.get("annotations", []):
             objects_by_image[annotation["image_id"]].append(annotation)
         return [_to_image_annotations(image, objects_by_image[image["id"]])
                 for image in self.raw["images"]]
@@ -104,4 +111,10 @@ class CocoJsonSource(AnnotatedImagesSource):
         return images
 
     def coco_groundtruth(self) -> dict:
+        if not self.coco.labeled:
+            raise ValueError(
+                f"{self.coco.path} lists images only (no 'annotations'), as COCO's image_info "
+                "files do: there is no ground truth to score. Write its detections for the COCO "
+                "evaluation server instead: --mode=eval --testdev_dir=<folder> (in Python, "
+                "evaluate(..., testdev_dir=...)).")
         return self.coco.raw
