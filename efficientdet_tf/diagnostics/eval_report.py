@@ -31,6 +31,7 @@ from pycocotools import mask as mask_utils
 from efficientdet_tf.diagnostics.plotting import new_figure, save_figure
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_detections, overlay_mask
 from efficientdet_tf.label_map import class_name
+from efficientdet_tf.output_files import written_whole
 
 IOU_THRESHOLD = 0.5
 SCORE_THRESHOLD = DEFAULT_MIN_SCORE  # that of the drawn detections of --mode=infer
@@ -104,7 +105,7 @@ def per_class_rows(coco_eval, names: dict[int, str]) -> list[dict]:
 
 def write_per_class(coco_eval, names: dict[int, str], path: Path) -> None:
     rows = per_class_rows(coco_eval, names)
-    with path.open("w", newline="") as file:
+    with written_whole(path, "Per-class table") as partial, open(partial, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["class_id"])
         writer.writeheader()
         for row in rows:
@@ -184,7 +185,8 @@ def confusion_matrix(groundtruth: list[dict], detections: list[dict], class_ids:
 
 
 def write_confusion_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> None:
-    with path.open("w", newline="") as file:
+    with written_whole(path, "Confusion matrix") as partial, open(partial, "w",
+                                                                   newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["ground truth \\ detected", *labels])
         for label, row in zip(labels, matrix.tolist()):
@@ -264,7 +266,8 @@ def write_segmentation_report(metrics: dict[str, float], report_dir: str | os.Pa
     side."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    with (report_dir / "segmentation_per_class.csv").open("w", newline="") as file:
+    with written_whole(report_dir / "segmentation_per_class.csv", "Per-class table") as partial, \
+            open(partial, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["class_id", "IoU"])
         for name, value in metrics.items():

@@ -9,6 +9,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from efficientdet_tf.output_files import written_whole
+
 DPI = 100
 
 
@@ -21,7 +23,6 @@ def new_figure(width_inches: float, height_inches: float) -> Figure:
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
     """Writes `figure` as a PNG (its size in pixels: inches times `DPI`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    return path
+    with written_whole(path, "Plot") as partial:
+        figure.savefig(partial, dpi=DPI)
+    return Path(path)

@@ -15,6 +15,7 @@ from efficientdet_tf.data.pipeline import ExampleParser
 from efficientdet_tf.data.preprocess import to_pixels
 from efficientdet_tf.data.sources.base import Source
 from efficientdet_tf.inference.draw import draw_detections, overlay_mask
+from efficientdet_tf.output_files import written_whole
 
 SEED = 0
 
@@ -29,7 +30,8 @@ def write_samples(source: Source, config, names: dict[int, str], count: int,
     paths = []
     for index, sample in enumerate(examples):
         path = directory / f"sample_{index:02d}.png"
-        draw_sample(sample, config, names).save(path)
+        with written_whole(path, "Training sample") as partial:
+            draw_sample(sample, config, names).save(partial)
         paths.append(path)
     return paths
 
