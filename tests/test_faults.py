@@ -142,6 +142,15 @@ def two_checkpoints(tmp_path_factory) -> Path:
     return run
 
 
+class LatestCheckpointAtStart(keras.callbacks.Callback):
+    def __init__(self, model_dir):
+        super().__init__()
+        self.model_dir = str(model_dir)
+
+    def on_train_begin(self, logs=None):
+        self.latest = tf.train.latest_checkpoint(self.model_dir)
+
+
 def _copy(run: Path, to: Path) -> Path:
     return Path(shutil.copytree(run, to))
 
@@ -167,12 +176,14 @@ def test_a_run_whose_latest_checkpoint_is_damaged_resumes_from_the_one_before(
                                         'all_model_checkpoint_paths: "ckpt-1"\n')
     damaged_bytes = _truncate(f"{run}/ckpt-2")
 
-    resumed = _fit(run, steps=2)
+    at_start = LatestCheckpointAtStart(run)
+    resumed = _fit(run, steps=2, callbacks=[at_start])
     expected = _fit(by_hand, steps=2)
 
     for mine, theirs in zip(resumed.network.weights, expected.network.weights, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine),
                                       keras.ops.convert_to_numpy(theirs), err_msg=mine.path)
+    assert at_start.latest == f"{run}/ckpt-1"  # what `--ckpt=<run>` reads before a new save
     [aside] = (run / "damaged").iterdir()
     assert (aside / "ckpt-2.data-00000-of-00001").read_bytes() == damaged_bytes
     assert re.search(rf"Damaged checkpoints skipped and moved to {aside}: {run}/ckpt-2 \(Read "
