@@ -20,6 +20,7 @@ import PIL.Image
 import tensorflow as tf
 
 from efficientdet_tf.data.formats.images import BadImageError, EncodedImage
+from efficientdet_tf.output_files import written_whole
 
 IGNORE_LABEL = 255
 _INDEX_MODES = ("P", "L")  # palette indices, or gray levels that are the classes
@@ -63,7 +64,8 @@ def write_mask(mask: np.ndarray, path: str | Path) -> None:
     """Saves uint8 class indices [height, width] as a palette PNG with VOC's colours."""
     image = PIL.Image.fromarray(np.asarray(mask, np.uint8), mode="P")
     image.putpalette(VOC_COLOURS.tobytes())
-    image.save(path, format="PNG")
+    with written_whole(path, "Mask") as partial:
+        image.save(partial, format="PNG")
 
 
 def encode_mask(mask: np.ndarray) -> EncodedImage:
