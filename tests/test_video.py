@@ -147,6 +147,8 @@ def test_a_frame_that_does_not_decode_ends_the_video_with_a_warning(
     ("codec", ("--input_video={tmp}/clip.mp4", "--output_video={tmp}/out.mkv"),
      "Output video {tmp}/out.mkv: OpenCV writes .mp4 (mp4v), .avi (MJPG) here"),
     ("no input", (), "--mode=video needs --input_video"),
+    ("no detection head", ("--input_video={tmp}/clip.mp4", "--hparams=heads=segmentation"),
+     "--mode=video draws detections, and this model has no detection head"),
 ])
 def test_bad_video_arguments_are_one_line_naming_the_file(
         problem, args, message, tmp_path, capfd):

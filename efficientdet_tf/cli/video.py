@@ -35,6 +35,9 @@ def run(flag_values) -> None:
     if not flag_values.input_video:
         raise ConfigError("--mode=video needs --input_video, a video file such as clip.mp4.")
     config = config_from_flags(flag_values)
+    if "object_detection" not in config.heads:
+        raise ConfigError("--mode=video draws detections, and this model has no detection head "
+                          "(hparam heads).")
     output_dir = flag_values.output_dir
     if flag_values.output_video:
         require_writable_folder(Path(flag_values.output_video).parent, "--output_video")
