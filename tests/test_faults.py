@@ -233,17 +233,25 @@ def test_a_damaged_ckpt_is_named_in_one_line(mode_flags, damaged_checkpoint, tmp
         "earlier checkpoint of the run (<model_dir>/ckpt-<step>)."]
 
 
-@pytest.mark.parametrize("flag", ["--model_dir", "--saved_model_dir"])
+# The output folder flag of each mode, with the mode's other required flags.
+OUTPUT_FOLDERS = {
+    "--model_dir": ["--mode=train", "--train_file_pattern=nowhere/*"],
+    "--saved_model_dir": ["--mode=export"],
+    "--output_image_dir": ["--mode=infer", "--input_image=synthetic:val:1"],
+    "--report_dir": ["--mode=eval", "--val_file_pattern=synthetic:val:1"],
+}
+
+
+@pytest.mark.parametrize("flag", OUTPUT_FOLDERS)
 def test_a_folder_under_a_file_is_refused_before_any_work(flag, tmp_path, capfd):
+    """Refused before the checkpoint is read (it does not exist) or the data (neither)."""
     (tmp_path / "a_file").write_text("")
-    mode = "--mode=train" if flag == "--model_dir" else "--mode=export"
-    # The data and the checkpoint do not exist: refusing the folder must come first.
-    status = run_cli(mode, f"{flag}={tmp_path}/a_file/out", "--train_file_pattern=nowhere/*",
+    status = run_cli(*OUTPUT_FOLDERS[flag], f"{flag}={tmp_path}/a_file/out",
                      f"--ckpt={tmp_path}/no_checkpoint")
     assert status == 2
     assert error_lines(capfd.readouterr().err) == [
-        f"{flag}={tmp_path}/a_file/out cannot be a folder: "
-        f"{tmp_path}/a_file is a file. Choose a path that is, or can become, a folder."]
+        f"{flag}={tmp_path}/a_file/out cannot be a folder: {tmp_path}/a_file is a file. Choose "
+        "a path that is, or can become, a folder."]
 
 
 def test_a_folder_on_a_read_only_file_system_is_refused(tmp_path):

@@ -24,6 +24,7 @@ from efficientdet_tf.evaluation.model_evaluation import (
     evaluate,
     testdev_files,
 )
+from efficientdet_tf.output_files import require_writable_folder
 
 flags.DEFINE_string("eval_dir", None,
                     f"Where {RESULTS_FILE_NAME} (COCO results) and TensorBoard metrics go.")
@@ -43,6 +44,9 @@ def run(flag_values) -> None:
                           "'synthetic:val'.")
     if flag_values.testdev_dir:
         _check_testdev_flags(flag_values)
+    for name in ("eval_dir", "report_dir", "testdev_dir"):
+        if flag_values[name].value:
+            require_writable_folder(flag_values[name].value, f"--{name}")
     config = config_from_flags(flag_values)
     detector = flagged_detector(flag_values, config, "--mode=eval")
     eval_dir = Path(flag_values.eval_dir) if flag_values.eval_dir else None

@@ -33,6 +33,7 @@ from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_outputs
 from efficientdet_tf.inference.image_detections import kept_detections, outputs_of_images
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_names
+from efficientdet_tf.output_files import require_writable_folder, written_whole
 
 DETECTIONS_FILE_NAME = "detections_by_image.json"
 MASKS_DIR_NAME = "masks"
@@ -52,9 +53,9 @@ def run(flag_values) -> None:
     images = _input_images(flag_values.input_image, config)
     if not flag_values.output_image_dir:
         raise ConfigError("--mode=infer needs --output_image_dir.")
+    require_writable_folder(flag_values.output_image_dir, "--output_image_dir")
     detect = flagged_detector(flag_values, config, "--mode=infer")
     output_dir = Path(flag_values.output_image_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     draw = _Drawing(config, output_dir, flag_values.min_score_thresh)
     failures = {}
     for label, read in images:
@@ -84,8 +85,6 @@ class _Drawing:
         self.names = class_names(config)
         self.detections = {} if "object_detection" in config.heads else None
         self.masks_dir = output_dir / MASKS_DIR_NAME if "segmentation" in config.heads else None
-        if self.masks_dir is not None:
-            self.masks_dir.mkdir(exist_ok=True)
         self.num_images = 0
 
     def __call__(self, label: str, image: np.ndarray, outputs: dict) -> str:
@@ -99,7 +98,8 @@ class _Drawing:
             detections = kept_detections(outputs, self.min_score, self.names)
             self.detections[label] = detections.records()
             found.insert(0, f"{len(detections.scores)} detections")
-        draw_outputs(image, detections, mask, self.names).save(self.output_dir / Path(label).name)
+        with written_whole(self.output_dir / Path(label).name, "Drawn image") as partial:
+            draw_outputs(image, detections, mask, self.names).save(partial)
         self.num_images += 1
         return ", ".join(found)
 
@@ -107,8 +107,8 @@ class _Drawing:
         """Writes the detections of all images; says what was written."""
         written = [f"{self.num_images} images"]
         if self.detections is not None:
-            (self.output_dir / DETECTIONS_FILE_NAME).write_text(
-                json.dumps(self.detections, indent=1))
+            with written_whole(self.output_dir / DETECTIONS_FILE_NAME, "Detections") as partial:
+                Path(partial).write_text(json.dumps(self.detections, indent=1))
             written.append(DETECTIONS_FILE_NAME)
         if self.masks_dir is not None:
             written.append(f"their masks in {MASKS_DIR_NAME}/")
