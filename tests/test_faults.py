@@ -163,6 +163,7 @@ def _truncate(prefix: str) -> bytes:
     return Path(data_file).read_bytes()
 
 
+@pytest.mark.xdist_group("two_checkpoints")  # their run is trained once
 def test_a_run_whose_latest_checkpoint_is_damaged_resumes_from_the_one_before(
     two_checkpoints, tmp_path, caplog
 ):
@@ -194,6 +195,7 @@ def test_a_run_whose_latest_checkpoint_is_damaged_resumes_from_the_one_before(
     assert checkpoint_damage(f"{run}/ckpt-2") is None  # a new one, the damaged one aside
 
 
+@pytest.mark.xdist_group("two_checkpoints")  # their run is trained once
 def test_a_run_whose_checkpoints_are_all_damaged_stops_and_names_them(two_checkpoints, tmp_path):
     run = _copy(two_checkpoints, tmp_path / "run")
     _truncate(f"{run}/ckpt-1")
@@ -215,6 +217,7 @@ def damaged_checkpoint(two_checkpoints, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.xdist_group("two_checkpoints")  # their run is trained once
 @pytest.mark.parametrize("mode_flags", [
     ["--mode=infer", "--input_image=synthetic:val:1", "--output_image_dir={tmp}/out"],
     ["--mode=eval", "--val_file_pattern=synthetic:val:2"],

@@ -145,3 +145,18 @@ def test_tfrecords_of_an_image_info_file_give_the_same_testdev_file(
         pixels = np.asarray(Image.open(image_dir / f"{image_id:012d}.png"))
         assert_same_detections(predicted(detector.predict(pixels[np.newaxis])),
                                written_detections(results, image_id))
+
+
+def test_training_on_an_image_info_json_is_refused(image_info, capfd, tmp_path):
+    """Images without objects would train the heads on background only."""
+    path, image_dir = image_info
+    config_file = tmp_path / "config.yaml"
+    shared_config().save(config_file)
+    status, _, err = cli(capfd, "--mode=train", f"--model_name={config_file}",
+                         f"--train_file_pattern=coco:{path}:{image_dir}",
+                         f"--model_dir={tmp_path / 'run'}")
+    assert status == 2
+    assert err.strip().splitlines()[-1].endswith(
+        f"error: The training data coco:{path}:{image_dir} holds no labeled objects: nothing to "
+        "learn from. Give annotated data (its detections can still be written with --mode=eval "
+        "--testdev_dir).")

@@ -9,13 +9,14 @@ command line trains through the same function (`ObjectDetector.fit`).
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import keras
 
 from efficientdet_tf import backends
 from efficientdet_tf.data.pipeline import build_dataset, source_from_spec, with_class_names_of
-from efficientdet_tf.data.sources.base import Source
+from efficientdet_tf.data.sources.base import AnnotatedImagesSource, Source
 from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.evaluation.validation import ValidationMetrics
 from efficientdet_tf.model.checkpoint import load_training_start
@@ -45,9 +46,21 @@ def training_data(x, validation_data, config) -> TrainingData:
     config with the training data's class names as its label_map (unless it has one), so that
     the validation data gets the same class ids and the saved config records them."""
     source = source_from_spec(x, config)
+    _require_objects(source, x, config)
     config = with_class_names_of(source, config)
     validation = None if validation_data is None else source_from_spec(validation_data, config)
     return TrainingData(source, validation, config)
+
+
+def _require_objects(source, spec, config) -> None:
+    """Refuses detection training data whose annotations hold no object at all (an image_info
+    JSON of unlabeled images, say), which would train the heads on background only."""
+    if ("object_detection" in config.heads and isinstance(source, AnnotatedImagesSource)
+            and source.mask_dir is None and source.max_class_id is None):
+        name = spec if isinstance(spec, (str, os.PathLike)) else type(source).__name__
+        raise ConfigError(f"The training data {name} holds no labeled objects: nothing to learn "
+                          "from. Give annotated data (its detections can still be written with "
+                          "--mode=eval --testdev_dir).")
 
 
 def epoch_steps(num_examples: int, batch_size: int) -> int:
