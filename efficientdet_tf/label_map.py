@@ -11,7 +11,7 @@ from typing import Mapping
 
 import yaml
 
-from efficientdet_tf.output_files import written_whole
+from efficientdet_tf.output_files import write_file
 
 # The shapes of the built-in synthetic dataset (data/synthetic.py draws them).
 SYNTHETIC_CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle"}
@@ -99,6 +99,5 @@ def check_label_map(mapping, what: str) -> dict[int, str]:
 
 def write_label_map(label_map: dict[int, str], path: str | Path) -> None:
     """Writes {id: name} as YAML, readable by `read_label_map` and as the config's label_map."""
-    with written_whole(path, "Label map") as partial:
-        Path(partial).write_text(yaml.safe_dump(dict(sorted(label_map.items())),
-                                                sort_keys=False))
+    write_file(path, yaml.safe_dump(dict(sorted(label_map.items())), sort_keys=False),
+               "Label map")

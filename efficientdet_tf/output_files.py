@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import tensorflow as tf
@@ -66,6 +67,14 @@ def written_whole(path: str | os.PathLike, what: str = "output") -> Iterator[str
             _replace(partial, path)
     finally:
         remove(partial)
+
+
+def write_file(path: str | os.PathLike, content: str | bytes, what: str = "output") -> Path:
+    """Writes `content` (text or bytes) to `path` whole (see `written_whole`); returns `path`."""
+    with written_whole(path, what) as partial:
+        with tf.io.gfile.GFile(partial, "wb" if isinstance(content, bytes) else "w") as file:
+            file.write(content)
+    return Path(path)
 
 
 @contextlib.contextmanager

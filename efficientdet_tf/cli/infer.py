@@ -33,7 +33,7 @@ from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE, draw_outputs
 from efficientdet_tf.inference.image_detections import kept_detections, outputs_of_images
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.label_map import class_names
-from efficientdet_tf.output_files import require_writable_folder, written_whole
+from efficientdet_tf.output_files import require_writable_folder, write_file, written_whole
 
 DETECTIONS_FILE_NAME = "detections_by_image.json"
 MASKS_DIR_NAME = "masks"
@@ -107,8 +107,8 @@ class _Drawing:
         """Writes the detections of all images; says what was written."""
         written = [f"{self.num_images} images"]
         if self.detections is not None:
-            with written_whole(self.output_dir / DETECTIONS_FILE_NAME, "Detections") as partial:
-                Path(partial).write_text(json.dumps(self.detections, indent=1))
+            write_file(self.output_dir / DETECTIONS_FILE_NAME,
+                       json.dumps(self.detections, indent=1), "Detections")
             written.append(DETECTIONS_FILE_NAME)
         if self.masks_dir is not None:
             written.append(f"their masks in {MASKS_DIR_NAME}/")

@@ -41,7 +41,7 @@ from efficientdet_tf.data.sources.mask_folder import MaskFolderSource
 from efficientdet_tf.data.sources.named_boxes import NamedBoxesSource
 from efficientdet_tf.diagnostics import anchor_coverage, box_sizes_plot, training_samples
 from efficientdet_tf.label_map import class_name, class_names
-from efficientdet_tf.output_files import written_whole
+from efficientdet_tf.output_files import write_file
 
 DEFAULT_NUM_IMAGES = 16
 # Boxes of the most frequent class per box of the rarest above which classes are "very unequal".
@@ -118,8 +118,7 @@ def check_data(config, train_spec, output_dir: str | os.PathLike, *, val_spec=No
         report["validation"]["skipped"] = skipped(val_source, len(val_boxes.image_sizes))
     for name, text in (("report.json", json.dumps(report, indent=2) + "\n"),
                        ("report.md", markdown_report(report))):
-        with written_whole(output_dir / name, "Data report") as partial:
-            Path(partial).write_text(text)
+        write_file(output_dir / name, text, "Data report")
     box_sizes_plot.plot_box_sizes(boxes.at_input_size(config.image_size), anchors,
                                   output_dir / "box_sizes.png")
     if num_images:

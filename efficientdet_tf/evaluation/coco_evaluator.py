@@ -30,7 +30,7 @@ from efficientdet_tf.data.batch_labels import (
     GROUNDTRUTH_CLASS,
     GROUNDTRUTH_CROWD,
 )
-from efficientdet_tf.output_files import written_whole
+from efficientdet_tf.output_files import write_file
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,7 @@ class CocoEvaluator:
 
     def write_results(self, path: str | os.PathLike) -> Path:
         """Writes the detections as a COCO results JSON (loadable by COCO.loadRes), whole."""
-        with written_whole(path, "COCO results") as partial:
-            Path(partial).write_text(json.dumps(self._results))
+        write_file(path, json.dumps(self._results), "COCO results")
         return Path(path)
 
 

@@ -41,7 +41,7 @@ from efficientdet_tf.inference.segmentation_masks import (
     with_image_size_masks,
 )
 from efficientdet_tf.model.builder import model_outputs
-from efficientdet_tf.output_files import written_whole
+from efficientdet_tf.output_files import write_file
 
 ONNX_FILE_NAME = "model.onnx"
 # 17: what ONNX Runtime, TensorRT >= 8.6 and OpenVINO all read.
@@ -100,9 +100,7 @@ def export_onnx(network, config, path: str | os.PathLike, nms: bool = True) -> P
     )
     for key, value in file_metadata(config, "hard" if nms else None).items():
         model.metadata_props.add(key=key, value=value)
-    with written_whole(path, "ONNX file") as partial:
-        Path(partial).write_bytes(model.SerializeToString())
-    return Path(path)
+    return write_file(path, model.SerializeToString(), "ONNX file")
 
 
 def _strided_slice(ctx, node, name, args):

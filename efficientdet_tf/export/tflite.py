@@ -43,7 +43,7 @@ from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
 from efficientdet_tf.inference.segmentation_masks import network_input_masks
 from efficientdet_tf.inference.tflite_outputs import OFFICIAL_ORDER, TASK_LIBRARY_ORDER
 from efficientdet_tf.model.builder import model_outputs
-from efficientdet_tf.output_files import written_whole
+from efficientdet_tf.output_files import write_file
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 INPUT_LAYOUTS = ("pixels", "normalized")
@@ -259,6 +259,4 @@ def export_tflite(
     flatbuffer = convert(function, model, quantization, calibration)
     if metadata and "segmentation" not in config.heads:
         flatbuffer = add_metadata(flatbuffer, config, input_layout)
-    with written_whole(path, "TFLite file") as partial:
-        Path(partial).write_bytes(flatbuffer)
-    return Path(path)
+    return write_file(path, flatbuffer, "TFLite file")

@@ -39,6 +39,7 @@ from efficientdet_tf.data.formats.pascal import (
     to_image_annotations,
 )
 from efficientdet_tf.label_map import read_label_map, write_label_map
+from efficientdet_tf.output_files import write_file
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +82,7 @@ def convert(
         summary.images_skipped["unreadable annotation XML"] += len(unreadable)
         summary.skipped_files += unreadable
     json_path, label_map_path = Path(f"{output_path}.json"), Path(f"{output_path}_label_map.yaml")
-    json_path.write_text(json.dumps(to_coco_json(summary.written, class_names)))
+    write_file(json_path, json.dumps(to_coco_json(summary.written, class_names)), "COCO JSON")
     write_label_map(class_names, label_map_path)
     summary.files += [str(json_path), str(label_map_path)]
     return summary

@@ -9,6 +9,7 @@ converters.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -22,6 +23,7 @@ from efficientdet_tf.data.formats.annotations import ImageAnnotations, clean_box
 from efficientdet_tf.data.formats.images import BadImageError, EncodedImage, read_image_for_record
 from efficientdet_tf.data.formats.masks import encode_mask, read_mask
 from efficientdet_tf.data.formats.tfrecord_format import make_example
+from efficientdet_tf.output_files import written_whole
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +145,23 @@ def write_tfrecords(
     class_names: dict[int, str],
     total: int | None = None,
 ) -> ConversionSummary:
-    """Writes the records round-robin over `num_shards` files; shows progress; returns a summary."""
+    """Writes the records round-robin over `num_shards` files; shows progress; returns a summary.
+    The shards are written whole (`output_files.written_whole`): a conversion that fails leaves
+    the shards of an earlier one as they were."""
     if num_shards < 1:
         raise ValueError(f"num_shards must be at least 1, got {num_shards}.")
-    Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
     summary = ConversionSummary(files=shard_paths(output_prefix, num_shards))
     progress = keras.utils.Progbar(total, unit_name="image")
-    writers = [tf.io.TFRecordWriter(path) for path in summary.files]
+    with contextlib.ExitStack() as shards:
+        partials = [shards.enter_context(written_whole(path, "TFRecord shard"))
+                    for path in summary.files]
+        _write_round_robin(records, partials, class_names, summary, progress)
+    return summary
+
+
+def _write_round_robin(records, paths, class_names, summary, progress) -> None:
+    num_shards = len(paths)
+    writers = [tf.io.TFRecordWriter(path) for path in paths]
     try:
         for seen, record in enumerate(records, start=1):
             if record.skip_reason:
@@ -162,4 +174,3 @@ def write_tfrecords(
     finally:
         for writer in writers:
             writer.close()
-    return summary

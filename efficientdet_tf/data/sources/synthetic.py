@@ -31,6 +31,7 @@ from efficientdet_tf.data.formats.images import EncodedImage
 from efficientdet_tf.data.formats.masks import encode_mask
 from efficientdet_tf.data.sources.base import Source, shard_for_input_pipeline
 from efficientdet_tf.label_map import SYNTHETIC_CLASS_NAMES
+from efficientdet_tf.output_files import write_file
 
 # Strong colours per class; every colour has a channel outside the background's 45..205 range.
 _PALETTES = {
@@ -219,7 +220,7 @@ class SyntheticShapes(Source):
             records, output_prefix, num_shards, SYNTHETIC_CLASS_NAMES, total=self.num_examples
         )
         json_path = Path(f"{output_prefix}.json")
-        json_path.write_text(json.dumps(self.coco_groundtruth()))
+        write_file(json_path, json.dumps(self.coco_groundtruth()), "COCO JSON")
         summary.files.append(str(json_path))
         return summary
 
