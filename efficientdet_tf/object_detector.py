@@ -28,8 +28,8 @@ import numpy as np
 from efficientdet_tf import backends
 from efficientdet_tf.config import Config, get_config
 from efficientdet_tf.evaluation.model_evaluation import DEFAULT_BATCH_SIZE, evaluate
+from efficientdet_tf.export.calibration import DEFAULT_CALIBRATION_STEPS
 from efficientdet_tf.export.formats import DEFAULT_EXPORT_FORMATS, export_formats
-from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS
 from efficientdet_tf.inference.detector import CompiledDetector, Detector
 from efficientdet_tf.inference.draw import DEFAULT_MIN_SCORE
 from efficientdet_tf.inference.video import DEFAULT_BATCH_SIZE as VIDEO_BATCH_SIZE
@@ -248,7 +248,8 @@ class ObjectDetector(keras.Model):
                onnx_nms: bool = True) -> dict[str, Path]:
         """Writes what `--mode=export` writes (`export.formats.export_formats`): by default the
         SavedModel in `directory` and `directory/float32.tflite`, `directory/float16.tflite`;
-        'tflite_int8' (calibrated on `representative_data`, the forms `fit` takes), 'onnx'
+        'tflite_int8' and 'onnx_int8' (`directory/model_int8.onnx`), calibrated on the first
+        `num_calibration_images` of `representative_data` (the forms `fit` takes), 'onnx'
         (`directory/model.onnx`) and 'openvino' (`directory/openvino/model.xml`) on request.
         Returns {format: path}."""
         return export_formats(

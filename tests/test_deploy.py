@@ -7,6 +7,8 @@ least 0.99; every detection must match, and the counts must be equal. The model 
 the segmentation masks must be equal too.
 """
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,6 +20,9 @@ from efficientdet_tf.anchors import decode_boxes
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
+from efficientdet_tf.errors import ConfigError
+from efficientdet_tf.export.calibration import calibration_pixels
+from efficientdet_tf.export.formats import export_formats
 from efficientdet_tf.export.onnx import export_onnx, hard_nms_config
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
 from efficientdet_tf.inference.loading import open_exported
@@ -127,8 +132,44 @@ def test_a_missing_runtime_names_the_install_command(monkeypatch, tmp_path):
         open_onnx(tmp_path / "model.onnx", get_config("efficientdet-d0"))
 
 
-def test_onnx_nms_without_onnx_is_refused(tmp_path, capsys):
-    status = run_cli("--mode=export", f"--saved_model_dir={tmp_path}", f"--ckpt={tmp_path}",
-                     "--onnx_nms=false")
+@pytest.mark.parametrize("flag", ["--onnx_nms=false", "--onnx_precision=int8"])
+def test_an_onnx_flag_without_onnx_is_refused(flag, tmp_path, capsys):
+    status = run_cli("--mode=export", f"--saved_model_dir={tmp_path}", f"--ckpt={tmp_path}", flag)
     assert status != 0
-    assert "--onnx_nms=false changes the ONNX file: give --onnx too" in capsys.readouterr().err
+    assert f"{flag} changes the ONNX file: give --onnx too" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # converts the network to ONNX, then calibrates and quantizes it
+def test_an_int8_onnx_file_has_int8_convolutions_and_the_float_files_scores(
+    network, onnx_pre_nms, tmp_path
+):
+    """Every convolution reads int8 weights (QDQ), and every anchor's class scores and box are
+    the float file's within int8's rounding. Compared before NMS (--onnx_nms=false): after it,
+    this random model's near-tied overlapping boxes would swap on any rounding."""
+    import onnx  # noqa: PLC0415 (the deploy extra)
+    import onnxruntime  # noqa: PLC0415
+
+    model, config = network
+    path = export_formats(Detector(config, model), tmp_path, ["onnx_int8"], onnx_nms=False,
+                          calibration_data="synthetic:val:8", num_calibration_images=8)["onnx_int8"]
+    assert path == tmp_path / "model_int8.onnx"
+    graph = onnx.load(path).graph
+    int8_initializers = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    int8_weights = {node.output[0] for node in graph.node
+                    if node.op_type == "DequantizeLinear" and node.input[0] in int8_initializers}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    assert convolutions and all(node.input[1] in int8_weights for node in convolutions)
+    int8, float32 = (onnxruntime.InferenceSession(str(file)).run(["boxes", "scores"], {
+        "images": images("batch of 2")}) for file in (path, onnx_pre_nms))
+    np.testing.assert_allclose(int8[1], float32[1], atol=0.03)
+    np.testing.assert_allclose(int8[0], float32[0], atol=1.0)
+
+
+def test_int8_calibration_data_without_images_is_named(tmp_path):
+    """TFRecords that hold no image (a conversion that skipped every one)."""
+    tf.io.TFRecordWriter(str(tmp_path / "calibration-00000-of-00001.tfrecord")).close()
+    spec = f"{tmp_path}/calibration-*"
+    with pytest.raises(ConfigError, match=re.escape(
+            f"The int8 calibration data {spec} yields no images: give images of the data the "
+            "model will see (--file_pattern, or representative_data).")):
+        calibration_pixels(spec, get_config("efficientdet-d0", SHARED))

@@ -9,10 +9,11 @@ from efficientdet_tf.cli.common import config_from_flags
 from efficientdet_tf.cli.detection_flags import usage_errors
 from efficientdet_tf.data.pipeline import DATASET_SPECS
 from efficientdet_tf.errors import ConfigError
+from efficientdet_tf.export.calibration import DEFAULT_CALIBRATION_STEPS
 from efficientdet_tf.export.formats import FORMAT_LABELS, export_formats
-from efficientdet_tf.export.onnx import ONNX_FILE_NAME
+from efficientdet_tf.export.onnx import ONNX_FILE_NAME, ONNX_INT8_FILE_NAME
 from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME
-from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, INPUT_LAYOUTS, QUANTIZATIONS
+from efficientdet_tf.export.tflite import INPUT_LAYOUTS, QUANTIZATIONS
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.output_files import require_writable_folder
 
@@ -30,6 +31,10 @@ flags.DEFINE_integer("num_calibration_steps", DEFAULT_CALIBRATION_STEPS,
 flags.DEFINE_bool("onnx", False,
                   f"Also write <saved_model_dir>/{ONNX_FILE_NAME}: uint8 images in, the "
                   "SavedModel's outputs out, hard NMS (ONNX's NonMaxSuppression) inside.")
+flags.DEFINE_enum("onnx_precision", "float32", ("float32", "int8"),
+                  f"With --onnx: int8 writes <saved_model_dir>/{ONNX_INT8_FILE_NAME} instead, "
+                  "ONNX Runtime's static quantization of the convolutions, calibrated on "
+                  "--num_calibration_steps images of --file_pattern.")
 flags.DEFINE_bool("onnx_nms", True,
                   "With --onnx: false writes instead the decoded boxes and class scores of every "
                   "anchor before NMS (outputs 'boxes', 'scores'), for TensorRT's EfficientNMS "
@@ -45,10 +50,14 @@ def run(flag_values) -> None:
         raise ConfigError("--mode=export needs --saved_model_dir, the output directory.")
     if not flag_values.ckpt:
         raise ConfigError("--mode=export needs --ckpt, the checkpoint to export.")
-    if not flag_values.onnx_nms and not flag_values.onnx:
-        raise ConfigError("--onnx_nms=false changes the ONNX file: give --onnx too.")
+    for name, value, default in (("onnx_nms", flag_values.onnx_nms, True),
+                                 ("onnx_precision", flag_values.onnx_precision, "float32")):
+        if value != default and not flag_values.onnx:
+            raise ConfigError(f"--{name}={str(value).lower()} changes the ONNX file: give --onnx "
+                              "too.")
+    onnx_format = "onnx" if flag_values.onnx_precision == "float32" else "onnx_int8"
     formats = ["saved_model", *([f"tflite_{flag_values.tflite}"] if flag_values.tflite else []),
-               *(["onnx"] if flag_values.onnx else []),
+               *([onnx_format] if flag_values.onnx else []),
                *(["openvino"] if flag_values.openvino else [])]
     require_writable_folder(flag_values.saved_model_dir, "--saved_model_dir")
     config = config_from_flags(flag_values)

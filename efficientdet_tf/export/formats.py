@@ -7,20 +7,23 @@ import os
 from pathlib import Path
 
 from efficientdet_tf.errors import ConfigError
-from efficientdet_tf.export.onnx import ONNX_FILE_NAME, export_onnx
+from efficientdet_tf.export.calibration import DEFAULT_CALIBRATION_STEPS, calibration_pixels
+from efficientdet_tf.export.onnx import ONNX_FILE_NAME, ONNX_INT8_FILE_NAME, export_onnx
 from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME, export_openvino
 from efficientdet_tf.export.saved_model import export_saved_model
-from efficientdet_tf.export.tflite import DEFAULT_CALIBRATION_STEPS, QUANTIZATIONS, export_tflite
+from efficientdet_tf.export.tflite import QUANTIZATIONS, export_tflite
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.output_files import require_writable_folder
 
 # What `ObjectDetector.export` writes by default: no calibration data needed, no extra installed.
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16")
-# "tflite_int8" calibrates on real images; "onnx" and "openvino" need the deploy extra.
-EXPORT_FORMATS = ("saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "openvino")
+# The *_int8 formats calibrate on real images; "onnx*" and "openvino" need the deploy extra.
+EXPORT_FORMATS = ("saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "onnx_int8",
+                  "openvino")
 
 # How the command line names each format's file when it reports it.
-FORMAT_LABELS = {"saved_model": "SavedModel", "onnx": "ONNX", "openvino": "OpenVINO IR",
+FORMAT_LABELS = {"saved_model": "SavedModel", "onnx": "ONNX", "onnx_int8": "ONNX (int8)",
+                 "openvino": "OpenVINO IR",
                  **{f"tflite_{q}": f"TFLite ({q})" for q in QUANTIZATIONS}}
 
 
@@ -29,20 +32,23 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
                    num_calibration_images: int = DEFAULT_CALIBRATION_STEPS,
                    onnx_nms: bool = True) -> dict[str, Path]:
     """Writes `detector` in each of `formats`: the SavedModel in `directory`, each TFLite file as
-    `directory/<precision>.tflite`, 'onnx' as `directory/model.onnx`, 'openvino' as
-    `directory/openvino/model.xml`; returns {format: path}.
+    `directory/<precision>.tflite`, 'onnx' as `directory/model.onnx`, 'onnx_int8' as
+    `directory/model_int8.onnx`, 'openvino' as `directory/openvino/model.xml`; returns
+    {format: path}.
 
-    `tflite_int8` calibrates on `calibration_data` (a dataset spec, source or dataset);
+    The *_int8 formats calibrate on the first `num_calibration_images` of `calibration_data` (a
+    dataset spec, source or dataset);
     `tflite_input` is the TFLite input layout ('pixels' or 'normalized', see `export.tflite`);
     `onnx_nms=False` writes the pre-NMS boxes and scores (see `export.onnx`).
     """
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
         raise ConfigError(f"Unknown export formats {unknown}; choose from {EXPORT_FORMATS}.")
-    if "tflite_int8" in formats and calibration_data is None:
-        raise ConfigError("tflite_int8 calibrates on real images: give them (--file_pattern, or "
-                          "ObjectDetector.export's representative_data, e.g. the training data), "
-                          "or leave int8 out.")
+    calibrated = [name for name in formats if name.endswith("_int8")]
+    if calibrated and calibration_data is None:
+        raise ConfigError(f"{' and '.join(calibrated)} calibrate on real images: give them "
+                          "(--file_pattern, or ObjectDetector.export's representative_data, e.g. "
+                          "the training data), or leave int8 out.")
     require_writable_folder(directory, "export directory")
     network, config, directory = detector.network, detector.config, Path(directory)
     written = {}
@@ -56,6 +62,10 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
             input_layout=tflite_input)
     if "onnx" in formats:
         written["onnx"] = export_onnx(network, config, directory / ONNX_FILE_NAME, nms=onnx_nms)
+    if "onnx_int8" in formats:
+        written["onnx_int8"] = export_onnx(
+            network, config, directory / ONNX_INT8_FILE_NAME, nms=onnx_nms,
+            calibration=calibration_pixels(calibration_data, config, num_calibration_images))
     if "openvino" in formats:
         written["openvino"] = export_openvino(
             network, config, directory / OPENVINO_DIR_NAME / OPENVINO_FILE_NAME)

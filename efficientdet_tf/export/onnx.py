@@ -20,7 +20,10 @@ pre- and post-processing.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,7 @@ from efficientdet_tf.model.builder import model_outputs
 from efficientdet_tf.output_files import write_file
 
 ONNX_FILE_NAME = "model.onnx"
+ONNX_INT8_FILE_NAME = "model_int8.onnx"
 # 17: what ONNX Runtime, TensorRT >= 8.6 and OpenVINO all read.
 OPSET = 17
 
@@ -88,8 +92,10 @@ def pre_nms_outputs(network, config, images) -> dict[str, tf.Tensor]:
     return results
 
 
-def export_onnx(network, config, path: str | os.PathLike, nms: bool = True) -> Path:
-    """Writes the ONNX file of `network` (see the module doc) to `path`."""
+def export_onnx(network, config, path: str | os.PathLike, nms: bool = True,
+                calibration: list[np.ndarray] | None = None) -> Path:
+    """Writes the ONNX file of `network` (see the module doc) to `path`. With `calibration`
+    (uint8 images, `export.calibration.calibration_pixels`), an int8 file (`quantized`)."""
     require_module("tf2onnx", "export ONNX files")
     import tf2onnx  # noqa: PLC0415 (an optional dependency)
 
@@ -100,7 +106,50 @@ def export_onnx(network, config, path: str | os.PathLike, nms: bool = True) -> P
     )
     for key, value in file_metadata(config, "hard" if nms else None).items():
         model.metadata_props.add(key=key, value=value)
-    return write_file(path, model.SerializeToString(), "ONNX file")
+    content = model.SerializeToString()
+    if calibration is not None:
+        content = quantized(content, calibration)
+    return write_file(path, content, "ONNX file")
+
+
+def quantized(model: bytes, calibration: list[np.ndarray]) -> bytes:
+    """An int8 ONNX file of float `model`: ONNX Runtime's static quantization of the
+    convolutions (QDQ: int8 weights per output channel, uint8 activations whose ranges the
+    `calibration` images give). Pre-processing, post-processing and NMS stay float."""
+    quantization = require_module("onnxruntime.quantization", "quantize ONNX files")
+    # The quantizer logs a line per tensor, and advice, on the root logger: kept off the console.
+    with tempfile.TemporaryDirectory() as folder, _root_logging_off():
+        float_path, int8_path = Path(folder, "float32.onnx"), Path(folder, "int8.onnx")
+        float_path.write_bytes(model)
+        quantization.quantize_static(
+            str(float_path), str(int8_path), _calibration_reader(quantization, calibration),
+            quant_format=quantization.QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+            per_channel=True, weight_type=quantization.QuantType.QInt8,
+            activation_type=quantization.QuantType.QUInt8)
+        return int8_path.read_bytes()
+
+
+@contextlib.contextmanager
+def _root_logging_off():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _calibration_reader(quantization, images: list[np.ndarray]):
+    """ONNX Runtime's calibration reader over `images`, the files' 'images' input."""
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self._images = iter(images)
+
+        def get_next(self):
+            image = next(self._images, None)
+            return None if image is None else {"images": image}
+
+    return Reader()
 
 
 def _strided_slice(ctx, node, name, args):

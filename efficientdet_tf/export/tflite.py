@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf import backends
-from efficientdet_tf.data.pipeline import build_dataset
-from efficientdet_tf.data.preprocess import apply_scale_range, normalize_image, to_pixels
+from efficientdet_tf.data.preprocess import apply_scale_range, normalize_image
+from efficientdet_tf.export.calibration import DEFAULT_CALIBRATION_STEPS, representative_images
 from efficientdet_tf.export.tflite_metadata import add_metadata
 from efficientdet_tf.inference.postprocess import NmsParameters, Postprocessor
 from efficientdet_tf.inference.segmentation_masks import network_input_masks
@@ -50,7 +50,6 @@ INPUT_LAYOUTS = ("pixels", "normalized")
 # The detection outputs of each input layout's files, in file order.
 DETECTION_OUTPUTS = {"pixels": TASK_LIBRARY_ORDER, "normalized": OFFICIAL_ORDER}
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
-DEFAULT_CALIBRATION_STEPS = 100
 
 
 def tflite_function(
@@ -220,20 +219,6 @@ def convert(
         ]
         converter.inference_input_type = tf.uint8
     return converter.convert()
-
-
-def representative_images(
-    dataset, config, num_images: int = DEFAULT_CALIBRATION_STEPS, input_layout: str = "pixels"
-):
-    """Calibration data for int8: inputs of `input_layout` of the first `num_images` of a dataset
-    spec (TFRecord glob, 'coco:<json>:<image_dir>', 'synthetic:...'; see `data.pipeline`)."""
-    images = build_dataset(dataset, config, is_training=False, batch_size=1).take(num_images)
-
-    def generate():
-        for network_input, _ in images:
-            yield [to_pixels(network_input, config) if input_layout == "pixels" else network_input]
-
-    return generate
 
 
 def export_tflite(

@@ -26,7 +26,8 @@ from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 # The outputs of files exported without NMS (--onnx_nms=false): decoded boxes, class scores.
 PRE_NMS_OUTPUTS = ("boxes", "scores")
 DEPLOY_INSTALL = 'pip install -e ".[deploy]"'
-_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tf2onnx": "tf2onnx"}
+_PACKAGES = {"onnxruntime": "onnxruntime", "onnxruntime.quantization": "onnxruntime",
+             "openvino": "openvino", "tf2onnx": "tf2onnx"}
 # Keys of the metadata the exporters write into the files.
 IMAGE_SIZE_KEY = "efficientdet_tf.image_size"
 HEADS_KEY = "efficientdet_tf.heads"
