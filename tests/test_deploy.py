@@ -25,7 +25,7 @@ from efficientdet_tf.export.calibration import calibration_pixels
 from efficientdet_tf.export.formats import export_formats
 from efficientdet_tf.export.onnx import export_onnx, hard_nms_config
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
-from efficientdet_tf.inference.loading import open_exported
+from efficientdet_tf.inference.loading import open_detector, open_exported
 from efficientdet_tf.inference.postprocess import Postprocessor
 from efficientdet_tf.inference.runtime_detector import MissingRuntimeError, open_onnx
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
@@ -173,3 +173,45 @@ def test_int8_calibration_data_without_images_is_named(tmp_path):
             f"The int8 calibration data {spec} yields no images: give images of the data the "
             "model will see (--file_pattern, or representative_data).")):
         calibration_pixels(spec, get_config("efficientdet-d0", SHARED))
+
+
+@pytest.mark.parametrize("path", ["model.onnx", "float32.tflite", "checkpoint"])
+def test_bf16_is_refused_for_what_is_no_openvino_ir(path, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"Inference precision bf16 is for OpenVINO IRs (.xml); {tmp_path / path} runs at its "
+            "own precision: leave the precision out.")):
+        open_detector(tmp_path / path, get_config("efficientdet-d0", SHARED), precision="bf16")
+
+
+def without_bf16(core_class):
+    """`openvino.Core` as on a CPU without bf16 (its optimization capabilities lack BF16)."""
+
+    class Core(core_class):
+        def get_property(self, device, name):
+            value = super().get_property(device, name)
+            return ([c for c in value if c != "BF16"]
+                    if name == "OPTIMIZATION_CAPABILITIES" else value)
+
+    return Core
+
+
+@pytest.mark.slow  # the shared OpenVINO IR, compiled at bf16 and at f32
+def test_an_openvino_ir_runs_at_bf16_or_says_why_not(network, exported, monkeypatch, caplog):
+    """bf16 (this CPU has it, or the test is skipped): the f32 scores within bf16's rounding.
+    A CPU without bf16 (OpenVINO's capabilities without BF16): a warning, and float32."""
+    import openvino  # noqa: PLC0415 (the deploy extra)
+
+    _, config = network
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16")
+    bf16 = open_exported(exported["openvino"], config, "bf16")
+    assert bf16.description.endswith(" at bf16")
+    found, expected = (detections_from_dict(runner(images("batch of 2")))
+                       for runner in (bf16, open_exported(exported["openvino"], config)))
+    # The top scores within bf16's rounding (not the boxes: this random model's near-tied
+    # overlapping anchors swap under soft-NMS on any rounding).
+    np.testing.assert_allclose(found.scores[:, :10], expected.scores[:, :10], atol=0.02)
+    monkeypatch.setattr(openvino, "Core", without_bf16(openvino.Core))
+    fallback = open_exported(exported["openvino"], config, "bf16")
+    assert fallback.description.endswith(" at f32")
+    assert "This CPU has no bf16 (OpenVINO finds WINOGRAD, FP32" in caplog.text

@@ -10,10 +10,14 @@ from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.inference.detector import ImageDetector
 from efficientdet_tf.inference.loading import open_detector, open_exported
 from efficientdet_tf.inference.postprocess import POSTPROCESS_MODES
-from efficientdet_tf.inference.runtime_detector import MissingRuntimeError
+from efficientdet_tf.inference.runtime_detector import INFERENCE_PRECISIONS, MissingRuntimeError
 
 flags.DEFINE_enum("postprocess_mode", "global", POSTPROCESS_MODES,
                   "NMS of the detections: global (one NMS, classes ignored), per_class, combined.")
+flags.DEFINE_enum("inference_precision", "f32", INFERENCE_PRECISIONS,
+                  "eval, infer, video: what an OpenVINO IR (--saved_model_dir=.../model.xml) "
+                  "computes in on the CPU: f32, or bf16 where the CPU has it (AVX-512 BF16, AMX; "
+                  "float32 after a warning elsewhere).")
 flags.DEFINE_string("saved_model_dir", None,
                     "export: where the SavedModel (and TFLite, ONNX, OpenVINO files) go. eval, "
                     "infer: a SavedModel directory, or a .tflite, .onnx or OpenVINO .xml file, to "
@@ -30,8 +34,10 @@ def flagged_detector(flag_values, config, mode: str) -> ImageDetector:
                           "OpenVINO .xml file).")
     with usage_errors():
         if flag_values.saved_model_dir:
-            return open_exported(flag_values.saved_model_dir, config)
-        return open_detector(flag_values.ckpt, config, flag_values.postprocess_mode)
+            return open_exported(flag_values.saved_model_dir, config,
+                                 flag_values.inference_precision)
+        return open_detector(flag_values.ckpt, config, flag_values.postprocess_mode,
+                             flag_values.inference_precision)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.inference.detector import (
     PREPROCESSED_SIGNATURE_KEY,
     SIGNATURE_KEY,
@@ -63,7 +64,8 @@ class SavedModelDetector:
         return detect(network_inputs=network_inputs, image_scales=image_scales)
 
 
-def open_detector(path: str | os.PathLike, config, mode: str = "global") -> ImageDetector:
+def open_detector(path: str | os.PathLike, config, mode: str = "global",
+                  precision: str = "f32") -> ImageDetector:
     """The runner for `path`: a .tflite, .onnx or OpenVINO .xml file or a SavedModel directory
     (`open_exported`), else a checkpoint (a prefix, a directory holding one, or an official name
     such as 'efficientdet-d0').
@@ -72,18 +74,21 @@ def open_detector(path: str | os.PathLike, config, mode: str = "global") -> Imag
     checkpoint; `mode` is the post-processing of a checkpoint (exported files have theirs inside).
     A checkpoint's network runs as trained (`Detector.compiled`), its batch norms not folded into
     the convolutions: as the official evaluation and `ObjectDetector.evaluate` run it (folding
-    changes scores in their last digits, and so the order of near ties).
+    changes scores in their last digits, and so the order of near ties). `precision` is an
+    OpenVINO IR's (`open_exported`).
     """
     if _is_exported(str(path)):
-        return open_exported(path, config)
+        return open_exported(path, config, precision)
+    _require_float32(precision, path)
     return Detector.from_checkpoint(config, path, mode).compiled()
 
 
 def open_exported(
-    path: str | os.PathLike, config
+    path: str | os.PathLike, config, precision: str = "f32"
 ) -> SavedModelDetector | TfliteDetector | RuntimeDetector:
     """The runner of an exported file: a .tflite, .onnx or OpenVINO .xml file or a SavedModel
-    directory."""
+    directory. `precision` ('f32' or 'bf16', `INFERENCE_PRECISIONS`) is what an OpenVINO IR runs
+    at; the other files run at their own."""
     path = str(path)
     if not _is_exported(path):
         raise FileNotFoundError(
@@ -92,9 +97,18 @@ def open_exported(
             "checkpoint goes to --ckpt instead."
         )
     suffix = Path(path).suffix
+    if suffix == ".xml":
+        return open_openvino(path, config, precision)
+    _require_float32(precision, path)
     if suffix in _EXPORTED_FILES:
         return _EXPORTED_FILES[suffix](path, config)
     return SavedModelDetector(path)
+
+
+def _require_float32(precision: str, path) -> None:
+    if precision != "f32":
+        raise ConfigError(f"Inference precision {precision} is for OpenVINO IRs (.xml); {path} "
+                          "runs at its own precision: leave the precision out.")
 
 
 def _is_exported(path: str) -> bool:

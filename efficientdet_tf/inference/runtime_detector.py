@@ -13,6 +13,7 @@ runner checks them against the config it is given.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -23,11 +24,15 @@ from efficientdet_tf.data.preprocess import to_pixels
 from efficientdet_tf.inference.detector import OUTPUT_NAMES
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 
+log = logging.getLogger(__name__)
+
 # The outputs of files exported without NMS (--onnx_nms=false): decoded boxes, class scores.
 PRE_NMS_OUTPUTS = ("boxes", "scores")
 DEPLOY_INSTALL = 'pip install -e ".[deploy]"'
 _PACKAGES = {"onnxruntime": "onnxruntime", "onnxruntime.quantization": "onnxruntime",
              "openvino": "openvino", "tf2onnx": "tf2onnx"}
+# What OpenVINO IRs run at on the CPU (INFERENCE_PRECISION_HINT); the other runtimes, float32.
+INFERENCE_PRECISIONS = ("f32", "bf16")
 # Keys of the metadata the exporters write into the files.
 IMAGE_SIZE_KEY = "efficientdet_tf.image_size"
 HEADS_KEY = "efficientdet_tf.heads"
@@ -73,7 +78,7 @@ class RuntimeDetector:
         self.config = config
         self.metadata = metadata
         self._run = run
-        self._description = description
+        self.description = description
         self._check_metadata()
 
     def _check_metadata(self) -> None:
@@ -82,7 +87,7 @@ class RuntimeDetector:
             found = self.metadata.get(key)
             if found != expected[key]:
                 raise ValueError(
-                    f"{self._description} was exported with {what} {found} but the config's is "
+                    f"{self.description} was exported with {what} {found} but the config's is "
                     f"{expected[key]}: give the --model_name / --hparams (image_size, heads) the "
                     "file was exported with.")
 
@@ -119,7 +124,7 @@ class RuntimeDetector:
     def _detections(self, outputs: dict) -> dict:
         if not self.has_nms:
             raise ValueError(
-                f"{self._description} has no NMS (exported with --onnx_nms=false): it gives the "
+                f"{self.description} has no NMS (exported with --onnx_nms=false): it gives the "
                 f"pre-NMS {' and '.join(PRE_NMS_OUTPUTS)}, which only an NMS of your own reads. "
                 "Export it with NMS to evaluate or run it here.")
         return outputs
@@ -149,10 +154,18 @@ def open_onnx(path: str | os.PathLike, config, num_threads: int | None = None) -
 def open_openvino(path: str | os.PathLike, config, precision: str = "f32",
                   num_threads: int | None = None) -> RuntimeDetector:
     """An OpenVINO IR (.xml and .bin) that `export.openvino` wrote, run on the CPU at `precision`
-    ('f32', or 'bf16' where the CPU has it: OpenVINO's default on CPUs with AMX)."""
+    ('f32', or 'bf16' where the CPU has it: OpenVINO's default on CPUs with AMX; on a CPU without
+    bf16 it runs at float32 after a warning)."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"OpenVINO precision {precision!r}: choose from {INFERENCE_PRECISIONS}.")
     openvino = require_module("openvino", "run OpenVINO IRs")
     path = _existing(path, "OpenVINO IR")
     core = openvino.Core()
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if precision == "bf16" and "BF16" not in capabilities:
+        log.warning("This CPU has no bf16 (OpenVINO finds %s): %s runs at float32.",
+                    ", ".join(capabilities), path)
+        precision = "f32"
     model = core.read_model(str(path))
     properties = {"INFERENCE_PRECISION_HINT": precision}
     if num_threads:
@@ -166,7 +179,7 @@ def open_openvino(path: str | os.PathLike, config, precision: str = "f32",
 
     metadata = {key: model.get_rt_info([key]).astype(str)
                 for key in (IMAGE_SIZE_KEY, HEADS_KEY, NMS_KEY) if model.has_rt_info([key])}
-    return RuntimeDetector(run, metadata, config, f"OpenVINO IR {str(path)!r}")
+    return RuntimeDetector(run, metadata, config, f"OpenVINO IR {str(path)!r} at {precision}")
 
 
 def _existing(path: str | os.PathLike, what: str) -> Path:
