@@ -11,6 +11,7 @@ checkpoint, which the state file still names.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -80,15 +81,15 @@ def _set_aside(model_dir: str, prefixes: list[str], damaged: list[str]) -> None:
 
 def _drop_from_state(model_dir: str, names: set[str]) -> None:
     """Rewrites model_dir's state file without the checkpoints `names` (its paths relative, as
-    tf.train.CheckpointManager writes them)."""
+    tf.train.CheckpointManager writes them; the save times where the file has them)."""
     state = tf.train.get_checkpoint_state(model_dir)
-    kept = [(os.path.basename(path), stamp) for path, stamp in zip(
+    kept = [(os.path.basename(path), stamp) for path, stamp in itertools.zip_longest(
         state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps)
-        if os.path.basename(path) not in names]
+        if path is not None and os.path.basename(path) not in names]
     del state.all_model_checkpoint_paths[:]
     del state.all_model_checkpoint_timestamps[:]
     state.all_model_checkpoint_paths.extend(name for name, _ in kept)
-    state.all_model_checkpoint_timestamps.extend(stamp for _, stamp in kept)
+    state.all_model_checkpoint_timestamps.extend(stamp for _, stamp in kept if stamp is not None)
     state.model_checkpoint_path = kept[-1][0]
     with written_whole(os.path.join(model_dir, STATE_FILE_NAME), "Checkpoint state") as path:
         with tf.io.gfile.GFile(path, "w") as file:
