@@ -7,15 +7,18 @@ yardstick.
 Batch 1, one 480x640 uint8 image in, detections in original pixels out:
   tf        the Detector's inference function: BN folded into the convolutions (see
             efficientdet_tf/inference/fold_batch_norm.py), pre- and post-processing inside;
-  tflite    a float32 TFLite export run by LiteRT, pre-processing (TF) and box scaling included;
-  onnx      the ONNX export (hard NMS inside) run by ONNX Runtime;
+  tflite    a float32 TFLite export run by LiteRT, pre-processing (TF) and box scaling included
+            (tflite_int8: the int8 export);
+  onnx      the ONNX export (hard NMS inside) run by ONNX Runtime (onnx_int8: the int8 export);
   openvino  the OpenVINO IR run by OpenVINO at float32 (openvino_bf16: at bf16, OpenVINO's
             default on CPUs with AMX; the same as float32 elsewhere);
   yardstick keras.applications.EfficientNetB0(include_top=False, weights=None) at 512x512, the
             network alone.
 Each path runs with the official hparams and with a pre-NMS top-k (nms_configs.max_nms_inputs).
 All functions are timed round-robin, medians after warm-up.
-Targets: tf <= 1.1x, tflite <= 0.8x, the ONNX Runtime and OpenVINO paths <= 0.6x the yardstick.
+The int8 files calibrate on --calibration_images images of --calibration_data.
+Targets: tf <= 1.1x, tflite <= 0.8x, the ONNX Runtime and OpenVINO paths <= 0.6x the yardstick,
+the int8 files <= 0.35x.
 The onnx and openvino paths need the deploy extra (pip install -e ".[deploy]").
 """
 
@@ -31,6 +34,7 @@ import tensorflow as tf
 
 from efficientdet_tf.cli.timing import interleaved_medians
 from efficientdet_tf.config import get_config
+from efficientdet_tf.export.calibration import calibration_pixels
 from efficientdet_tf.export.onnx import export_onnx
 from efficientdet_tf.export.openvino import export_openvino
 from efficientdet_tf.export.tflite import export_tflite
@@ -40,7 +44,8 @@ from efficientdet_tf.inference.tflite_detector import TfliteDetector
 from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 
-TARGETS = {"tf": 1.1, "tflite": 0.8, "onnx": 0.6, "openvino": 0.6, "openvino_bf16": 0.6}
+TARGETS = {"tf": 1.1, "tflite": 0.8, "tflite_int8": 0.35, "onnx": 0.6, "onnx_int8": 0.35,
+           "openvino": 0.6, "openvino_bf16": 0.6}
 IMAGE_SHAPE = (480, 640, 3)
 YARDSTICK_SIZE = 512
 
@@ -53,20 +58,28 @@ def yardstick():
     return lambda: function(inputs)
 
 
-def detection_functions(model, config, image: np.ndarray, directory: Path):
+def detection_functions(model, config, image: np.ndarray, directory: Path,
+                        calibration_data: str, calibration_images: int):
     """{path: function of no argument} for every path of one config."""
     tf_detect = Detector(config, model).inference_function()
     images = tf.constant(image[np.newaxis])
-    tflite = TfliteDetector(
-        export_tflite(model, config, directory / "model.tflite", metadata=False), config)
+    tflite, tflite_int8 = (TfliteDetector(export_tflite(
+        model, config, directory / f"{quantization}.tflite", quantization,
+        dataset=calibration_data, num_calibration_images=calibration_images, metadata=False),
+        config) for quantization in ("float32", "int8"))
     onnx = open_onnx(export_onnx(model, config, directory / "model.onnx"), config)
+    onnx_int8 = open_onnx(export_onnx(
+        model, config, directory / "model_int8.onnx",
+        calibration=calibration_pixels(calibration_data, config, calibration_images)), config)
     openvino_ir = export_openvino(model, config, directory / "openvino" / "model.xml")
     openvino = {precision: open_openvino(openvino_ir, config, precision)
                 for precision in ("f32", "bf16")}
     return {
         "tf": lambda: tf_detect(images),
         "tflite": lambda: tflite.detect_one(image),
+        "tflite_int8": lambda: tflite_int8.detect_one(image),
         "onnx": lambda: onnx(image[np.newaxis]),
+        "onnx_int8": lambda: onnx_int8(image[np.newaxis]),
         "openvino": lambda: openvino["f32"](image[np.newaxis]),
         "openvino_bf16": lambda: openvino["bf16"](image[np.newaxis]),
     }
@@ -79,6 +92,9 @@ def main() -> None:
     parser.add_argument("--max_nms_inputs", type=int, default=1000,
                         help="pre-NMS top-k of the second configuration")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--calibration_data", default="synthetic:val:32",
+                        help="int8 calibration images (a dataset spec)")
+    parser.add_argument("--calibration_images", type=int, default=32)
     args = parser.parse_args()
 
     settings = {"official": None, f"max_nms_inputs={args.max_nms_inputs}":
@@ -93,7 +109,8 @@ def main() -> None:
             config = get_config(args.model, overrides)
             (Path(directory) / setting).mkdir()
             for path, function in detection_functions(
-                    model, config, image, Path(directory) / setting).items():
+                    model, config, image, Path(directory) / setting, args.calibration_data,
+                    args.calibration_images).items():
                 functions[(path, setting)] = function
         medians = interleaved_medians(functions, runs=args.runs)
 
