@@ -4,12 +4,16 @@ of KERAS_BACKEND (TensorFlow, JAX or PyTorch).
     python benchmarks/train_step.py                   # EfficientDet-D0, 512x512, batch 8
     KERAS_BACKEND=jax python benchmarks/train_step.py
     KERAS_BACKEND=torch python benchmarks/train_step.py
+    KERAS_BACKEND=jax python benchmarks/train_step.py --fit --image_size=64 \
+        --hparams=num_classes=3,fpn_cell_repeats=1,box_class_repeats=1
 
 One fixed batch (synthetic images, real anchor labels) is fed from memory to the training
 function of `ObjectDetector.fit` (Keras's, around the official step), so the figure is the
 network's alone: forward, loss, backward, clipping, SGD and the weight average (EMA on), as in
-training. Figures are medians over steps after warm-up. `train_images_per_second` is the function
-to reuse for other comparisons.
+training. With --fit, the figure is that of `fit` itself with the callbacks of --mode=train
+(what Keras and the callbacks do between steps included, the input pipeline running beside).
+Figures are medians over steps after warm-up. `train_images_per_second` and
+`fit_steps_per_second` are the functions to reuse for other comparisons.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import os
 import statistics
+import tempfile
 import time
 
 import keras
@@ -27,6 +33,7 @@ import tensorflow as tf
 from efficientdet_tf.config import get_config
 from efficientdet_tf.data.pipeline import build_dataset
 from efficientdet_tf.object_detector import ObjectDetector
+from efficientdet_tf.training.callbacks import StepSummaries, TrainingCheckpoints
 
 
 def _fixed_batch(config, batch_size: int):
@@ -80,6 +87,31 @@ def _training_steps(detector, batch):
     return lambda: detector.train_function(iterator)["loss"].numpy()
 
 
+class BatchEndTimes(keras.callbacks.Callback):
+    """The times of the batch ends of the latest epoch (reading nothing from the model)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def fit_steps_per_second(config, batch_size: int, steps: int = 10) -> float:
+    """Median steps per second of `ObjectDetector.fit` with the callbacks of --mode=train
+    (TrainingCheckpoints without save_checkpoints_steps, StepSummaries) on synthetic images:
+    between the batch ends of a second epoch of `steps + 1` steps, after the first compiled the
+    step (so neither the compilation nor the epoch ends' checkpoints count)."""
+    detector = ObjectDetector(config)
+    times = BatchEndTimes()
+    with tempfile.TemporaryDirectory() as model_dir:
+        detector.fit("synthetic:train", epochs=2, batch_size=batch_size,
+                     steps_per_epoch=steps + 1, verbose=0, callbacks=[
+                         TrainingCheckpoints(model_dir),
+                         StepSummaries(os.path.join(model_dir, "train")), times])
+    return 1 / statistics.median(np.diff(times.times))
+
+
 def forward_images_per_second(config, batch_size: int, warmup: int = 3, steps: int = 10) -> float:
     """Median inference-mode forward-pass images per second of the network alone."""
     detector = ObjectDetector(config)
@@ -99,8 +131,17 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=512)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--hparams", default="", help="overrides, as --hparams of main.py")
+    parser.add_argument("--fit", action="store_true",
+                        help="steps/s of fit with the callbacks of --mode=train instead")
     args = parser.parse_args()
-    config = get_config(args.model, f"image_size={args.image_size}")
+    config = get_config(args.model, f"image_size={args.image_size},{args.hparams}")
+    if args.fit:
+        rate = fit_steps_per_second(config, args.batch_size, steps=args.steps)
+        print(f"{args.model} {args.image_size}x{args.image_size} batch {args.batch_size} on "
+              f"{keras.backend.backend()}: fit with TrainingCheckpoints and StepSummaries, "
+              f"{rate:.2f} steps/s")
+        return
     train = train_images_per_second(config, args.batch_size, steps=args.steps)
     forward = forward_images_per_second(config, args.batch_size, steps=args.steps)
     print(f"{args.model} {args.image_size}x{args.image_size} batch {args.batch_size} on "

@@ -2,7 +2,8 @@
 and the images of hparams img_summary_steps / sample_image.
 
 They work on an `ObjectDetector` being fitted (`self.model`): its `network`, `optimizer` and
-`weight_average`.
+`weight_average`. Those acting at every batch end count the steps (`StepCountingCallback`)
+instead of reading the model there.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class NonFiniteLossError(FaultError):
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training with `NonFiniteLossError` at the first non-finite loss, before any
-    checkpoint callback could save the broken weights (`fit` puts it first)."""
+    checkpoint callback could save the broken weights (`fit` puts it first). It reads the
+    model's step (on JAX, a sync) only then."""
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
@@ -57,7 +59,42 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             "beyond num_classes).")
 
 
-class TrainingCheckpoints(keras.callbacks.Callback):
+class StepCountingCallback(keras.callbacks.Callback):
+    """A callback that knows the optimizer's step at each batch end without reading the model.
+
+    On JAX, Keras's fit keeps the training state outside the variables within an epoch, and each
+    access to `Callback.model` copies all of it back into them (`jax_state_sync`), from where
+    the next step takes it again: at every batch end, that would cost every step. So the
+    optimizer's step is read from the model only where the state is in the variables anyway, at
+    each epoch's start (Keras puts it there at every epoch end), and counted from there, as
+    Keras's own TensorBoard and ModelCheckpoint count batches: at a batch end Keras gives the
+    index in the epoch of the last batch run (with steps_per_execution, the last of the
+    execution).
+
+    Float16: a LossScaleOptimizer skips a step whose gradients overflow without advancing its
+    `iterations`, so the count runs ahead of the optimizer's step by the steps skipped since it
+    was last read, until the next epoch starts or `read_step` reads it again. What happens at
+    given steps (checkpoints, images) is confirmed with `read_step`, so it happens at the
+    optimizer's steps; the scalars of each step are written at the count.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._read = (current_step(self.model), 0)  # (the step, after how many of the batches)
+
+    def counted_step(self, batch: int) -> int:
+        """The optimizer's step after batch `batch` of the epoch (the index Keras gives
+        `on_train_batch_end`), counted from the step last read (see the class)."""
+        step, batches = self._read
+        return step + batch + 1 - batches
+
+    def read_step(self, batch: int) -> int:
+        """The optimizer's step after batch `batch` of the epoch, read from the model (on JAX,
+        copying the whole state back into the variables); the count goes on from it."""
+        self._read = (current_step(self.model), batch + 1)
+        return self._read[0]
+
+
+class TrainingCheckpoints(StepCountingCallback):
     """Checkpoints of the whole training state in `model_dir`, and resumption from them.
 
     A fit with this callback resumes from the latest checkpoint in `model_dir` (weights,
@@ -110,9 +147,13 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             max_to_keep=self.keep_checkpoint_max if chief else 1, checkpoint_name="ckpt")
 
     def on_train_batch_end(self, batch, logs=None):
-        every = self.save_checkpoints_steps
-        if every and self._step() // every > (self._last_saved_step or 0) // every:
+        if self._save_due(self.counted_step(batch)) and self._save_due(self.read_step(batch)):
             self.save()
+
+    def _save_due(self, step: int) -> bool:
+        """Whether `step` is at or past a multiple of save_checkpoints_steps not saved yet."""
+        every = self.save_checkpoints_steps
+        return bool(every) and step // every > (self._last_saved_step or 0) // every
 
     def on_epoch_end(self, epoch, logs=None):
         if self._last_saved_step != self._step():
@@ -140,9 +181,10 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         return current_step(self.model)
 
 
-class StepSummaries(keras.callbacks.Callback):
+class StepSummaries(StepCountingCallback):
     """The training logs of every step (loss parts, learning rate) as TensorBoard scalars in
-    `log_dir`, at the optimizer's step; only the chief writes."""
+    `log_dir`, at the optimizer's step as counted (with float16, see `StepCountingCallback`);
+    only the chief writes."""
 
     def __init__(self, log_dir: str | os.PathLike):
         super().__init__()
@@ -156,7 +198,7 @@ class StepSummaries(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         with log_write_errors_named(self.log_dir), self._writer.as_default(
-                step=current_step(self.model)):
+                step=self.counted_step(batch)):
             for name, value in (logs or {}).items():
                 if math.isfinite(float(value)):
                     tf.summary.scalar(name, float(value))
@@ -172,7 +214,7 @@ def log_write_errors_named(log_dir: str):
                               "saved so far are complete.")
 
 
-class ImageSummaries(keras.callbacks.Callback):
+class ImageSummaries(StepCountingCallback):
     """With hparams img_summary_steps = n, TensorBoard images every n steps, as the official
     trainer: the first images of the training batch ('input_image', pixels again, in
     model_dir/train_images; `input_image_summary` writes them from inside the step), and with
@@ -203,8 +245,10 @@ class ImageSummaries(keras.callbacks.Callback):
         self._default_writer.__enter__()
 
     def on_train_batch_end(self, batch, logs=None):
-        step = current_step(self.model)
-        if self.sample_image is None or step % self.every:
+        if self.sample_image is None or self.counted_step(batch) % self.every:
+            return
+        step = self.read_step(batch)  # drawing reads the weights: on JAX, a sync anyway
+        if step % self.every:  # float16 skipped steps: the optimizer is not there yet
             return
         with log_write_errors_named(self.model_dir), self._writers["test_images"].as_default(
                 step=step):
