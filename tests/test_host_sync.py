@@ -58,6 +58,7 @@ class SyncsPerStep(keras.callbacks.Callback):
         self.per_step.append(self.calls - self._calls_before)
 
 
+@pytest.mark.slow  # compiles JAX's training step (100 s on 2 cores with an empty cache)
 @pytest.mark.any_backend
 @pytest.mark.skipif(BACKEND != "jax", reason="only JAX's fit keeps the training state outside "
                                              "the variables (Callback.model syncs it back)")
@@ -72,6 +73,7 @@ def test_on_jax_the_callbacks_sync_the_state_only_to_save(tmp_path):
     assert scalar_steps(tmp_path / "train", "loss") == list(range(1, 9))
 
 
+@pytest.mark.slow  # two eager fits of the bookkeeping: 16 s, the ten minutes are full
 def test_with_steps_per_execution_the_count_goes_by_each_executions_last_batch(tmp_path):
     detector = make_detector(CONFIG, run_eagerly=True)  # the counts are the point
     detector.compile(run_eagerly=True, steps_per_execution=2)  # Keras: one batch end per 2 steps
@@ -81,6 +83,7 @@ def test_with_steps_per_execution_the_count_goes_by_each_executions_last_batch(t
     assert scalar_steps(tmp_path / "train", "loss") == [2, 4]
 
 
+@pytest.mark.slow  # a float16 fit with a forced overflow: 24 s
 def test_under_float16_a_skipped_step_delays_the_checkpoint_not_the_step_scalars(
         tmp_path, dtype_policy):  # noqa: F811
     """Step 2 overflows (loss scale 1e30) and is skipped: the count of batches runs one ahead

@@ -46,7 +46,8 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
         raise ConfigError(f"Unknown export formats {unknown}; choose from {EXPORT_FORMATS}.")
     calibrated = [name for name in formats if name.endswith("_int8")]
     if calibrated and calibration_data is None:
-        raise ConfigError(f"{' and '.join(calibrated)} calibrate on real images: give them "
+        verb = "calibrates" if len(calibrated) == 1 else "calibrate"
+        raise ConfigError(f"{' and '.join(calibrated)} {verb} on real images: give them "
                           "(--file_pattern, or ObjectDetector.export's representative_data, e.g. "
                           "the training data), or leave int8 out.")
     require_writable_folder(directory, "export directory")
