@@ -31,7 +31,11 @@ from efficientdet_tf.output_files import (
     write_errors_named,
     written_whole,
 )
-from efficientdet_tf.training.run_checkpoints import newest_good_checkpoint, save_checkpoint
+from efficientdet_tf.training.run_checkpoints import (
+    CHECKPOINT_NAME,
+    newest_good_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +148,7 @@ class TrainingCheckpoints(StepCountingCallback):
         return tf.train.CheckpointManager(
             self._state.checkpoint,
             self.model_dir if chief else tempfile.mkdtemp(prefix="edet_worker_"),
-            max_to_keep=self.keep_checkpoint_max if chief else 1, checkpoint_name="ckpt")
+            max_to_keep=self.keep_checkpoint_max if chief else 1, checkpoint_name=CHECKPOINT_NAME)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._save_due(self.counted_step(batch)) and self._save_due(self.read_step(batch)):

@@ -29,6 +29,7 @@ from efficientdet_tf.output_files import (
 
 DAMAGED_DIR_NAME = "damaged"
 STATE_FILE_NAME = "checkpoint"  # tf.train.CheckpointManager's
+CHECKPOINT_NAME = "ckpt"  # a run's checkpoints are model_dir/ckpt-<step>
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +100,7 @@ def _drop_from_state(model_dir: str, names: set[str]) -> None:
 def save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
     """`manager.save(step)`; a write error removes the partial files and raises
     `WriteFailedError` naming the last good checkpoint."""
-    prefix = os.path.join(manager.directory, f"ckpt-{step}")
+    prefix = os.path.join(manager.directory, f"{CHECKPOINT_NAME}-{step}")
     last_good = manager.latest_checkpoint
     keeps = (f"The last good checkpoint, {last_good}, stays the one {STATE_FILE_NAME!r} names: "
              "free some space and run again to resume from it." if last_good else
