@@ -7,22 +7,22 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def select_by_score(boxes, scores, classes, settings, per_class: bool, num_classes: int):
+def select_by_score(boxes, scores, labels, settings, per_class: bool, num_classes: int):
     """`nms.select_by_score` with `NonMaxSuppressionV5`, image by image."""
 
     def one_image(candidates):
-        boxes, scores, classes = candidates
+        boxes, scores, labels = candidates
         if per_class:
-            indices, kept_scores, count = _per_class_nms(boxes, scores, classes, settings,
+            indices, kept_scores, count = _per_class_nms(boxes, scores, labels, settings,
                                                          num_classes)
         else:
             indices, kept_scores, count = _nms(boxes, scores, settings)
-        return tf.gather(boxes, indices), kept_scores, tf.gather(classes, indices), count
+        return tf.gather(boxes, indices), kept_scores, tf.gather(labels, indices), count
 
     size = settings.max_output_size
     kept = tf.map_fn(
         one_image,
-        (boxes, scores, tf.cast(classes, tf.int32)),
+        (boxes, scores, tf.cast(labels, tf.int32)),
         fn_output_signature=(tf.TensorSpec([size, 4], tf.float32),
                              tf.TensorSpec([size], tf.float32),
                              tf.TensorSpec([size], tf.int32),

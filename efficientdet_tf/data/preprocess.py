@@ -73,11 +73,23 @@ def fitted_size(height, width, config) -> tuple[tf.Tensor, tf.Tensor]:
 def normalize_image(
     image: tf.Tensor, mean_rgb: Sequence[float], stddev_rgb: Sequence[float]
 ) -> tf.Tensor:
-    """uint8 RGB [..., 3] -> float32 (image - mean_rgb) / stddev_rgb per channel, 0..255 units."""
+    """uint8 RGB [..., width, 3] -> float32 (image - mean_rgb) / stddev_rgb per channel, 0..255
+    units.
+
+    The per-channel constants are tiled along a whole row ([width * 3], the image seen as
+    [..., width * 3]): the same values as broadcasting [3], but a broadcast whose inner dimension
+    is 3 is an element-by-element loop in ONNX Runtime (34 ms for a 480x640 image against 1.5 ms
+    by rows).
+    """
     image = tf.cast(image, tf.float32)
-    image -= tf.constant(mean_rgb, shape=(1, 1, 3), dtype=tf.float32)
-    image /= tf.constant(stddev_rgb, shape=(1, 1, 3), dtype=tf.float32)
-    return image
+    shape = tf.shape(image)
+    rows = tf.reshape(image, tf.concat([shape[:-2], [-1]], axis=0))
+    width = shape[-2:-1]
+    rows -= tf.tile(tf.constant(mean_rgb, tf.float32), width)
+    rows /= tf.tile(tf.constant(stddev_rgb, tf.float32), width)
+    normalized = tf.reshape(rows, shape)
+    normalized.set_shape(image.shape)
+    return normalized
 
 
 def apply_scale_range(images: tf.Tensor, config) -> tf.Tensor:

@@ -50,7 +50,8 @@ class Selection(NamedTuple):
     """Kept candidates, best first, padded to max_output_size (padding rows hold zeros).
 
     boxes: [batch, max_output_size, 4]; scores: [batch, max_output_size];
-    classes: int32 [batch, max_output_size], 0-based; counts: int32 [batch].
+    classes: int32 [batch, max_output_size], 0-based (`select_by_score`: the labels it was
+    given); counts: int32 [batch].
     """
 
     boxes: object
@@ -59,13 +60,15 @@ class Selection(NamedTuple):
     counts: object
 
 
-def select_by_score(boxes, scores, classes, settings: NmsSettings, per_class: bool,
+def select_by_score(boxes, scores, labels, settings: NmsSettings, per_class: bool,
                     num_classes: int) -> Selection:
-    """NMS over candidates boxes [batch, K, 4] (yxyx), scores [batch, K] and their 0-based
-    classes [batch, K]: over all of them, or with `per_class` within each class (boxes of
-    other classes never suppress each other; the best of all classes are kept)."""
-    kept = greedy_nms(boxes, scores, settings, classes if per_class else None)
-    return _gather(kept, boxes, classes)
+    """NMS over candidates boxes [batch, K, 4] (yxyx), scores [batch, K] and int32 labels
+    [batch, K], which the selection's `classes` carry: over all of them, or with `per_class`
+    within each class, the labels being 0-based classes (boxes of other classes never suppress
+    each other; the best of all classes are kept). Without `per_class` a label may be anything,
+    e.g. the candidate's anchor, whose class is then found for the kept ones only."""
+    kept = greedy_nms(boxes, scores, settings, labels if per_class else None)
+    return _gather(kept, boxes, labels)
 
 
 def select_per_class_pairs(boxes, scores, settings: NmsSettings) -> Selection:
