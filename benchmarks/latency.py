@@ -11,7 +11,8 @@ Batch 1, one 480x640 uint8 image in, detections in original pixels out:
             (tflite_int8: the int8 export);
   onnx      the ONNX export (hard NMS inside) run by ONNX Runtime (onnx_int8: the int8 export);
   openvino  the OpenVINO IR run by OpenVINO at float32 (openvino_bf16: at bf16, OpenVINO's
-            default on CPUs with AMX; the same as float32 elsewhere);
+            default on CPUs with AMX; the same as float32 elsewhere; openvino_int8: the int8
+            export, NNCF's);
   yardstick keras.applications.EfficientNetB0(include_top=False, weights=None) at 512x512, the
             network alone.
 Each path runs with the official hparams and with a pre-NMS top-k (nms_configs.max_nms_inputs).
@@ -45,7 +46,7 @@ from efficientdet_tf.model.builder import build_model
 from efficientdet_tf.model.checkpoint import load_weights
 
 TARGETS = {"tf": 1.1, "tflite": 0.8, "tflite_int8": 0.35, "onnx": 0.6, "onnx_int8": 0.35,
-           "openvino": 0.6, "openvino_bf16": 0.6}
+           "openvino": 0.6, "openvino_bf16": 0.6, "openvino_int8": 0.35}
 IMAGE_SHAPE = (480, 640, 3)
 YARDSTICK_SIZE = 512
 
@@ -68,12 +69,14 @@ def detection_functions(model, config, image: np.ndarray, directory: Path,
         dataset=calibration_data, num_calibration_images=calibration_images, metadata=False),
         config) for quantization in ("float32", "int8"))
     onnx = open_onnx(export_onnx(model, config, directory / "model.onnx"), config)
+    calibration = calibration_pixels(calibration_data, config, calibration_images)
     onnx_int8 = open_onnx(export_onnx(
-        model, config, directory / "model_int8.onnx",
-        calibration=calibration_pixels(calibration_data, config, calibration_images)), config)
+        model, config, directory / "model_int8.onnx", calibration=calibration), config)
     openvino_ir = export_openvino(model, config, directory / "openvino" / "model.xml")
     openvino = {precision: open_openvino(openvino_ir, config, precision)
                 for precision in ("f32", "bf16")}
+    openvino_int8 = open_openvino(export_openvino(
+        model, config, directory / "openvino_int8" / "model.xml", calibration=calibration), config)
     return {
         "tf": lambda: tf_detect(images),
         "tflite": lambda: tflite.detect_one(image),
@@ -82,6 +85,7 @@ def detection_functions(model, config, image: np.ndarray, directory: Path,
         "onnx_int8": lambda: onnx_int8(image[np.newaxis]),
         "openvino": lambda: openvino["f32"](image[np.newaxis]),
         "openvino_bf16": lambda: openvino["bf16"](image[np.newaxis]),
+        "openvino_int8": lambda: openvino_int8(image[np.newaxis]),
     }
 
 

@@ -248,9 +248,10 @@ class ObjectDetector(keras.Model):
                onnx_nms: bool = True) -> dict[str, Path]:
         """Writes what `--mode=export` writes (`export.formats.export_formats`): by default the
         SavedModel in `directory` and `directory/float32.tflite`, `directory/float16.tflite`;
-        'tflite_int8' and 'onnx_int8' (`directory/model_int8.onnx`), calibrated on the first
-        `num_calibration_images` of `representative_data` (the forms `fit` takes), 'onnx'
-        (`directory/model.onnx`) and 'openvino' (`directory/openvino/model.xml`) on request.
+        'tflite_int8', 'onnx_int8' (`directory/model_int8.onnx`) and 'openvino_int8'
+        (`directory/openvino_int8/model.xml`), calibrated on the first `num_calibration_images` of
+        `representative_data` (the forms `fit` takes), 'onnx' (`directory/model.onnx`) and
+        'openvino' (`directory/openvino/model.xml`) on request.
         Returns {format: path}."""
         return export_formats(
             Detector(self.config, self.network), directory, formats,

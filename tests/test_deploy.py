@@ -8,6 +8,7 @@ the segmentation masks must be equal too.
 """
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,9 +22,9 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.data.preprocess import preprocess_images
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.errors import ConfigError
-from efficientdet_tf.export.calibration import calibration_pixels
 from efficientdet_tf.export.formats import export_formats
 from efficientdet_tf.export.onnx import export_onnx, hard_nms_config
+from efficientdet_tf.export.openvino_int8 import quantized_ir
 from efficientdet_tf.inference.detector import Detector, detections_from_dict
 from efficientdet_tf.inference.loading import open_detector, open_exported
 from efficientdet_tf.inference.postprocess import Postprocessor
@@ -31,6 +32,8 @@ from efficientdet_tf.inference.runtime_detector import MissingRuntimeError, open
 from efficientdet_tf.inference.segmentation_masks import SEGMENTATION_MASKS
 from efficientdet_tf.model.builder import model_outputs
 
+# OpenVINO's convolution ops (the segmentation head ends in a transposed one).
+CONVOLUTIONS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
 IMAGES = {"batch of 2": (2, 100, 150), "tall": (1, 120, 70)}  # another size than the network's
 
 
@@ -132,11 +135,22 @@ def test_a_missing_runtime_names_the_install_command(monkeypatch, tmp_path):
         open_onnx(tmp_path / "model.onnx", get_config("efficientdet-d0"))
 
 
-@pytest.mark.parametrize("flag", ["--onnx_nms=false", "--onnx_precision=int8"])
-def test_an_onnx_flag_without_onnx_is_refused(flag, tmp_path, capsys):
+def test_a_missing_quantizer_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "nncf", None)
+    with pytest.raises(MissingRuntimeError,
+                       match=r"nncf is needed to quantize OpenVINO IRs.*pip install -e "
+                             r"\"\.\[deploy\]\" \(or pip install nncf\)"):
+        quantized_ir(None, [])
+
+
+@pytest.mark.parametrize("flag, file", [("--onnx_nms=false", "ONNX file: give --onnx"),
+                                        ("--onnx_precision=int8", "ONNX file: give --onnx"),
+                                        ("--openvino_precision=int8",
+                                         "OpenVINO IR file: give --openvino")])
+def test_a_file_flag_without_its_file_is_refused(flag, file, tmp_path, capsys):
     status = run_cli("--mode=export", f"--saved_model_dir={tmp_path}", f"--ckpt={tmp_path}", flag)
     assert status != 0
-    assert f"{flag} changes the ONNX file: give --onnx too" in capsys.readouterr().err
+    assert f"{flag} changes the {file} too" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # converts the network to ONNX, then calibrates and quantizes it
@@ -165,14 +179,60 @@ def test_an_int8_onnx_file_has_int8_convolutions_and_the_float_files_scores(
     np.testing.assert_allclose(int8[0], float32[0], atol=1.0)
 
 
-def test_int8_calibration_data_without_images_is_named(tmp_path):
-    """TFRecords that hold no image (a conversion that skipped every one)."""
+@pytest.mark.slow  # converts the network to OpenVINO, then calibrates and quantizes it
+def test_an_int8_openvino_ir_quantizes_the_network_alone(network, exported, tmp_path):
+    """Most convolutions read int8 (FakeQuantize) inputs, but the last ones (the class and box
+    predictions, the segmentation logits) and everything after them (decoding, NMS) stay float;
+    the top scores are the float IR's within int8's rounding."""
+    import openvino  # noqa: PLC0415 (the deploy extra)
+
+    model, config = network
+    path = export_formats(Detector(config, model), tmp_path, ["openvino_int8"],
+                          calibration_data="synthetic:val:8",
+                          num_calibration_images=8)["openvino_int8"]
+    assert path == tmp_path / "openvino_int8" / "model.xml"
+    ops = openvino.Core().read_model(path).get_ordered_ops()
+    convolutions = [op for op in ops if op.get_type_name() in CONVOLUTIONS]
+    quantized = [op for op in convolutions if "FakeQuantize" in input_types(op)]
+    assert len(quantized) > len(convolutions) / 2
+    for op in ops_that_stay_float(ops):
+        assert "FakeQuantize" not in input_types(op), op
+    found, expected = (detections_from_dict(open_exported(file, config)(images("batch of 2")))
+                       for file in (path, exported["openvino"]))
+    np.testing.assert_allclose(found.scores[:, :10], expected.scores[:, :10], atol=0.05)
+
+
+def input_types(op) -> list[str]:
+    return [value.get_source_output().get_node().get_type_name() for value in op.inputs()]
+
+
+def ops_that_stay_float(ops) -> list:
+    """The ops from the IR's outputs back to the last convolutions (included), through every
+    value read: the decoding, NMS, the predictions, and the pre-processing's shape arithmetic."""
+    found, stack = {}, [op for op in ops if op.get_type_name() == "Result"]
+    while stack:
+        op = stack.pop()
+        if op.get_friendly_name() in found or op.get_type_name() == "FakeQuantize":
+            continue
+        found[op.get_friendly_name()] = op
+        # ShapeOf reads the shape of a network tensor, not its values.
+        if op.get_type_name() not in (*CONVOLUTIONS, "ShapeOf"):
+            stack.extend(value.get_source_output().get_node() for value in op.inputs())
+    return list(found.values())
+
+
+@pytest.mark.parametrize("file_format", ["onnx_int8", "openvino_int8"])
+def test_int8_calibration_data_without_images_is_named(file_format, tmp_path):
+    """TFRecords that hold no image (a conversion that skipped every one): named before the
+    network is read (the detector has none here), and nothing is written."""
     tf.io.TFRecordWriter(str(tmp_path / "calibration-00000-of-00001.tfrecord")).close()
     spec = f"{tmp_path}/calibration-*"
+    detector = SimpleNamespace(network=None, config=get_config("efficientdet-d0", SHARED))
     with pytest.raises(ConfigError, match=re.escape(
             f"The int8 calibration data {spec} yields no images: give images of the data the "
             "model will see (--file_pattern, or representative_data).")):
-        calibration_pixels(spec, get_config("efficientdet-d0", SHARED))
+        export_formats(detector, tmp_path / "export", [file_format], calibration_data=spec)
+    assert not list(tmp_path.glob("export/**/*"))
 
 
 @pytest.mark.parametrize("path", ["model.onnx", "float32.tflite", "checkpoint"])

@@ -12,7 +12,11 @@ from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.export.calibration import DEFAULT_CALIBRATION_STEPS
 from efficientdet_tf.export.formats import FORMAT_LABELS, export_formats
 from efficientdet_tf.export.onnx import ONNX_FILE_NAME, ONNX_INT8_FILE_NAME
-from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME
+from efficientdet_tf.export.openvino import (
+    OPENVINO_DIR_NAME,
+    OPENVINO_FILE_NAME,
+    OPENVINO_INT8_DIR_NAME,
+)
 from efficientdet_tf.export.tflite import INPUT_LAYOUTS, QUANTIZATIONS
 from efficientdet_tf.inference.detector import Detector
 from efficientdet_tf.output_files import require_writable_folder
@@ -42,6 +46,10 @@ flags.DEFINE_bool("onnx_nms", True,
 flags.DEFINE_bool("openvino", False,
                   f"Also write the OpenVINO IR <saved_model_dir>/{OPENVINO_DIR_NAME}/"
                   f"{OPENVINO_FILE_NAME} (and .bin): the SavedModel's interface and NMS.")
+flags.DEFINE_enum("openvino_precision", "float32", ("float32", "int8"),
+                  f"With --openvino: int8 writes <saved_model_dir>/{OPENVINO_INT8_DIR_NAME}/"
+                  f"{OPENVINO_FILE_NAME} instead, NNCF's quantization of the network's "
+                  "convolutions, calibrated on --num_calibration_steps images of --file_pattern.")
 
 
 def run(flag_values) -> None:
@@ -50,15 +58,15 @@ def run(flag_values) -> None:
         raise ConfigError("--mode=export needs --saved_model_dir, the output directory.")
     if not flag_values.ckpt:
         raise ConfigError("--mode=export needs --ckpt, the checkpoint to export.")
-    for name, value, default in (("onnx_nms", flag_values.onnx_nms, True),
-                                 ("onnx_precision", flag_values.onnx_precision, "float32")):
-        if value != default and not flag_values.onnx:
-            raise ConfigError(f"--{name}={str(value).lower()} changes the ONNX file: give --onnx "
-                              "too.")
-    onnx_format = "onnx" if flag_values.onnx_precision == "float32" else "onnx_int8"
+    for name, default, file in (("onnx_nms", True, "onnx"), ("onnx_precision", "float32", "onnx"),
+                                ("openvino_precision", "float32", "openvino")):
+        value = flag_values[name].value
+        if value != default and not flag_values[file].value:
+            raise ConfigError(f"--{name}={str(value).lower()} changes the {FORMAT_LABELS[file]} "
+                              f"file: give --{file} too.")
     formats = ["saved_model", *([f"tflite_{flag_values.tflite}"] if flag_values.tflite else []),
-               *([onnx_format] if flag_values.onnx else []),
-               *(["openvino"] if flag_values.openvino else [])]
+               *(_precise_format(file, flag_values[f"{file}_precision"].value)
+                 for file in ("onnx", "openvino") if flag_values[file].value)]
     require_writable_folder(flag_values.saved_model_dir, "--saved_model_dir")
     config = config_from_flags(flag_values)
     with usage_errors():
@@ -70,3 +78,8 @@ def run(flag_values) -> None:
             tflite_input=flag_values.tflite_input, onnx_nms=flag_values.onnx_nms)
     for name, path in written.items():
         print(f"{FORMAT_LABELS[name]} written to {path}")
+
+
+def _precise_format(file: str, precision: str) -> str:
+    """The export format of `file` ('onnx', 'openvino') at `precision` (float32, int8)."""
+    return file if precision == "float32" else f"{file}_int8"

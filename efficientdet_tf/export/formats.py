@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 from efficientdet_tf.errors import ConfigError
 from efficientdet_tf.export.calibration import DEFAULT_CALIBRATION_STEPS, calibration_pixels
 from efficientdet_tf.export.onnx import ONNX_FILE_NAME, ONNX_INT8_FILE_NAME, export_onnx
-from efficientdet_tf.export.openvino import OPENVINO_DIR_NAME, OPENVINO_FILE_NAME, export_openvino
+from efficientdet_tf.export.openvino import (
+    OPENVINO_DIR_NAME,
+    OPENVINO_FILE_NAME,
+    OPENVINO_INT8_DIR_NAME,
+    export_openvino,
+)
 from efficientdet_tf.export.saved_model import export_saved_model
 from efficientdet_tf.export.tflite import QUANTIZATIONS, export_tflite
 from efficientdet_tf.inference.detector import Detector
@@ -17,13 +23,13 @@ from efficientdet_tf.output_files import require_writable_folder
 
 # What `ObjectDetector.export` writes by default: no calibration data needed, no extra installed.
 DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16")
-# The *_int8 formats calibrate on real images; "onnx*" and "openvino" need the deploy extra.
+# The *_int8 formats calibrate on real images; "onnx*" and "openvino*" need the deploy extra.
 EXPORT_FORMATS = ("saved_model", *(f"tflite_{q}" for q in QUANTIZATIONS), "onnx", "onnx_int8",
-                  "openvino")
+                  "openvino", "openvino_int8")
 
 # How the command line names each format's file when it reports it.
 FORMAT_LABELS = {"saved_model": "SavedModel", "onnx": "ONNX", "onnx_int8": "ONNX (int8)",
-                 "openvino": "OpenVINO IR",
+                 "openvino": "OpenVINO IR", "openvino_int8": "OpenVINO IR (int8)",
                  **{f"tflite_{q}": f"TFLite ({q})" for q in QUANTIZATIONS}}
 
 
@@ -33,8 +39,8 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
                    onnx_nms: bool = True) -> dict[str, Path]:
     """Writes `detector` in each of `formats`: the SavedModel in `directory`, each TFLite file as
     `directory/<precision>.tflite`, 'onnx' as `directory/model.onnx`, 'onnx_int8' as
-    `directory/model_int8.onnx`, 'openvino' as `directory/openvino/model.xml`; returns
-    {format: path}.
+    `directory/model_int8.onnx`, 'openvino' as `directory/openvino/model.xml`, 'openvino_int8' as
+    `directory/openvino_int8/model.xml`; returns {format: path}.
 
     The *_int8 formats calibrate on the first `num_calibration_images` of `calibration_data` (a
     dataset spec, source or dataset);
@@ -52,6 +58,11 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
                           "the training data), or leave int8 out.")
     require_writable_folder(directory, "export directory")
     network, config, directory = detector.network, detector.config, Path(directory)
+
+    @functools.cache
+    def calibration():  # read once for the int8 ONNX file and IR
+        return calibration_pixels(calibration_data, config, num_calibration_images)
+
     written = {}
     if "saved_model" in formats:
         written["saved_model"] = Path(export_saved_model(detector, directory))
@@ -66,8 +77,12 @@ def export_formats(detector: Detector, directory: str | os.PathLike, formats=DEF
     if "onnx_int8" in formats:
         written["onnx_int8"] = export_onnx(
             network, config, directory / ONNX_INT8_FILE_NAME, nms=onnx_nms,
-            calibration=calibration_pixels(calibration_data, config, num_calibration_images))
+            calibration=calibration())
     if "openvino" in formats:
         written["openvino"] = export_openvino(
             network, config, directory / OPENVINO_DIR_NAME / OPENVINO_FILE_NAME)
+    if "openvino_int8" in formats:
+        written["openvino_int8"] = export_openvino(
+            network, config, directory / OPENVINO_INT8_DIR_NAME / OPENVINO_FILE_NAME,
+            calibration=calibration())
     return written

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 PRE_NMS_OUTPUTS = ("boxes", "scores")
 DEPLOY_INSTALL = 'pip install -e ".[deploy]"'
 _PACKAGES = {"onnxruntime": "onnxruntime", "onnxruntime.quantization": "onnxruntime",
-             "openvino": "openvino", "tf2onnx": "tf2onnx"}
+             "openvino": "openvino", "tf2onnx": "tf2onnx", "nncf": "nncf"}
 # What OpenVINO IRs run at on the CPU (INFERENCE_PRECISION_HINT); the other runtimes, float32.
 INFERENCE_PRECISIONS = ("f32", "bf16")
 # Keys of the metadata the exporters write into the files.
