@@ -173,6 +173,11 @@ class Backend:
 
     # --- distribution -----------------------------------------------------------------------
 
+    def join_processes(self, strategy: str, timeout_s: int) -> None:
+        """Joins this process to the other processes that `--strategy=strategy` trains with,
+        waiting up to `timeout_s` for them; called before the framework computes anything.
+        Here nothing to join (TensorFlow's workers meet in their strategy, from TF_CONFIG)."""
+
     def make_distribution(self, name: str, tpu: str | None = None, tpu_zone: str | None = None,
                           gcp_project: str | None = None):
         """The distribution over devices that `--strategy=name` means here (None: one device);

@@ -1,5 +1,6 @@
 """The JAX backend: the training step as Keras's stateless `train_step(state, data)` under
-`jax.jit`, and `keras.distribution.DataParallel` over the devices.
+`jax.jit`, and `keras.distribution.DataParallel` over the devices of one process or of several
+(joined in `jax_processes`).
 
 Keras's JAX trainer hands the step the values of the model's variables (trainable,
 non-trainable, optimizer's, metrics') and takes back their new values. The recipe is written
@@ -16,9 +17,10 @@ import logging
 
 import jax
 import keras
+import tensorflow as tf
 
+from efficientdet_tf.backends import jax_processes
 from efficientdet_tf.backends.base import Backend, Replicas, check_strategy_name
-from efficientdet_tf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class JaxBackend(Backend):
 
     def probe_devices(self):
         """`jax.devices()`, with JAX's info line on absent CUDA and TPU (from Python) quieted."""
-        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        _quiet_device_search()
         jax.devices()
 
     # --- training ---------------------------------------------------------------------------
@@ -96,31 +98,59 @@ class JaxBackend(Backend):
 
     # --- distribution -----------------------------------------------------------------------
 
+    def join_processes(self, strategy, timeout_s):
+        """`multi-worker`: the processes Keras's environment variables describe; `tpu`: the
+        hosts of the TPU pod slice (see `jax_processes`)."""
+        _quiet_device_search()  # joining starts JAX
+        if strategy == "multi-worker":
+            jax_processes.join(jax_processes.ProcessGroup.from_environment(), timeout_s)
+        elif strategy == "tpu":
+            jax_processes.join_tpu_hosts(timeout_s)
+
     def make_distribution(self, name, tpu=None, tpu_zone=None, gcp_project=None):
-        """`keras.distribution.DataParallel` over the local GPUs for `gpus`, the TPU VM's chips
-        for `tpu`; None (one device) for `default`."""
+        """`keras.distribution.DataParallel` over the devices of every joined process
+        (`join_processes`): the local GPUs for `gpus`, the TPU chips for `tpu`, the processes'
+        devices for `multi-worker`; None (one device) for `default`. `--tpu` names nothing on
+        JAX: JAX finds the TPU VM's hosts itself."""
         check_strategy_name(name)
-        if name == "multi-worker":
-            raise ConfigError(
-                "--strategy=multi-worker (TF_CONFIG) is TensorFlow's: run it with "
-                "KERAS_BACKEND=tensorflow, or on JAX use --strategy=gpus or --strategy=tpu for "
-                "the devices of this host.")
-        if tpu not in (None, "local"):
-            raise ConfigError(f"--tpu={tpu}: on JAX, training runs on the TPU VM's own chips; "
-                              "run on the TPU VM with --strategy=tpu and without --tpu.")
         if name == "default":
             return None
+        if name == "tpu" and tpu not in (None, "local"):
+            log.info("--tpu=%s: JAX finds the hosts of the TPU VM it runs on itself.", tpu)
         devices = keras.distribution.list_devices()
-        if not any(device.lower().startswith(_DEVICE_KINDS[name]) for device in devices):
+        expected = _DEVICE_KINDS.get(name)
+        if expected and not any(device.lower().startswith(expected) for device in devices):
             log.warning("--strategy=%s, but JAX finds no %s (devices: %s): training runs on them.",
-                        name, _DEVICE_KINDS[name].upper(), ", ".join(devices))
+                        name, expected.upper(), ", ".join(devices))
         return keras.distribution.DataParallel(devices=devices)
+
+    def distributed_dataset(self, distribution, make_dataset, global_batch_size):
+        """The global batch on one process; with several, each reads its own shard of the data
+        (`make_dataset(per_process_batch, input_context)`), which Keras then leaves as it is."""
+        processes = jax.process_count()
+        if distribution is None or processes == 1:
+            return make_dataset(global_batch_size, None)
+        distribution.auto_shard_dataset = False
+        context = tf.distribute.InputContext(
+            num_input_pipelines=processes, input_pipeline_id=jax.process_index(),
+            num_replicas_in_sync=self.num_replicas(distribution))
+        return make_dataset(global_batch_size // processes, context)
+
+    def is_chief(self, distribution) -> bool:
+        """Process 0 writes the checkpoints and logs of a run in several processes."""
+        return jax.process_index() == 0
 
     def accelerator(self, distribution) -> str:
         devices = (keras.distribution.list_devices() if distribution is None
                    else [str(d) for d in distribution.device_mesh.devices.flatten()])
         kind = devices[0].lower()
         return "tpu" if kind.startswith("tpu") else "gpu" if kind.startswith("gpu") else "cpu"
+
+
+def _quiet_device_search() -> None:
+    """Hides JAX's info line on the platforms it did not find (CUDA, TPU), logged once when it
+    first looks for its devices."""
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def _positions(variables: list, chosen: list) -> list[int]:

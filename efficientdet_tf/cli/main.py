@@ -19,11 +19,11 @@ with native_stderr_silenced():
     import tensorflow as tf
 
     tf.config.list_physical_devices()  # the device probe logs too
-    probe_devices()
 
 from absl import app, flags  # noqa: E402
 
 from efficientdet_tf import backends  # noqa: E402
+from efficientdet_tf.cli import train  # noqa: E402
 from efficientdet_tf.cli.modes import MODES, TENSORFLOW_ONLY_MODES, TRAINING_MODES  # noqa: E402
 from efficientdet_tf.errors import ConfigError, FaultError  # noqa: E402
 from efficientdet_tf.output_files import WRITE_ERRORS, write_fault  # noqa: E402
@@ -44,6 +44,9 @@ def _main(argv: list[str]) -> None:
             backends.current().require_tensorflow(f"--mode={mode}", backends.PREDICTS_EVERYWHERE)
         if mode in TRAINING_MODES:
             backends.current().require_training(f"--mode={mode}")
+            train.join_processes(flags.FLAGS)  # before JAX first looks at its devices
+        with native_stderr_silenced():
+            probe_devices()
         MODES[mode](flags.FLAGS)
     except (ConfigError, app.UsageError) as error:
         _exit_with_error(str(error), USAGE_ERROR_STATUS)

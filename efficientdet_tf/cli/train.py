@@ -1,5 +1,5 @@
 """`--mode=train` and `--mode=train_and_eval`: the official recipe on any tf.distribute strategy,
-or on JAX over the devices of a Keras DataParallel distribution."""
+or on JAX over the devices of a Keras DataParallel distribution, in one process or several."""
 
 from __future__ import annotations
 
@@ -45,9 +45,16 @@ flags.DEFINE_string("pretrained_ckpt", None,
 flags.DEFINE_string("backbone_ckpt", None, "EfficientNet checkpoint to start the backbone from "
                     "(a path, or an official name such as efficientnet-b0).")
 flags.DEFINE_enum("strategy", "default", STRATEGIES,
-                  "default: one device; gpus: all local GPUs; multi-worker: from TF_CONFIG; "
-                  "tpu: a TPU or TPU pod (--tpu).")
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address, with --strategy=tpu.")
+                  "default: one device; gpus: all local GPUs; multi-worker: several processes, "
+                  "on TensorFlow the workers of TF_CONFIG, on JAX those of "
+                  "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and "
+                  "KERAS_DISTRIBUTION_PROCESS_ID; tpu: a TPU or TPU pod slice (TensorFlow: "
+                  "--tpu; JAX: the hosts of the TPU VM it runs on).")
+flags.DEFINE_integer("process_join_timeout", 300,
+                     "Seconds a process of a run in several processes on JAX "
+                     "(--strategy=multi-worker or tpu) waits for the others to join.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address, with --strategy=tpu "
+                    "(TensorFlow).")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
 flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
 flags.DEFINE_integer("tf_random_seed", None, "Seed for weights initialization and data order.")
@@ -55,6 +62,15 @@ flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function c
 flags.DEFINE_integer("save_checkpoints_steps", 0,
                      "Also save a checkpoint every this many steps (0: only at epoch ends).")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept in model_dir.")
+
+
+def join_processes(flag_values) -> None:
+    """Joins the other processes of the run (JAX's --strategy=multi-worker and tpu): before the
+    Keras backend first looks at its devices."""
+    if flag_values.process_join_timeout < 1:
+        raise ConfigError(f"--process_join_timeout={flag_values.process_join_timeout}: give "
+                          "the seconds to wait for the other processes, 1 or more.")
+    backends.current().join_processes(flag_values.strategy, flag_values.process_join_timeout)
 
 
 def run(flag_values) -> None:
