@@ -151,7 +151,7 @@ def test_the_command_line_trains_and_evaluates(tmp_path, capsys):
     assert run_cli("--mode=train", "--strategy=multi-worker", "--train_file_pattern=synthetic",
                    f"--model_dir={tmp_path / 'other'}") == 2
     error = capsys.readouterr().err.strip().splitlines()
-    refusal = {"jax": "--strategy=multi-worker (TF_CONFIG) is TensorFlow's",
+    refusal = {"jax": "KERAS_DISTRIBUTION_PROCESS_ID are not set: set all three in every process",
                "torch": "--strategy=multi-worker: Keras distributes no training on PyTorch"}
     assert len(error) == 1 and refusal[BACKEND] in error[0]
 
