@@ -77,6 +77,19 @@ def test_a_coordinator_whose_port_is_taken_is_refused():
             jax_processes.join(group, timeout_s=1)
 
 
+@pytest.mark.slow  # a new process importing TensorFlow, Keras and JAX
+def test_tpu_strategy_on_jax_off_a_tpu_vm_is_refused_in_one_line():
+    """In a new process, as the command line joins before JAX starts."""
+    joined = subprocess.run(
+        [sys.executable, "-c", "from efficientdet_tf.backends import jax_processes\n"
+                               "jax_processes.join_tpu_hosts(5)"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert joined.returncode == 1
+    assert joined.stderr.strip().splitlines()[-1].startswith(
+        "efficientdet_tf.errors.ConfigError: --strategy=tpu on JAX found no TPU VM to join (")
+
+
 @pytest.mark.any_backend
 @pytest.mark.skipif(BACKEND != "jax", reason="TensorFlow's multi-worker reads TF_CONFIG")
 def test_the_command_line_names_the_variables_of_a_multi_process_run(tmp_path, capsys,
