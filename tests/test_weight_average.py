@@ -7,8 +7,8 @@ import tensorflow as tf
 from efficientdet_tf.model.weight_average import WeightAverage
 
 
-def make(decay=0.9998):
-    variable = tf.Variable([1.0, 2.0])
+def make(decay=0.9998, dtype=tf.float32):
+    variable = tf.Variable([1.0, 2.0], dtype=dtype)
     variable.path = "layer/kernel"  # paths key the shadows, as for Keras variables
     return variable, WeightAverage([variable], decay)
 
@@ -23,6 +23,17 @@ def test_dynamic_decay_follows_early_updates_closely():
     assert float(average.current_decay()) == pytest.approx(0.91)  # (1 + 90) / (10 + 90)
     average.num_updates.assign(100_000)
     assert float(average.current_decay()) == pytest.approx(0.9998)
+
+
+def test_float64_weights_are_averaged():
+    """A float64 network (tests/training_update.py's reference step) has float64 shadows; the
+    decay stays float32, as the official one."""
+    variable, average = make(dtype=tf.float64)
+    variable.assign([11.0, 12.0])
+    average.update()
+    shadow = average.values_by_path()["layer/kernel"]
+    assert shadow.dtype == np.float64
+    np.testing.assert_allclose(shadow, [10.0, 11.0], rtol=1e-7)
 
 
 def test_a_step_the_optimizer_skipped_leaves_the_average():

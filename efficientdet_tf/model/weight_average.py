@@ -51,7 +51,9 @@ class WeightAverage(keras.layers.Layer):
         step skipped by float16 loss scaling."""
         decay = ops.where(applied, self.current_decay(), 1.0)
         for shadow, variable in self._pairs():
-            shadow.assign(decay * shadow + (1.0 - decay) * ops.cast(variable, shadow.dtype))
+            shadow_decay = ops.cast(decay, shadow.dtype)  # float64 shadows (a float64 policy)
+            shadow.assign(shadow_decay * shadow
+                          + (1.0 - shadow_decay) * ops.cast(variable, shadow.dtype))
         self.num_updates.assign(self.num_updates + ops.cast(applied, self.num_updates.dtype))
 
     def reset(self) -> None:
