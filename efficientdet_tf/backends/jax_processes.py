@@ -153,9 +153,11 @@ def _wait_for_coordinator(group: ProcessGroup, timeout_s: int) -> None:
 
 
 def _require_free_port(group: ProcessGroup) -> None:
-    """The coordinator's port must be free to bind (another run may hold it)."""
+    """The coordinator's port must be free to bind (another run may listen on it; the closed
+    connections of a run just ended do not count, as for JAX's own server)."""
     host, port = group.host_and_port
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("", port))
         except OSError as error:
