@@ -22,7 +22,13 @@ from training_harness import (
     training_config,
 )
 from training_interruptions import InterruptAtStep, Interruption, make_loss_turn_nan_at_step_4
-from training_update import COCO128, relative_difference, training_update
+from training_update import (
+    COCO128,
+    FULL_SIZE,
+    SMALL_SIZE,
+    relative_difference,
+    training_update,
+)
 
 from efficientdet_tf.config import ConfigError
 from efficientdet_tf.model.builder import build_model
@@ -52,20 +58,26 @@ def fit(detector, data="synthetic:train:8", **options):
     return training_harness.fit(detector, data, **{"epochs": 2, "batch_size": 4, **options})
 
 
-@pytest.mark.slow  # D0 at 512 px, and a TensorFlow process for the reference
+@pytest.mark.slow  # D0, and a TensorFlow process in float64 for the reference (512 px: minutes)
 @requires_fixture
 @pytest.mark.skipif(not COCO128.is_dir(), reason=f"needs the shared coco128 at {COCO128}")
-def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorflow(tmp_path):
-    """The same update as TensorFlow's step (the official one)."""
+@pytest.mark.parametrize(("image_size", "bound"), [(SMALL_SIZE, 5e-4), (FULL_SIZE, 1e-3)],
+                         ids=[f"{SMALL_SIZE}px", f"{FULL_SIZE}px"])
+def test_one_step_from_the_official_checkpoint_updates_the_weights_as_on_tensorflow(
+        tmp_path, image_size, bound):
+    """The update of TensorFlow's step (the official one) computed in float64, the recipe's
+    arithmetic without float32 rounding (training_update.py says why not in float32): measured
+    1.6e-4 at 64 px and 1.7e-4 at 512 px on JAX."""
     reference_file = tmp_path / "tensorflow_update.npz"
     tensorflow = subprocess.Popen(
-        [sys.executable, str(TESTS / "training_update.py"), str(reference_file)],
+        [sys.executable, str(TESTS / "training_update.py"), str(reference_file), str(image_size),
+         "--float64"],
         env={**os.environ, "KERAS_BACKEND": "tensorflow"}, stderr=subprocess.PIPE, text=True)
-    update = training_update()
-    _, errors = tensorflow.communicate(timeout=900)
+    update = training_update(image_size)
+    _, errors = tensorflow.communicate(timeout=1800)
     assert tensorflow.returncode == 0, errors[-3000:]
     with np.load(reference_file) as reference:
-        assert relative_difference(update, dict(reference)) <= 1e-3
+        assert relative_difference(update, dict(reference)) <= bound
 
 
 @pytest.mark.slow  # two programs compiled, one per device layout
