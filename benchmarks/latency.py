@@ -3,8 +3,8 @@ yardstick.
 
     python benchmarks/latency.py
     python benchmarks/latency.py --ckpt=efficientdet-d0/ --max_nms_inputs=5000
-    python benchmarks/latency.py --model=runs/demo512/config.yaml --ckpt=runs/demo512 \
-        --image=synthetic --calibration_data=synthetic:train:100 --calibration_images=100
+    python benchmarks/latency.py --model=runs/demo512b/config.yaml --ckpt=runs/demo512b \
+        --image=synthetic --calibration_data=synthetic:train:32 --calibration_images=32
 
 Batch 1, one uint8 image in (480x640 uniform noise by default: with random weights, every anchor
 scores alike, NMS's worst case; a trained model sees an image of its data, --image), detections
