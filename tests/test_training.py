@@ -28,11 +28,19 @@ from training_harness import (
 )
 from training_interruptions import InterruptAtStep, Interruption, make_loss_turn_nan_at_step_4
 
-from efficientdet_tf import ObjectDetector, build_model, get_config, load_weights, save_weights
+from efficientdet_tf import (
+    CheckpointMismatchError,
+    ObjectDetector,
+    build_model,
+    get_config,
+    load_weights,
+    save_weights,
+)
 from efficientdet_tf.backends import Replicas
 from efficientdet_tf.data.sources.synthetic import SyntheticShapes
 from efficientdet_tf.model.checkpoint import EMA_SUFFIX, checkpoint_name
 from efficientdet_tf.training.callbacks import (
+    RUN_CONFIG_FILE_NAME,
     ImageSummaries,
     NonFiniteLossError,
     TrainingCheckpoints,
@@ -285,6 +293,23 @@ def test_a_run_resumed_mid_epoch_restores_its_state_and_finishes_on_the_epoch_co
     assert len(snapshots.after_steps) == 2 and int(detector.optimizer.iterations.numpy()) == 6
     assert history.epoch == [1]
     assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-6")
+
+
+@pytest.mark.xdist_group("interrupted_run")
+def test_a_run_of_another_config_is_refused_in_one_line_and_keeps_its_config_yaml(
+    interrupted_run, tmp_path
+):
+    run = Path(shutil.copytree(interrupted_run, tmp_path / "run"))
+    run_config = (run / RUN_CONFIG_FILE_NAME).read_text()
+    detector = tiny_detector(f"box_class_repeats={CONFIG.box_class_repeats + 1}",
+                             run_eagerly=True)
+    with pytest.raises(CheckpointMismatchError) as error:
+        fit(detector, steps_per_epoch=1, callbacks=[TrainingCheckpoints(run)])
+    message = str(error.value)
+    assert "differs from its config.yaml in box_class_repeats)" in message, message
+    assert f"--model_name={run / RUN_CONFIG_FILE_NAME}" in message
+    assert "\n" not in message and "value=" not in message and len(message) < 600, message
+    assert (run / RUN_CONFIG_FILE_NAME).read_text() == run_config
 
 
 def _train_args(tmp_path, model_dir, *extra):

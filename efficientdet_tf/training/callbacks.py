@@ -38,6 +38,8 @@ from efficientdet_tf.training.run_checkpoints import (
 )
 
 log = logging.getLogger(__name__)
+# The run's hparams in its model_dir: what --model_name takes to resume, evaluate or export it.
+RUN_CONFIG_FILE_NAME = "config.yaml"
 
 
 class NonFiniteLossError(FaultError):
@@ -125,22 +127,33 @@ class TrainingCheckpoints(StepCountingCallback):
         chief = backends.current().is_chief(detector.training_distribution)
         latest = newest_good_checkpoint(self.model_dir, set_aside=chief)
         self._manager = self._make_manager(detector, chief)
+        if latest:
+            try:
+                self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
+                self._state.after_restore()
+            except (AssertionError, ValueError) as error:
+                raise CheckpointMismatchError(
+                    self._mismatch_message(latest, detector.config, error)) from None
+        # Only now: a run refused above keeps the config.yaml that says how to resume it.
         if chief:
             save_run_config(detector.config, self.model_dir)
         if not latest:
             return None
-        try:
-            self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
-            self._state.after_restore()
-        except (AssertionError, ValueError) as error:
-            raise CheckpointMismatchError(
-                f"{self.model_dir} holds a run whose checkpoint {latest} does not fit the model "
-                f"of this config ({error}). Resume with the hparams of that run (its config.yaml) "
-                "or start in a new model_dir.") from None
         step = current_step(detector)
         log.info("Resumed from %s at step %d", latest, step)
         self._last_saved_step = step
         return step
+
+    def _mismatch_message(self, checkpoint: str, config, error: Exception) -> str:
+        changed = changed_run_values(config, self.model_dir)
+        differences = (f"this config differs from its config.yaml in {', '.join(changed)}"
+                       if changed else "its config.yaml has this config's values")
+        # TensorFlow's text goes on to list the unmatched variables with their values.
+        cause = " ".join(str(error).split()).split(". ")[0][:300]
+        return (f"{self.model_dir} holds a run whose checkpoint {checkpoint} does not fit the "
+                f"model of this config ({cause}; {differences}). Resume with the hparams of that "
+                f"run (--model_name={os.path.join(self.model_dir, RUN_CONFIG_FILE_NAME)}) or "
+                "start in a new model_dir.")
 
     def _make_manager(self, detector, chief: bool) -> tf.train.CheckpointManager:
         self._state = TrainingState(detector.network.weights, detector.weight_average,
@@ -298,17 +311,25 @@ def _read_sample_image(path: str | None) -> np.ndarray | None:
     return decode_image(tf.io.read_file(path)).numpy()
 
 
+def changed_run_values(config, model_dir: str) -> list[str]:
+    """The hparams whose values in `config` differ from the run's config.yaml in model_dir
+    (none where there is no such file)."""
+    path = os.path.join(model_dir, RUN_CONFIG_FILE_NAME)
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as file:
+        previous = yaml.safe_load(file.read()) or {}
+    values = config.as_dict()
+    return sorted(key for key in values if values[key] != previous.get(key))
+
+
 def save_run_config(config, model_dir: str) -> None:
     """Writes config.yaml in model_dir, warning about the values a resumed run changed."""
-    path = os.path.join(model_dir, "config.yaml")
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as file:
-            previous = yaml.safe_load(file.read()) or {}
-        values = config.as_dict()
-        changed = sorted(k for k in values if values[k] != previous.get(k))
-        if changed:
-            log.warning("model_dir %s was started with other values of %s; config.yaml now "
-                        "holds the new ones.", model_dir, ", ".join(changed))
+    changed = changed_run_values(config, model_dir)
+    if changed:
+        log.warning("model_dir %s was started with other values of %s; config.yaml now "
+                    "holds the new ones.", model_dir, ", ".join(changed))
+    path = os.path.join(model_dir, RUN_CONFIG_FILE_NAME)
     with written_whole(path, "The run's config") as partial:
         config.save(partial)
 
